@@ -1,0 +1,253 @@
+"""Typed config schemas, stored in Hydra's ConfigStore and checked when a config is composed.
+
+``conf/config.yaml`` starts its defaults list with ``vita_config`` (the :class:`Config` schema
+below), so every group (``model``, ``data``, ``stage``, ``engine``, ``experiment``) merges into
+typed dataclasses: an unknown key or a wrong type fails at compose time, naming the key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from vita.errors import ConfigError
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+@dataclass(kw_only=True)
+class ModelConfig:
+    backbone: str = MISSING
+    """Registry key of the LLM backbone (``vita.registry.BACKBONES``), e.g. ``tiny-qwen2``."""
+    pretrained: Optional[str] = None
+    """Local HF folder or hub id to load weights from; ``null`` = random init from the registry shape."""
+    gguf_file: Optional[str] = None
+    """GGUF file name inside ``pretrained`` (transformers dequantises it)."""
+    tokenizer: Optional[str] = None
+    """Tokenizer folder or hub id; ``null`` = the one in ``pretrained``."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Shape overrides merged into the registry config (``hidden_size``, ``num_hidden_layers`` ...)."""
+    attn_implementation: str = "sdpa"
+    """``sdpa`` (default), ``eager`` or ``flash_attention_2`` (needs flash-attn and a GPU)."""
+    trust_remote_code: bool = False
+    """Allow model code from the checkpoint folder to run. Off unless you trust the source."""
+
+
+@dataclass(kw_only=True)
+class DataConfig:
+    name: str = MISSING
+    """A label for logs and run dirs."""
+    format: str = "chatterbot"
+    """Dataset format key (``vita.registry.DATASETS``)."""
+    language: str = "english"
+    """chatterbot: corpus language folder."""
+    files: list[str] = field(default_factory=list)
+    """chatterbot: corpus files to read (empty = all)."""
+    template: str = "chatml"
+    """Chat template key (``vita.registry.TEMPLATES``)."""
+    system_prompt: Optional[str] = None
+    """System prompt; ``null`` = the template's default, ``""`` = none."""
+    max_length: int = 256
+    """Longest tokenised sample; longer ones are truncated (never to zero supervised tokens)."""
+    sampler: str = "random"
+    """Sampler key (``vita.registry.SAMPLERS``)."""
+    num_workers: int = 0
+    """DataLoader worker processes (0 = load in the training process)."""
+    limit: int = 0
+    """Use only the first N samples (0 = all); for smoke tests."""
+    on_bad_sample: str = "fail"
+    """``fail``: stop with the sample id and reason; ``skip``: drop it, count it, log why."""
+
+
+@dataclass(kw_only=True)
+class GroupConfig:
+    mode: str = "full"
+    """``full`` (train), ``frozen`` or ``lora``."""
+    lr: Optional[float] = None
+    """Learning rate of this group; ``null`` = ``optim.lr``."""
+
+
+@dataclass(kw_only=True)
+class StageConfig:
+    name: str = MISSING
+    """Stage name, written into checkpoints and exports."""
+    groups: dict[str, GroupConfig] = field(default_factory=dict)
+    """Per module group (llm, vision_tower, ...): mode and learning rate. Unlisted groups train fully."""
+
+
+@dataclass(kw_only=True)
+class EngineConfig:
+    zero_stage: int = 0
+    """DeepSpeed ZeRO stage: 0, 1, 2 or 3."""
+    offload_optimizer: bool = False
+    """ZeRO-2/3: optimizer state in CPU memory."""
+    offload_param: bool = False
+    """ZeRO-3: parameters in CPU memory."""
+    precision: str = "fp32"
+    """``fp32``, ``bf16`` or ``fp16``."""
+    micro_batch_size: int = 4
+    """Samples per rank per forward."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step. Global batch = micro_batch_size x grad_accum x world size."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this (0 = off)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in backward to save memory."""
+    optimizer_impl: str = "auto"
+    """``torch`` (torch AdamW), ``fused`` (DeepSpeed's), ``auto`` = fused on GPU, torch on CPU."""
+    stage3_param_persistence_threshold: int = 100000
+    """ZeRO-3: parameters smaller than this stay unpartitioned."""
+    timeout_min: int = 30
+    """Collective timeout; a rank that waits longer fails instead of hanging."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Raw DeepSpeed config entries merged last (expert use)."""
+
+
+@dataclass(kw_only=True)
+class OptimConfig:
+    lr: float = 1e-3
+    """Peak learning rate (groups may set their own in the stage)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay; never applied to biases and norms."""
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    scheduler: str = "cosine"
+    """``cosine``, ``linear`` or ``constant`` after warmup."""
+    warmup_steps: int = 0
+    """Linear warmup steps (takes precedence over ``warmup_ratio``)."""
+    warmup_ratio: float = 0.0
+    """Warmup as a fraction of the total steps."""
+    min_lr_ratio: float = 0.0
+    """Floor of the decay, as a fraction of the peak lr."""
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    max_steps: int = 100
+    """Optimizer steps to run; 0 = run ``epochs`` epochs."""
+    epochs: int = 1
+    """Epochs, when ``max_steps`` is 0."""
+    seed: int = 42
+    log_every: int = 1
+    """Log metrics every N steps."""
+    ckpt_every: int = 0
+    """Save a checkpoint every N steps (0 = only at the end)."""
+    keep_last: int = 2
+    """Checkpoints to keep."""
+    resume: str = "auto"
+    """``auto``: continue from the newest complete checkpoint in the run dir; ``never``: refuse a used run dir."""
+    resume_from: Optional[str] = None
+    """A checkpoint folder (``.../checkpoints/step_00000100``) to start from."""
+    nan_policy: str = "stop"
+    """A NaN/inf loss or gradient: ``stop`` with the step and sample ids, or ``skip`` the step."""
+
+
+@dataclass(kw_only=True)
+class LoggingConfig:
+    loggers: list[str] = field(default_factory=lambda: ["console", "jsonl"])
+    """Any of ``console``, ``jsonl``, ``wandb``, ``tensorboard``."""
+    progress_bar: bool = True
+    """A tqdm bar on rank 0."""
+    plot: bool = True
+    """Write ``loss.png`` in the run dir at the end."""
+    wandb_project: str = "vita"
+    wandb_entity: Optional[str] = None
+
+
+@dataclass(kw_only=True)
+class Config:
+    name: str = "default"
+    """Run name: the run dir is ``<output_root>/<name>/<overrides>``."""
+    output_root: str = "outputs"
+    """Where run dirs go; site configs set it in ``conf/local``."""
+    model: ModelConfig = MISSING
+    data: DataConfig = MISSING
+    stage: StageConfig = MISSING
+    engine: EngineConfig = MISSING
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+
+ENUMS = {
+    "engine.zero_stage": (0, 1, 2, 3),
+    "engine.precision": ("fp32", "bf16", "fp16"),
+    "engine.optimizer_impl": ("auto", "torch", "fused"),
+    "optim.scheduler": ("cosine", "linear", "constant"),
+    "train.resume": ("auto", "never"),
+    "train.nan_policy": ("stop", "skip"),
+    "data.on_bad_sample": ("fail", "skip"),
+}
+GROUP_MODES = ("full", "frozen", "lora")
+LOGGERS = ("console", "jsonl", "wandb", "tensorboard")
+
+
+def register_configs() -> None:
+    """Store the schemas in Hydra's ConfigStore (idempotent)."""
+    ConfigStore.instance().store(name="vita_config", node=Config)
+
+
+def _asset(path: str) -> str:
+    return str(ASSETS / path)
+
+
+def register_resolvers() -> None:
+    """``${vita_asset:tokenizers/chatterbot-bpe}`` -> the path inside the installed package."""
+    if not OmegaConf.has_resolver("vita_asset"):
+        OmegaConf.register_new_resolver("vita_asset", _asset)
+
+
+def suggest_key(cfg: DictConfig, key: str) -> str:
+    """A one-line message for an unknown dotted key, with the valid keys of its parent node."""
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    if not isinstance(node, DictConfig):
+        return f"unknown config key '{key}'"
+    valid = sorted(str(k) for k in node.keys())
+    close = difflib.get_close_matches(leaf, valid, n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(repr(f'{parent}.{c}' if parent else c) for c in close)}?" if close else ""
+    where = f"'{parent}'" if parent else "the top level"
+    return f"unknown config key '{key}'.{hint} Valid keys under {where}: {', '.join(valid)}"
+
+
+def validate(cfg: DictConfig) -> None:
+    """Checks a schema cannot express: choices, registry keys, batch arithmetic. Builds nothing."""
+    from vita.registry import BACKBONES, DATASETS, SAMPLERS, TEMPLATES, load_builtins
+
+    load_builtins()
+    for key, allowed in ENUMS.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"config key '{key}' is {value!r}; valid options: {', '.join(map(str, allowed))}")
+    for name, group in cfg.stage.groups.items():
+        if group.mode not in GROUP_MODES:
+            raise ConfigError(
+                f"config key 'stage.groups.{name}.mode' is {group.mode!r}; valid options: {', '.join(GROUP_MODES)}"
+            )
+    for lg in cfg.logging.loggers:
+        if lg not in LOGGERS:
+            raise ConfigError(f"config key 'logging.loggers' has {lg!r}; valid options: {', '.join(LOGGERS)}")
+    BACKBONES.get(cfg.model.backbone)
+    TEMPLATES.get(cfg.data.template)
+    SAMPLERS.get(cfg.data.sampler)
+    DATASETS.get(cfg.data.format)
+    for key in ("engine.micro_batch_size", "engine.grad_accum", "data.max_length", "train.log_every"):
+        if OmegaConf.select(cfg, key) < 1:
+            raise ConfigError(f"config key '{key}' must be >= 1, got {OmegaConf.select(cfg, key)}")
+    if cfg.model.attn_implementation == "flash_attention_2":
+        import importlib.util
+
+        if importlib.util.find_spec("flash_attn") is None:
+            raise ConfigError(
+                "model.attn_implementation=flash_attention_2 needs flash-attn: `pip install -e .[flash]` on a "
+                "CUDA machine, or use sdpa"
+            )
+    if cfg.train.resume_from is not None and not os.path.isdir(cfg.train.resume_from):
+        raise ConfigError(f"train.resume_from={cfg.train.resume_from}: no such checkpoint folder")

@@ -1,0 +1,194 @@
+"""The training loop. DeepSpeed owns the math; this file owns the order of things.
+
+``Trainer.train()`` reads top to bottom: resume, then for each step draw ``grad_accum``
+micro-batches, forward -> ``engine.backward`` -> ``engine.step`` for each, log, checkpoint.
+The loss of a step is the token-mean cross-entropy over the *global* batch (all ranks, all
+micro-batches), so how a batch is split never changes the trajectory.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+
+import deepspeed
+import torch
+from omegaconf import OmegaConf
+
+from vita.data import DataBundle, Position
+from vita.engine import checkpoint as ckpt
+from vita.engine.distributed import DistInfo, all_reduce_sum
+from vita.engine.ds_config import build_ds_config
+from vita.engine.export import export_model
+from vita.engine.metrics import MetricsLogger, plot_loss
+from vita.engine.run_dir import mark_complete
+from vita.engine.optim import make_scheduler_factory, param_groups, warmup_steps
+from vita.errors import VitaError
+from vita.model.omni import count_label_tokens
+
+log = logging.getLogger("vita")
+
+
+class NonFiniteLoss(VitaError):
+    """A NaN or inf loss under ``train.nan_policy=stop``."""
+
+
+class Trainer:
+    """Runs one training job of ``cfg`` on ``model`` with ``data`` in ``run_dir``."""
+
+    def __init__(self, cfg, model, data: DataBundle, tokenizer, dist_info: DistInfo, run_dir: Path,
+                 group_lrs: dict[str, float]) -> None:
+        self.cfg, self.model, self.data, self.tokenizer = cfg, model, data, tokenizer
+        self.dist, self.run_dir = dist_info, run_dir
+        self.ckpt_root = run_dir / "checkpoints"
+        self.step = 0
+        self.position = Position()
+        steps_per_epoch = data.sampler.steps_per_epoch
+        self.total_steps = cfg.train.max_steps if cfg.train.max_steps > 0 else cfg.train.epochs * steps_per_epoch
+        self.skipped_micro_batches = 0
+
+        if cfg.engine.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        groups = param_groups(model.module_groups(), group_lrs, cfg.optim.weight_decay)
+        sched = make_scheduler_factory(cfg.optim.scheduler, self.total_steps,
+                                       warmup_steps(cfg.optim, self.total_steps), cfg.optim.min_lr_ratio)
+        self.ds_config = build_ds_config(cfg.engine, cfg.optim, dist_info.world_size)
+        self.engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=groups, config=self.ds_config,
+                                                    lr_scheduler=sched)
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
+        self.metrics = MetricsLogger(run_dir, list(cfg.logging.loggers), dist_info.is_main, cfg.name,
+                                     OmegaConf.to_container(cfg, resolve=True), cfg.logging.wandb_project,
+                                     cfg.logging.wandb_entity)
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def train(self) -> dict:
+        """Train to ``total_steps`` (resuming if a checkpoint exists); returns the last metrics."""
+        self.resume()
+        bar = self._progress_bar()
+        last: dict = {}
+        for position, micro_batches in self.data.loader.iterate(self.position):
+            if self.step >= self.total_steps:
+                break
+            t0 = time.perf_counter()
+            last = self.train_step(micro_batches)
+            last["step_time_s"] = time.perf_counter() - t0
+            last["tokens_per_s"] = last.pop("tokens") / last["step_time_s"]
+            last["samples_per_s"] = last.pop("samples") / last["step_time_s"]
+            last["epoch"] = position.epoch
+            self.step += 1
+            self.position = self._next(position)
+            if self.step % self.cfg.train.log_every == 0 or self.step == self.total_steps:
+                self.metrics.log(self.step, last)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{last['lr']:.2e}")
+            if self.cfg.train.ckpt_every and self.step % self.cfg.train.ckpt_every == 0 and self.step < self.total_steps:
+                self.save()
+        if bar is not None:
+            bar.close()
+        self.finish()
+        return last
+
+    def train_step(self, micro_batches: list[dict]) -> dict:
+        """One optimizer step over this rank's micro-batches; returns global-batch metrics."""
+        world, accum = self.dist.world_size, len(micro_batches)
+        local_tokens = sum(count_label_tokens(mb["labels"]) for mb in micro_batches)
+        global_tokens = all_reduce_sum(local_tokens)
+        # DeepSpeed averages gradients over ranks and divides by grad_accum; undo both so the
+        # gradient is that of (sum of token losses over the global batch) / global_tokens.
+        scale = world * accum / max(global_tokens, 1.0)
+        ce_total, grad_norm = 0.0, None
+        lr = self.engine.get_lr()[0]  # the lr this step uses (the scheduler moves in engine.step)
+        for mb in micro_batches:
+            batch = {k: v.to(self.engine.device) for k, v in mb.items() if isinstance(v, torch.Tensor)}
+            out = self.engine(**batch)
+            loss = out["ce_sum"] * scale + sum(out["aux"].values())
+            if not self._all_finite(loss):
+                loss = self._handle_non_finite(mb)
+            self.engine.backward(loss)
+            if self.engine.is_gradient_accumulation_boundary() and self.cfg.engine.zero_stage == 0:
+                grad_norm = self._grad_norm()  # ZeRO-0 with a torch optimizer reports None
+            self.engine.step()
+            ce_total += float(out["ce_sum"].detach())
+        ds_norm = self.engine.get_global_grad_norm()
+        grad_norm = float(ds_norm) if ds_norm is not None else grad_norm
+        return {
+            "loss": all_reduce_sum(ce_total) / max(global_tokens, 1.0),
+            "lr": lr,
+            "grad_norm": grad_norm,
+            "tokens": all_reduce_sum(sum(int(mb["attention_mask"].sum()) for mb in micro_batches)),
+            "samples": all_reduce_sum(sum(len(mb["ids"]) for mb in micro_batches)),
+            "label_tokens": int(global_tokens),
+        }
+
+    # -- side concerns ----------------------------------------------------------------------------
+    def _all_finite(self, loss: torch.Tensor) -> bool:
+        bad = 0.0 if torch.isfinite(loss).all() else 1.0
+        return all_reduce_sum(bad) == 0.0
+
+    def _handle_non_finite(self, mb: dict) -> torch.Tensor:
+        if self.cfg.train.nan_policy == "stop":
+            raise NonFiniteLoss(
+                f"non-finite loss at step {self.step + 1} (a rank's batch: {', '.join(mb['ids'])}); "
+                "set train.nan_policy=skip to drop such micro-batches, or lower optim.lr"
+            )
+        self.skipped_micro_batches += 1
+        log.warning("step %d: non-finite loss, micro-batch %s contributes no gradient", self.step + 1, mb["ids"])
+        return sum((p * 0.0).sum() for p in self.trainable)
+
+    def _grad_norm(self) -> float:
+        sq = sum(float(p.grad.detach().float().pow(2).sum()) for p in self.trainable if p.grad is not None)
+        return math.sqrt(sq)
+
+    def _next(self, position: Position) -> Position:
+        nxt = Position(position.epoch, position.step + 1)
+        if nxt.step == self.data.sampler.steps_per_epoch:
+            nxt = Position(position.epoch + 1, 0)
+        return nxt
+
+    def _progress_bar(self):
+        if not (self.dist.is_main and self.cfg.logging.progress_bar):
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=self.total_steps, initial=self.step, desc=self.cfg.name, dynamic_ncols=True)
+
+    def client_state(self) -> dict:
+        return {"step": self.step, "position": self.position.state_dict(), "stage": self.cfg.stage.name}
+
+    def save(self) -> Path:
+        path = ckpt.save_checkpoint(self.engine, self.ckpt_root, self.step, self.client_state(),
+                                    self.cfg.train.keep_last, self.dist.rank)
+        log.info("checkpoint %s", path) if self.dist.is_main else None
+        return path
+
+    def resume(self) -> None:
+        path = Path(self.cfg.train.resume_from) if self.cfg.train.resume_from else None
+        if path is None and self.cfg.train.resume == "auto":
+            path = ckpt.find_resumable(self.ckpt_root)
+        if path is None:
+            return
+        client = ckpt.load_checkpoint(self.engine, path, self.dist.rank)
+        self.step = int(client["step"])
+        self.position = Position(**client["position"])
+        if self.dist.is_main:
+            log.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step, self.position.epoch,
+                     self.position.step)
+
+    def finish(self) -> None:
+        """Final checkpoint, exported model and plot."""
+        if not (self.ckpt_root / ckpt.tag_for(self.step)).is_dir():
+            self.save()
+        meta = {"step": self.step, "stage": self.cfg.stage.name, "backbone": self.cfg.model.backbone,
+                "template": self.cfg.data.template}
+        export_model(self.model, self.tokenizer, self.run_dir / "final", self.cfg.engine.zero_stage, self.dist.rank, meta)
+        if self.dist.is_main:
+            if self.cfg.logging.plot:
+                plot_loss(self.metrics.path, self.run_dir / "loss.png")
+            mark_complete(self.run_dir, self.cfg, self.step)
+
+    def close(self) -> None:
+        self.metrics.close()
+        self.engine.destroy()

@@ -1,0 +1,114 @@
+"""Metric sinks (console, ``metrics.jsonl``, wandb, tensorboard) and the end-of-run loss plot.
+
+Only rank 0 writes. Every sink gets the same flat dict per logging step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("vita")
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.3e}"
+    return str(v)
+
+
+class MetricsLogger:
+    """Fan out ``log(step, metrics)`` to the configured sinks."""
+
+    CONSOLE_KEYS = ("loss", "lr", "grad_norm", "tokens_per_s", "samples_per_s", "step_time_s")
+
+    def __init__(self, run_dir: Path, loggers: list[str], enabled: bool, run_name: str, config: dict,
+                 wandb_project: str = "vita", wandb_entity: str | None = None, console_every_line: bool = False) -> None:
+        self.enabled = enabled
+        self.loggers = set(loggers)
+        self.path = run_dir / "metrics.jsonl"
+        self._wandb = self._tb = None
+        if not enabled:
+            return
+        if "wandb" in self.loggers:
+            import wandb
+
+            os.environ.setdefault("WANDB_DIR", str(run_dir))
+            self._wandb = wandb.init(project=wandb_project, entity=wandb_entity, name=run_name, dir=str(run_dir),
+                                     config=config, id=_stable_id(run_dir), resume="allow")
+        if "tensorboard" in self.loggers:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        row = {"step": step, **metrics}
+        if "jsonl" in self.loggers:
+            with self.path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+        if "console" in self.loggers:
+            log.info("step %d  %s", step, "  ".join(f"{k} {_fmt(metrics[k])}" for k in self.CONSOLE_KEYS if k in metrics))
+        if self._wandb is not None:
+            self._wandb.log({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=step)
+        if self._tb is not None:
+            for k, v in metrics.items():
+                if isinstance(v, (int, float)) and math.isfinite(v):
+                    self._tb.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+
+def _stable_id(run_dir: Path) -> str:
+    import hashlib
+
+    return hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:12]
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """Rows of a ``metrics.jsonl``; a resumed run's rows after the resume point replace the older ones."""
+    rows: dict[int, dict] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                rows[row["step"]] = row
+    return [rows[k] for k in sorted(rows)]
+
+
+def plot_loss(metrics_path: Path, out: Path) -> Path | None:
+    """Write ``loss.png`` (loss and lr against step) from ``metrics.jsonl``."""
+    rows = [r for r in read_metrics(metrics_path) if "loss" in r]
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(steps, [r["loss"] for r in rows], label="loss", color="tab:blue")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    if "lr" in rows[0]:
+        ax2 = ax.twinx()
+        ax2.plot(steps, [r["lr"] for r in rows], label="lr", color="tab:orange", alpha=0.6)
+        ax2.set_ylabel("lr")
+    ax.set_title(metrics_path.parent.name)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

@@ -1,0 +1,91 @@
+"""Entry point: ``python -m vita.run [experiment=NAME] [overrides] [-m sweeps]``.
+
+compose (Hydra) -> validate -> init distributed -> build tokenizer, model, stage, data
+-> ``Trainer.train()`` -> close, in ``finally``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from vita.config import register_configs, register_resolvers, validate
+from vita.errors import VitaError
+
+log = logging.getLogger("vita")
+register_configs()
+register_resolvers()
+
+
+def train(cfg: DictConfig) -> dict:
+    """Run one training job described by ``cfg``; returns its final metrics."""
+    import torch
+    from hydra.core.hydra_config import HydraConfig
+    from transformers import AutoTokenizer
+
+    from vita.data import build_data
+    from vita.engine.distributed import broadcast_object, close_distributed, init_distributed
+    from vita.engine.engine import Trainer
+    from vita.engine.run_dir import prepare_run_dir
+    from vita.model import build_model
+    from vita.stage import apply_stage, trainable_table
+
+    validate(cfg)
+    dist_info = trainer = None
+    try:
+        dist_info = init_distributed(cfg.engine.timeout_min)
+        run_dir = Path(broadcast_object(HydraConfig.get().runtime.output_dir))
+        if prepare_run_dir(run_dir, cfg, dist_info) == "complete":
+            return {}
+        torch.manual_seed(cfg.train.seed)
+        tok_path = cfg.model.tokenizer or cfg.model.pretrained
+        tokenizer = AutoTokenizer.from_pretrained(tok_path, trust_remote_code=cfg.model.trust_remote_code)
+        model = build_model(cfg.model, vocab_size=len(tokenizer))
+        group_lrs = apply_stage(model, cfg.stage, cfg.optim.lr)
+        if dist_info.is_main:
+            log.info("run dir %s, world size %d (%s)\n%s", run_dir, dist_info.world_size, dist_info.launcher,
+                     trainable_table(model, group_lrs))
+        data = build_data(cfg, tokenizer, dist_info.rank, dist_info.world_size)
+        trainer = Trainer(cfg, model, data, tokenizer, dist_info, run_dir, group_lrs)
+        metrics = trainer.train()
+        if dist_info.is_main:
+            print(f"\nrun complete: {run_dir}\n  final model : {run_dir / 'final'}\n"
+                  f"  checkpoints : {run_dir / 'checkpoints'}\n  metrics     : {run_dir / 'metrics.jsonl'}\n"
+                  f"  loss plot   : {run_dir / 'loss.png'}", flush=True)
+        return metrics
+    finally:
+        if trainer is not None:
+            trainer.close()
+        close_distributed(dist_info)
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra task: one job of a run or of a sweep. Returns the final loss (for sweepers)."""
+    try:
+        return train(cfg).get("loss")
+    except VitaError as e:
+        log.error("%s", e)
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        if os.environ.get("VITA_RAISE"):
+            raise
+        sys.exit(2)
+
+
+def cli() -> None:
+    from vita.cli import precheck
+
+    err = precheck(sys.argv[1:])
+    if err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    main()
+
+
+if __name__ == "__main__":
+    cli()
