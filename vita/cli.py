@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -23,6 +25,11 @@ def precheck(args: list[str]) -> str | None:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception:  # Hydra reports syntax errors well itself
         return None
+    for o in parsed:
+        if o.key_or_group in GROUPS and o.type == OverrideType.CHANGE:
+            err = _check_group_choice(o.key_or_group, o.value())
+            if err:
+                return err
     groups = [o.input_line for o in parsed if o.key_or_group in GROUPS or o.key_or_group.startswith("hydra")]
     groups = [g for g in groups if "," not in g.split("=", 1)[1]]
     register_configs()
@@ -48,6 +55,19 @@ def precheck(args: list[str]) -> str | None:
         except OmegaConfBaseException as e:
             msg = str(e).splitlines()[0]
             return f"config key '{key}': {msg}"
+    return None
+
+
+def _check_group_choice(group: str, value) -> str | None:
+    """An unknown option of a config group (``engine=zero9``) -> one line with the options."""
+    values = getattr(value, "list", None) or [value]
+    options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+    for v in values:
+        if v is None or str(v) == "null" or str(v) in options:
+            continue
+        close = difflib.get_close_matches(str(v), options, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        return f"unknown {group} '{v}' (no conf/{group}/{v}.yaml).{hint} Options: {', '.join(options)}"
     return None
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from torch.utils.data import Dataset
 
+from vita.data import sources as _sources  # noqa: F401  (registers the dataset formats)
 from vita.data.collate import Collator
 from vita.data.loader import Position, StepLoader
 from vita.data.samplers import GlobalBatchSampler

@@ -1,0 +1,193 @@
+"""Registries: register/build, clear errors for duplicates and misses, every built-in entry builds."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from transformers import AutoModelForCausalLM
+
+from vita.config import DataConfig
+from vita.errors import ConfigError
+from vita.registry import (
+    AUDIO_ENCODERS,
+    BACKBONES,
+    DATASETS,
+    PROJECTORS,
+    SAMPLERS,
+    TEMPLATES,
+    VISION_TOWERS,
+    Registry,
+    RegistryError,
+    load_builtins,
+)
+
+load_builtins()
+
+# Parameter budget under which a backbone counts as tiny (instantiated as registered).
+TINY_PARAMS = 5_000_000
+# Shape overrides that make any registered backbone small enough to instantiate on CPU.
+SMALL = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, vocab_size=1024, max_position_embeddings=512)
+
+
+@pytest.fixture
+def reg() -> Registry:
+    r = Registry("widget")
+    for name in ("tiny-qwen2", "qwen2.5-0.5b", "mlp"):
+        r.register(name)(lambda name=name, **kw: (name, kw))
+    return r
+
+
+def test_register_and_build_passes_kwargs(reg):
+    """``build`` calls the registered factory with the keyword arguments."""
+    assert reg.build("mlp", width=3) == ("mlp", {"width": 3})
+    assert "mlp" in reg and "nope" not in reg
+    assert len(reg) == 3
+    assert list(reg) == reg.names() == ["mlp", "qwen2.5-0.5b", "tiny-qwen2"]
+
+
+def test_register_returns_the_function_unchanged():
+    """The decorator leaves the factory usable directly."""
+    r = Registry("widget")
+
+    @r.register("f")
+    def f(x=1):
+        return x * 2
+
+    assert f(x=4) == 8
+    assert r.get("f") is f
+
+
+def test_duplicate_name_is_an_error(reg):
+    """Registering a name twice raises, naming the kind, the key and the first owner."""
+    with pytest.raises(RegistryError) as ei:
+        reg.register("mlp")(lambda: None)
+    msg = str(ei.value)
+    assert "widget 'mlp' is already registered" in msg
+    assert "<lambda>" in msg  # the original factory is named
+    assert reg.build("mlp") == ("mlp", {})  # the first registration is kept
+
+
+def test_miss_names_key_known_keys_and_close_matches(reg):
+    """An unknown key gives one line with the bad key, every known key and the close matches."""
+    with pytest.raises(RegistryError) as ei:
+        reg.build("tiny-qwen3")
+    msg = str(ei.value)
+    assert "\n" not in msg
+    assert "'tiny-qwen3'" in msg
+    assert "Did you mean 'tiny-qwen2'" in msg
+    assert "Known widgets: mlp, qwen2.5-0.5b, tiny-qwen2" in msg
+    assert not msg.startswith('"')  # not KeyError's quoted repr
+
+
+def test_miss_without_close_match_has_no_hint(reg):
+    """A key like nothing registered lists the known keys without a 'Did you mean'."""
+    with pytest.raises(RegistryError) as ei:
+        reg.get("zzzzzzzz")
+    assert "Did you mean" not in str(ei.value)
+    assert "mlp" in str(ei.value)
+
+
+def test_registry_error_is_config_and_key_error(reg):
+    """Callers may catch a miss as ConfigError (one-line report) or KeyError (mapping protocol)."""
+    with pytest.raises(ConfigError):
+        reg.get("x")
+    with pytest.raises(KeyError):
+        reg.get("x")
+
+
+# ---------------------------------------------------------------- built-in entries
+
+
+def _approx_params(cfg) -> int:
+    h, n, v = cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size
+    inter = getattr(cfg, "intermediate_size", 4 * h)
+    return n * (4 * h * h + 3 * h * inter) + v * h
+
+
+def _forward_backward(config) -> None:
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    ids = torch.randint(0, config.vocab_size, (2, 8))
+    out = model(input_ids=ids, labels=ids)
+    assert torch.isfinite(out.loss), out.loss
+    assert out.logits.shape == (2, 8, config.vocab_size)
+    out.loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert grads and all(g is not None for g in grads)
+    assert all(torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+
+
+def test_builtins_are_registered():
+    """load_builtins fills the registries the config validates against."""
+    assert {"tiny-qwen2", "qwen2.5-0.5b"} <= set(BACKBONES)
+    assert {"random", "sequential"} <= set(SAMPLERS)
+    assert "chatml" in TEMPLATES
+    assert "chatterbot" in DATASETS
+
+
+@pytest.mark.parametrize("key", BACKBONES.names())
+def test_every_backbone_builds_and_trains_a_step(key):
+    """Each backbone config builds; tiny ones run as registered, larger ones shrunk by overrides."""
+    config = BACKBONES.build(key)
+    assert config.vocab_size > 0 and config.num_hidden_layers > 0
+    if _approx_params(config) > TINY_PARAMS:
+        config = BACKBONES.build(key, **SMALL)
+        for k, v in SMALL.items():
+            assert getattr(config, k) == v, f"{key} ignores override {k}"
+    assert _approx_params(config) <= TINY_PARAMS
+    _forward_backward(config)
+
+
+def test_tiny_qwen2_is_tiny_and_takes_overrides():
+    """tiny-qwen2 is the CPU demo model; overrides replace its defaults."""
+    cfg = BACKBONES.build("tiny-qwen2")
+    assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size) == (64, 2, 1024)
+    assert BACKBONES.build("tiny-qwen2", num_hidden_layers=3).num_hidden_layers == 3
+
+
+def test_qwen25_05b_shape():
+    """qwen2.5-0.5b carries the published shape numbers (config only, no weights)."""
+    cfg = BACKBONES.build("qwen2.5-0.5b")
+    assert cfg.model_type == "qwen2"
+    assert cfg.hidden_size == 896
+    assert cfg.num_hidden_layers == 24
+    assert cfg.num_attention_heads == 14
+    assert cfg.num_key_value_heads == 2
+    assert cfg.intermediate_size == 4864
+    assert cfg.vocab_size == 151936
+    assert cfg.tie_word_embeddings is True
+
+
+@pytest.mark.parametrize("key", SAMPLERS.names())
+def test_every_sampler_builds(key):
+    """Each sampler yields full, in-range global batches."""
+    s = SAMPLERS.build(key, num_samples=10, global_batch_size=4, seed=1)
+    assert s.steps_per_epoch == 2
+    b = s.batch(0, 1)
+    assert len(b) == 4 and all(0 <= i < 10 for i in b)
+
+
+@pytest.mark.parametrize("key", TEMPLATES.names())
+def test_every_template_builds(key):
+    """Each template turns a two-turn conversation into segments, some supervised."""
+    t = TEMPLATES.build(key)
+    segs = t.segments([{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}], "s0")
+    assert any(sup for _, sup in segs) and any(not sup for _, sup in segs)
+    assert "hello" in "".join(text for text, sup in segs if sup)
+
+
+@pytest.mark.parametrize("key", DATASETS.names())
+def test_every_dataset_format_builds(key):
+    """Each dataset format reads samples with ids and conversations from its default config."""
+    data_cfg = OmegaConf.structured(DataConfig(name="t", format=key))
+    samples = DATASETS.build(key, data_cfg=data_cfg)
+    assert samples and {"id", "conversations"} <= set(samples[0])
+
+
+@pytest.mark.parametrize("registry", [VISION_TOWERS, AUDIO_ENCODERS, PROJECTORS], ids=lambda r: r.kind)
+def test_registries_without_builtin_tests_are_empty(registry):
+    """Encoder/projector registries have no entries yet; adding one must come with a build test here."""
+    assert len(registry) == 0, f"new {registry.kind} entries {registry.names()}: add a build test"

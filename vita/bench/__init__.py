@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m vita.bench.step_time`` (engine overhead against a plain torch loop)."""
