@@ -57,11 +57,11 @@ def inline_data(monkeypatch):
 
 
 def supervised_text(tok, item: dict) -> str:
-    return tok.decode([i for i, lab in zip(item["input_ids"], item["labels"]) if lab != IGNORE_INDEX])
+    return tok.decode([i for i, lab in zip(item["input_ids"], item["labels"], strict=True) if lab != IGNORE_INDEX])
 
 
 def unsupervised_text(tok, item: dict) -> str:
-    return tok.decode([i for i, lab in zip(item["input_ids"], item["labels"]) if lab == IGNORE_INDEX])
+    return tok.decode([i for i, lab in zip(item["input_ids"], item["labels"], strict=True) if lab == IGNORE_INDEX])
 
 
 def expected_supervised(conv: list[dict]) -> str:
@@ -128,7 +128,7 @@ def test_labels_are_exactly_assistant_content_and_end_token(tok):
     assert len(item["input_ids"]) == len(item["labels"])
     assert supervised_text(tok, item) == "Hi! How are you?<|im_end|>Great.<|im_end|>"
     # supervised labels are the input ids themselves (the model shifts them)
-    assert all(lab in (IGNORE_INDEX, i) for i, lab in zip(item["input_ids"], item["labels"]))
+    assert all(lab in (IGNORE_INDEX, i) for i, lab in zip(item["input_ids"], item["labels"], strict=True))
     # system prompt, user turns and the role headers are all unsupervised
     assert unsupervised_text(tok, item) == (
         "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
@@ -326,11 +326,11 @@ def test_two_ranks_split_the_same_global_batch():
     single = make_loader(23, rank=0, world=1, micro=2, accum=2)
     steps = 12  # > 2 epochs of 5 steps
     for (p0, m0), (p1, m1), (ps, ms) in itertools.islice(zip(r0.iterate(Position()), r1.iterate(Position()),
-                                                            single.iterate(Position())), steps):
+                                                            single.iterate(Position()), strict=True), steps):
         assert p0 == p1 == ps
         assert len(m0) == len(m1) == 1 and len(ms) == 2
         assert ids_of(m0 + m1) == ids_of(ms)
-        for a, b in zip(m0 + m1, ms):
+        for a, b in zip(m0 + m1, ms, strict=True):
             assert torch.equal(a["input_ids"], b["input_ids"])
         assert not set(m0[0]["ids"]) & set(m1[0]["ids"])
 
@@ -364,6 +364,16 @@ def test_resume_from_position_is_the_exact_tail(start):
     assert tail[0][0] == start
 
 
+def test_start_past_epoch_end_wraps():
+    """A start step at/after the epoch's end (e.g. resumed with a larger world) begins the next epoch,
+    and the yielded position says so."""
+    loader = make_loader(22, rank=0, world=1, micro=2, accum=2)  # 5 steps/epoch
+    got = list(itertools.islice(loader.iterate(Position(0, 5)), 6))
+    assert [(p.epoch, p.step) for p, _ in got] == [(1, 0), (1, 1), (1, 2), (1, 3), (1, 4), (2, 0)]
+    for pos, mbs in got:
+        assert sum(ids_of(mbs), []) == [f"s{i}" for i in loader.sampler.batch(pos.epoch, pos.step)]
+
+
 def test_position_state_dict():
     """A position saves as plain ints."""
     assert Position(2, 7).state_dict() == {"epoch": 2, "step": 7}
@@ -379,7 +389,7 @@ def test_build_data_per_rank(tok, corpus, inline_data):
     })
     b0, b1 = build_data(cfg, tok, rank=0, world=2), build_data(cfg, tok, rank=1, world=2)
     assert len(b0.dataset) == 40 and b0.sampler.global_batch_size == 12 and b0.sampler.steps_per_epoch == 3
-    (p0, m0), (p1, m1) = next(b0.loader.iterate(Position())), next(b1.loader.iterate(Position()))
+    (_, m0), (_, m1) = next(b0.loader.iterate(Position())), next(b1.loader.iterate(Position()))
     assert len(m0) == len(m1) == 3
     ids0, ids1 = sum(ids_of(m0), []), sum(ids_of(m1), [])
     assert len(ids0) == len(ids1) == 6 and not set(ids0) & set(ids1)

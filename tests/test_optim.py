@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -132,7 +133,7 @@ def test_cosine_decays_to_min_ratio():
     assert fn(110) == pytest.approx(0.1)
     assert fn(500) == pytest.approx(0.1)
     decay = [fn(s) for s in range(10, 111)]
-    assert all(a >= b for a, b in zip(decay, decay[1:]))
+    assert all(a >= b for a, b in itertools.pairwise(decay))
     assert fn(35) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.25)))
 
 
@@ -141,7 +142,7 @@ def test_linear_decays_linearly():
     fn = lr_lambda("linear", total_steps=20, warmup_steps=0, min_ratio=0.2)
     vals = [fn(s) for s in range(21)]
     assert vals[0] == pytest.approx(1.0) and vals[20] == pytest.approx(0.2)
-    diffs = [a - b for a, b in zip(vals, vals[1:])]
+    diffs = [a - b for a, b in itertools.pairwise(vals)]
     assert diffs == pytest.approx([0.8 / 20] * 20)
 
 

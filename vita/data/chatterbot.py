@@ -42,6 +42,8 @@ def load_conversations(language: str = "english", files: list[str] | None = None
             raise DataError(f"{path}: no such corpus file; files: {sorted(p.name for p in root.glob('*.yml'))}")
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
         for i, conv in enumerate(doc.get("conversations") or []):
+            if not isinstance(conv, list):  # a bare string is one turn, not a list of characters
+                conv = [conv]
             turns = [str(t).strip() for t in conv]
             if len(turns) < 2:
                 continue

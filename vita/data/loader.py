@@ -48,6 +48,8 @@ class StepLoader:
         self.rank, self.world, self.micro, self.accum, self.num_workers = rank, world, micro_batch_size, grad_accum, num_workers
 
     def iterate(self, start: Position) -> Iterator[tuple[Position, list[dict]]]:
+        if start.step >= self.sampler.steps_per_epoch:  # e.g. saved with fewer ranks (more steps per epoch)
+            start = Position(start.epoch + 1, 0)
         indices = _MicroBatchIndices(self.sampler, self.rank, self.world, self.micro, self.accum, start)
         dl = DataLoader(self.dataset, batch_sampler=indices, collate_fn=self.collate, num_workers=self.num_workers,
                         persistent_workers=False, prefetch_factor=4 if self.num_workers else None)

@@ -110,9 +110,21 @@ def close_distributed(info: DistInfo | None) -> None:
     """Destroy the process group if we created it (a bare run, or the last job of a multirun)."""
     if info is not None and info.owns_group and dist.is_initialized():
         dist.destroy_process_group()
+        _forget_deepspeed_groups()
         if info.launcher == "single":
             for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
                 os.environ.pop(k, None)
+
+
+def _forget_deepspeed_groups() -> None:
+    """DeepSpeed caches process groups in module globals; a later job in this process needs fresh ones."""
+    import deepspeed.comm.comm as ds_comm
+    from deepspeed.utils import groups
+
+    for name, value in list(vars(groups).items()):
+        if name.startswith("_") and name.endswith("_GROUP") or name.endswith("_GROUP_RANKS"):
+            setattr(groups, name, {} if isinstance(value, dict) else None)
+    ds_comm.cdb = None
 
 
 def broadcast_object(obj, src: int = 0):

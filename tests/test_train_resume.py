@@ -1,0 +1,82 @@
+"""SIGKILL a run at a random step after a checkpoint, restart it: the final weights are bit-identical."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+
+from tests.conftest import PY, ROOT, find_run, load_final, losses, quiet, run_vita, vita_env
+
+STEPS = 60
+COMMON = ["experiment=smoke", "data.limit=512", f"train.max_steps={STEPS}", "train.ckpt_every=4",
+          "train.keep_last=2", "engine.micro_batch_size=8", "optim.warmup_steps=5"]
+
+pytestmark = pytest.mark.slow
+
+
+def _last_step(metrics) -> int:
+    try:
+        lines = metrics.read_text().splitlines()
+        return json.loads(lines[-1])["step"] if lines else 0
+    except (FileNotFoundError, ValueError, KeyError, IndexError):
+        return 0
+
+
+def _kill_at(args: list[str], root, name: str, kill_step: int, timeout: float = 300) -> int:
+    proc = subprocess.Popen([PY, "-m", "vita.run", *args], cwd=ROOT, env=vita_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    step = 0
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            runs = list((root / name).rglob("metrics.jsonl"))
+            step = _last_step(runs[0]) if runs else 0
+            if step >= kill_step:
+                proc.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.002)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, f"run ended with {proc.returncode} before the kill at step {kill_step}"
+    return step
+
+
+def test_sigkill_and_restart_is_bit_identical(out_root):
+    run_vita([*quiet("straight", out_root), *COMMON])
+    kill_step = random.Random().randint(5, STEPS - 8)
+    args = [*quiet("killed", out_root), *COMMON]
+    killed_at = _kill_at(args, out_root, "killed", kill_step)
+    run_dir = find_run(out_root, "killed")
+    assert not (run_dir / "COMPLETE.json").exists()
+    proc = run_vita(args)
+    assert "resumed from" in proc.stdout + proc.stderr, f"did not resume after kill at step {killed_at}"
+
+    a, b = load_final(find_run(out_root, "straight")), load_final(run_dir)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after a kill at step {killed_at}"
+    assert losses(run_dir) == losses(find_run(out_root, "straight"))
+
+
+def test_rerun_of_complete_run_does_nothing(out_root):
+    args = [*quiet("again", out_root), "experiment=smoke", "data.limit=64", "train.max_steps=3"]
+    run_vita(args)
+    proc = run_vita(args)
+    assert "already complete" in proc.stdout
+
+
+def test_changed_config_in_same_run_dir_is_refused(out_root):
+    run_dir = out_root / "pinned"
+    base = [*quiet("changed", out_root), f"hydra.run.dir={run_dir}", "experiment=smoke", "data.limit=64",
+            "train.max_steps=6", "train.ckpt_every=2"]
+    run_vita(base)
+    proc = run_vita([*base, "train.seed=7", "train.max_steps=8"], check=False)
+    assert proc.returncode == 2, proc.stdout[-2000:]
+    assert "different config" in proc.stderr and "train.seed: 42 -> 7" in proc.stderr
+    assert "train.max_steps" not in proc.stderr  # a longer run of the same config may resume
