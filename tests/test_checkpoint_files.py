@@ -60,12 +60,19 @@ def test_complete_checkpoint_is_found(root):
     assert find_resumable(root) == newest
 
 
-def test_latest_file_is_preferred(root):
-    """The tag in ``latest`` is tried first."""
-    older = make_ckpt(root, 10)
-    make_ckpt(root, 20)
+def test_complete_checkpoint_newer_than_latest_wins(root):
+    """A crash between publishing a folder and moving ``latest`` loses nothing: the newer complete one is used."""
+    make_ckpt(root, 10)
+    newer = make_ckpt(root, 20)
     (root / "latest").write_text(tag_for(10) + "\n")
-    assert find_resumable(root) == older
+    assert find_resumable(root) == newer
+
+
+@pytest.mark.parametrize("manifest", ["[]", "null", '{"files": []}', '{"files": {"a": "x"}}'])
+def test_wrong_shaped_manifest_is_reported_not_raised(root, manifest):
+    bad = make_ckpt(root, 10)
+    (bad / "MANIFEST.json").write_text(manifest)
+    assert "unreadable" in check_complete(bad)
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,8 @@ Registering the same name twice is an error; asking for an unknown name raises a
 from __future__ import annotations
 
 import difflib
-from typing import Any, Callable, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from vita.errors import ConfigError
 
@@ -96,7 +97,7 @@ DATASETS = Registry("dataset format")
 
 def load_builtins() -> None:
     """Import the modules whose import fills the registries."""
-    import vita.data.sources  # noqa: F401
     import vita.data.samplers  # noqa: F401
+    import vita.data.sources  # noqa: F401
     import vita.data.templates  # noqa: F401
     import vita.model.backbones  # noqa: F401

@@ -120,8 +120,9 @@ def check_complete(path: Path) -> str | None:
         return f"{path.name} has no {MANIFEST} (its save never finished)"
     try:
         files = json.loads(man.read_text())["files"]
-    except (ValueError, KeyError) as e:
-        return f"{path.name}/{MANIFEST} is unreadable ({e})"
+        files = {str(k): int(v) for k, v in files.items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        return f"{path.name}/{MANIFEST} is unreadable ({type(e).__name__}: {e})"
     for name, size in files.items():
         f = path / name
         if not f.is_file():
@@ -139,13 +140,9 @@ def find_resumable(ckpt_root: Path) -> Path | None:
     """
     if not ckpt_root.is_dir():
         return None
+    # Newest first by step. ``latest`` moves last, so a complete folder newer than it (a crash
+    # between the rename and the pointer update) is still the right place to continue from.
     candidates = sorted((p for p in ckpt_root.glob("step_*") if p.is_dir()), reverse=True)
-    latest = ckpt_root / "latest"
-    if latest.is_file():
-        named = ckpt_root / latest.read_text().strip()
-        if named in candidates:
-            candidates.remove(named)
-            candidates.insert(0, named)
     problems = []
     for cand in candidates:
         why = check_complete(cand)

@@ -23,9 +23,9 @@ from vita.engine.distributed import DistInfo, all_reduce_sum
 from vita.engine.ds_config import build_ds_config
 from vita.engine.export import export_model
 from vita.engine.metrics import MetricsLogger, plot_loss
-from vita.engine.run_dir import mark_complete
 from vita.engine.optim import make_scheduler_factory, param_groups, warmup_steps
-from vita.errors import VitaError
+from vita.engine.run_dir import mark_complete
+from vita.errors import CheckpointError, VitaError
 from vita.model.omni import count_label_tokens
 
 log = logging.getLogger("vita")
@@ -156,7 +156,8 @@ class Trainer:
         return tqdm(total=self.total_steps, initial=self.step, desc=self.cfg.name, dynamic_ncols=True)
 
     def client_state(self) -> dict:
-        return {"step": self.step, "position": self.position.state_dict(), "stage": self.cfg.stage.name}
+        return {"step": self.step, "position": self.position.state_dict(), "stage": self.cfg.stage.name,
+                "global_batch_size": self.data.sampler.global_batch_size, "world_size": self.dist.world_size}
 
     def save(self) -> Path:
         path = ckpt.save_checkpoint(self.engine, self.ckpt_root, self.step, self.client_state(),
@@ -171,6 +172,12 @@ class Trainer:
         if path is None:
             return
         client = ckpt.load_checkpoint(self.engine, path, self.dist.rank)
+        saved_batch = client.get("global_batch_size", self.data.sampler.global_batch_size)
+        if saved_batch != self.data.sampler.global_batch_size:
+            raise CheckpointError(
+                f"{path} was trained with a global batch of {saved_batch} (world size {client.get('world_size')}); "
+                f"this run has {self.data.sampler.global_batch_size}. Keep micro_batch_size x grad_accum x world "
+                "size equal to resume exactly, or start a new run (name=...)")
         self.step = int(client["step"])
         self.position = Position(**client["position"])
         if self.dist.is_main:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,6 @@ class MetricsLogger:
         if "wandb" in self.loggers:
             import wandb
 
-            os.environ.setdefault("WANDB_DIR", str(run_dir))
             self._wandb = wandb.init(project=wandb_project, entity=wandb_entity, name=run_name, dir=str(run_dir),
                                      config=config, id=_stable_id(run_dir), resume="allow")
         if "tensorboard" in self.loggers:
