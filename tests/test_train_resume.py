@@ -63,6 +63,13 @@ def test_sigkill_and_restart_is_bit_identical(out_root):
         assert torch.equal(a[k], b[k]), f"{k} differs after a kill at step {killed_at}"
     assert losses(run_dir) == losses(find_run(out_root, "straight"))
 
+    # resume_from: a new run dir started from the straight run's next-to-last checkpoint ends identical
+    ckpts = sorted((find_run(out_root, "straight") / "checkpoints").glob("step_*"))
+    assert len(ckpts) == 2  # keep_last
+    run_vita([*quiet("branch", out_root), *COMMON, f"train.resume_from={ckpts[0]}"])
+    c = load_final(find_run(out_root, "branch"))
+    assert all(torch.equal(a[k], c[k]) for k in a)
+
 
 def test_rerun_of_complete_run_does_nothing(out_root):
     args = [*quiet("again", out_root), "experiment=smoke", "data.limit=64", "train.max_steps=3"]

@@ -39,7 +39,7 @@ def test_multirun_two_learning_rates(out_root):
     run_vita(["-m", *quiet("sweep", out_root), "experiment=smoke", "data.limit=96", "optim.lr=1e-4,3e-3"])
     dirs = sorted((out_root / "sweep" / "multirun").iterdir())
     runs = [d for d in dirs if (d / "metrics.jsonl").is_file()]
-    assert len(runs) == 2 and all("optim.lr=" in d.name for d in runs), dirs
+    assert len(runs) == 2 and all("optim.lr:" in d.name for d in runs), dirs
     by_lr = {read_json(d / "vita_config.json")["optim"]["lr"]: d for d in runs}
     assert set(by_lr) == {1e-4, 3e-3}
     slow, fast = losses(by_lr[1e-4]), losses(by_lr[3e-3])
