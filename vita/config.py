@@ -162,6 +162,33 @@ class LoggingConfig:
 
 
 @dataclass(kw_only=True)
+class SlurmConfig:
+    """Site values for ``hydra/launcher=slurm`` (conf/hydra/launcher/slurm.yaml reads them).
+
+    Set them once in ``conf/local/default.yaml``; change one launch with ``hydra.launcher.<key>=...``.
+    """
+
+    partition: Optional[str] = None
+    """``--partition``; ``null`` = the cluster's default partition."""
+    account: Optional[str] = None
+    """``--account`` to charge."""
+    qos: Optional[str] = None
+    """``--qos`` (quality of service)."""
+    constraint: Optional[str] = None
+    """``--constraint`` on node features, e.g. ``h100``."""
+    gpus_per_node: Optional[int] = None
+    """GPUs per node; ``null`` on CPU-only nodes (no ``--gpus-per-node`` is sent)."""
+    tasks_per_node: Optional[int] = None
+    """Processes per node; ``null`` = one per GPU (``gpus_per_node``), or 1 without GPUs."""
+    cpus_per_task: Optional[int] = None
+    """CPU cores per process (data loading workers + 1 is a good start); ``null`` = the cluster's default."""
+    mem_gb: Optional[int] = None
+    """Memory per node in GB; ``null`` = the cluster's default."""
+    setup: list[str] = field(default_factory=list)
+    """Shell lines the batch script runs before ``srun`` (``module load ...``, ``source venv/bin/activate``)."""
+
+
+@dataclass(kw_only=True)
 class Config:
     name: str = "default"
     """Run name: the run dir is ``<output_root>/<name>/<overrides>``."""
@@ -174,6 +201,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
 
 ENUMS = {
@@ -198,10 +226,17 @@ def _asset(path: str) -> str:
     return str(ASSETS / path)
 
 
+def _tasks_per_node(tasks: Optional[int], gpus: Optional[int]) -> int:
+    return tasks if tasks else max(gpus or 0, 1)
+
+
 def register_resolvers() -> None:
-    """``${vita_asset:tokenizers/chatterbot-bpe}`` -> the path inside the installed package."""
+    """``${vita_asset:tokenizers/chatterbot-bpe}`` -> the path inside the installed package;
+    ``${vita_tasks_per_node:${slurm.tasks_per_node},${slurm.gpus_per_node}}`` -> one task per GPU."""
     if not OmegaConf.has_resolver("vita_asset"):
         OmegaConf.register_new_resolver("vita_asset", _asset)
+    if not OmegaConf.has_resolver("vita_tasks_per_node"):
+        OmegaConf.register_new_resolver("vita_tasks_per_node", _tasks_per_node)
 
 
 def suggest_key(cfg: DictConfig, key: str) -> str:

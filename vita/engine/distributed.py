@@ -144,3 +144,13 @@ def all_reduce_sum(value: float | int) -> float:
     t = torch.tensor([float(value)], dtype=torch.float64, device=dev)
     dist.all_reduce(t)
     return t.item()
+
+
+def all_reduce_max(value: float | int) -> float:
+    """The largest value over ranks."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return value
+    dev = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    t = torch.tensor([float(value)], dtype=torch.float64, device=dev)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.item()

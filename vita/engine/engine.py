@@ -1,7 +1,8 @@
 """The training loop. DeepSpeed owns the math; this file owns the order of things.
 
 ``Trainer.train()`` reads top to bottom: resume, then for each step draw ``grad_accum``
-micro-batches, forward -> ``engine.backward`` -> ``engine.step`` for each, log, checkpoint.
+micro-batches, forward -> ``engine.backward`` -> ``engine.step`` for each, log, checkpoint, and
+stop (checkpoint, requeue, exit) if SLURM has warned that the job will end.
 The loss of a step is the token-mean cross-entropy over the *global* batch (all ranks, all
 micro-batches), so how a batch is split never changes the trajectory.
 """
@@ -24,6 +25,7 @@ from vita.engine.ds_config import build_ds_config
 from vita.engine.export import export_model
 from vita.engine.metrics import MetricsLogger, plot_loss
 from vita.engine.optim import make_scheduler_factory, param_groups, warmup_steps
+from vita.engine.preemption import StopSignals
 from vita.engine.run_dir import mark_complete
 from vita.errors import CheckpointError, VitaError
 from vita.model.omni import count_label_tokens
@@ -58,6 +60,7 @@ class Trainer:
         self.engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=groups, config=self.ds_config,
                                                     lr_scheduler=sched)
         self.trainable = [p for p in model.parameters() if p.requires_grad]
+        self.stop_signals = StopSignals()  # SLURM's warning before the time limit, or SIGTERM
         self.metrics = MetricsLogger(run_dir, list(cfg.logging.loggers), dist_info.is_main, cfg.name,
                                      OmegaConf.to_container(cfg, resolve=True), cfg.logging.wandb_project,
                                      cfg.logging.wandb_entity)
@@ -86,6 +89,9 @@ class Trainer:
                 bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{last['lr']:.2e}")
             if self.cfg.train.ckpt_every and self.step % self.cfg.train.ckpt_every == 0 and self.step < self.total_steps:
                 self.save()
+            signum = self.stop_signals.requested() if self.step < self.total_steps else 0
+            if signum:
+                self.stop(signum)
         if bar is not None:
             bar.close()
         self.finish()
@@ -184,6 +190,12 @@ class Trainer:
             log.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step, self.position.epoch,
                      self.position.step)
 
+    def stop(self, signum: int) -> None:
+        """SLURM is about to end the job: checkpoint this step, requeue (see preemption.py) and exit."""
+        if not (self.ckpt_root / ckpt.tag_for(self.step)).is_dir():
+            self.save()
+        self.stop_signals.hand_over(signum, self.dist.rank)
+
     def finish(self) -> None:
         """Final checkpoint, exported model and plot."""
         if not (self.ckpt_root / ckpt.tag_for(self.step)).is_dir():
@@ -197,5 +209,6 @@ class Trainer:
             mark_complete(self.run_dir, self.cfg, self.step)
 
     def close(self) -> None:
+        self.stop_signals.close()
         self.metrics.close()
         self.engine.destroy()
