@@ -154,3 +154,9 @@ def all_reduce_max(value: float | int) -> float:
     t = torch.tensor([float(value)], dtype=torch.float64, device=dev)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return t.item()
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op in a world of one)."""
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()

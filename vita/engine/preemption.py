@@ -25,7 +25,7 @@ import subprocess
 import threading
 from typing import NoReturn
 
-from vita.engine.distributed import all_reduce_max
+from vita.engine.distributed import all_reduce_max, barrier
 
 log = logging.getLogger("vita")
 
@@ -59,19 +59,15 @@ class StopSignals:
         return rank_order[int(all_reduce_max(rank_order.index(self.received)))]
 
     def hand_over(self, signum: int, rank: int) -> NoReturn:
-        """After the checkpoint: requeue (warning signal, rank 0), then exit with ``128 + signum``."""
+        """After the checkpoint: requeue (warning signal, rank 0), then every rank exits with ``128 + signum``."""
         previous = self._previous.get(signum)
         self.close()
+        name = signal.Signals(signum).name
         if signum == WARN_SIGNAL and rank == 0:
-            if callable(previous):  # submitit: re-pickles the job, requeues it and exits
-                log.warning("signal %s: checkpoint saved; submitit requeues the job", signal.Signals(signum).name)
-                previous(signum, None)
-            elif os.environ.get("SLURM_JOB_ID"):
-                job = os.environ["SLURM_JOB_ID"]
-                log.warning("signal %s: checkpoint saved; requeueing SLURM job %s", signal.Signals(signum).name, job)
-                subprocess.run(["scontrol", "requeue", job], check=False, timeout=60)
+            _requeue(previous, signum, name)
         elif rank == 0:
-            log.warning("signal %s: checkpoint saved; exiting", signal.Signals(signum).name)
+            log.warning("%s: checkpoint saved; exiting", name)
+        barrier()  # nobody leaves before the requeue: `srun --kill-on-bad-exit` would stop rank 0
         raise SystemExit(128 + signum)
 
     def close(self) -> None:
@@ -79,3 +75,22 @@ class StopSignals:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
         self._previous = {}
+
+
+def _requeue(previous, signum: int, name: str) -> None:
+    if callable(previous):  # submitit's handler: pickles the same job again, runs scontrol requeue, exits
+        log.warning("%s: checkpoint saved; submitit requeues the job", name)
+        try:
+            previous(signum, None)
+        except SystemExit:
+            pass
+    elif os.environ.get("SLURM_JOB_ID"):  # plain sbatch + srun (needs --requeue or JobRequeue=1)
+        job = os.environ["SLURM_JOB_ID"]
+        log.warning("%s: checkpoint saved; requeueing SLURM job %s", name, job)
+        proc = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
+        if proc.returncode != 0:
+            log.error("scontrol requeue %s failed (%s); submit the same command again to resume", job,
+                      proc.stderr.strip())
+    else:
+        log.warning("%s: checkpoint saved; not under SLURM, so nothing requeues this run: run the same command "
+                    "again to resume", name)
