@@ -4,8 +4,9 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-# Debian packages the demo and tests use (g++ builds DeepSpeed's CPU ops on first use).
-APT_PACKAGES := g++ make
+# Debian packages the demo and tests use (g++ builds DeepSpeed's CPU ops on first use; slurm and
+# munge run the local SLURM cluster of tests/slurm, see launch/local-slurm/start.sh).
+APT_PACKAGES := g++ make slurmctld slurmd slurm-client munge
 STAMP := $(VENV)/.vita-installed
 export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
