@@ -45,7 +45,9 @@ def train(cfg: DictConfig) -> dict:
         torch.manual_seed(cfg.train.seed)
         tok_path = cfg.model.tokenizer or cfg.model.pretrained
         tokenizer = AutoTokenizer.from_pretrained(tok_path, trust_remote_code=cfg.model.trust_remote_code)
-        model = build_model(cfg.model, vocab_size=len(tokenizer))
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.engine.precision, torch.float32)
+        model = build_model(cfg.model, vocab_size=len(tokenizer), work_dir=run_dir, compute_dtype=dtype,
+                            gradient_checkpointing=cfg.engine.gradient_checkpointing)
         group_lrs = apply_stage(model, cfg.stage, cfg.optim.lr)
         if dist_info.is_main:
             log.info("run dir %s, world size %d (%s)\n%s", run_dir, dist_info.world_size, dist_info.launcher,

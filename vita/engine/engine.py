@@ -27,6 +27,7 @@ from vita.engine.optim import make_scheduler_factory, param_groups, warmup_steps
 from vita.engine.run_dir import mark_complete
 from vita.errors import CheckpointError, VitaError
 from vita.model.omni import count_label_tokens
+from vita.stage import lora_groups
 
 log = logging.getLogger("vita")
 
@@ -190,7 +191,8 @@ class Trainer:
             self.save()
         meta = {"step": self.step, "stage": self.cfg.stage.name, "backbone": self.cfg.model.backbone,
                 "template": self.cfg.data.template}
-        export_model(self.model, self.tokenizer, self.run_dir / "final", self.cfg.engine.zero_stage, self.dist.rank, meta)
+        export_model(self.model, self.tokenizer, self.run_dir / "final", self.cfg.engine.zero_stage, self.dist.rank,
+                     meta, lora=lora_groups(self.cfg.stage))
         if self.dist.is_main:
             if self.cfg.logging.plot:
                 plot_loss(self.metrics.path, self.run_dir / "loss.png")
