@@ -114,6 +114,8 @@ class StageConfig:
     """Stage name, written into checkpoints and exports."""
     groups: StageGroups = field(default_factory=StageGroups)
     """Per module group: ``mode`` (full | frozen | lora), ``lr`` and ``lora`` settings. Default: full at optim.lr."""
+    init_from: Optional[str] = None
+    """Weights to start from: an earlier stage's export (``<run>/final``), a checkpoint folder, or a plain HF LLM."""
 
 
 @dataclass(kw_only=True)
@@ -196,6 +198,16 @@ class LoggingConfig:
 
 
 @dataclass(kw_only=True)
+class RecipeStep:
+    stage: str = MISSING
+    """A ``conf/stage`` option."""
+    name: Optional[str] = None
+    """Step name for its run dir (default: the stage)."""
+    overrides: list[str] = field(default_factory=list)
+    """Extra overrides for this step only (``optim.lr=1e-4``, ``data=...``)."""
+
+
+@dataclass(kw_only=True)
 class Config:
     name: str = "default"
     """Run name: the run dir is ``<output_root>/<name>/<overrides>``."""
@@ -208,6 +220,8 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    recipe: list[RecipeStep] = field(default_factory=list)
+    """Stages to run in order, each starting from the previous one's export (``vita.recipe``)."""
 
 
 ENUMS = {
