@@ -116,6 +116,8 @@ class StageConfig:
     """Per module group: ``mode`` (full | frozen | lora), ``lr`` and ``lora`` settings. Default: full at optim.lr."""
     init_from: Optional[str] = None
     """Weights to start from: an earlier stage's export (``<run>/final``), a checkpoint folder, or a plain HF LLM."""
+    export: str = "full"
+    """``full``: the LLM (HF folder) + every other group; ``trainable``: only the groups this stage trains."""
 
 
 @dataclass(kw_only=True)
@@ -233,6 +235,7 @@ ENUMS = {
     "train.nan_policy": ("stop", "skip"),
     "data.on_bad_sample": ("fail", "skip"),
     "model.quantization": (None, "4bit", "8bit"),
+    "stage.export": ("full", "trainable"),
 }
 GROUP_MODES = ("full", "frozen", "lora")
 LOGGERS = ("console", "jsonl", "wandb", "tensorboard")

@@ -64,12 +64,18 @@ def _load_into(module: nn.Module, sd: dict[str, torch.Tensor], what: str) -> Non
             own[own_plain[k]].copy_(v)
 
 
-def _lora_scales(export: Path) -> dict[str, float]:
-    cfg = export / "adapters" / "llm" / "adapter_config.json"
-    if not cfg.is_file():
-        return {}
-    c = json.loads(cfg.read_text())
-    return {"default": c["lora_alpha"] / c["r"]}
+def _with_adapter(path: Path, group: str, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Merge ``path/adapters/<group>`` (a PEFT adapter of an earlier LoRA stage) into ``sd``, if present."""
+    folder = path / "adapters" / group
+    if not (folder / "adapter_model.safetensors").is_file():
+        return sd
+    conf = json.loads((folder / "adapter_config.json").read_text())
+    lora = {k.removeprefix("base_model.model.").replace(".lora_A.", ".lora_A.default.")
+            .replace(".lora_B.", ".lora_B.default."): v
+            for k, v in load_file(str(folder / "adapter_model.safetensors")).items()}
+    plain = {k.replace(".weight", ".base_layer.weight") if k.replace(".weight", ".lora_A.default.weight") in lora
+             else k: v for k, v in sd.items()}
+    return merge_lora_keys({**plain, **lora}, {"default": conf["lora_alpha"] / conf["r"]})
 
 
 def load_init(model: nn.Module, path: str | Path) -> list[str]:
@@ -90,26 +96,29 @@ def load_init(model: nn.Module, path: str | Path) -> list[str]:
                 _load_into(module, sub, f"checkpoint {path} (group {name})")
                 loaded.append(name)
         return loaded
-    if not (path / "config.json").is_file():
+    is_export = (path / "vita_export.json").is_file()
+    if not (path / "config.json").is_file() and not is_export:
         raise CheckpointError(f"stage.init_from={path}: not a vita export, checkpoint or HF model folder")
     llm_files = sorted(path.glob("model*.safetensors"))
-    if not llm_files:
+    if not llm_files and not is_export:
         raise CheckpointError(f"stage.init_from={path}: no model*.safetensors (a QLoRA export: point at its base)")
-    sd: dict[str, torch.Tensor] = {}
-    for f in llm_files:
-        sd.update(load_file(str(f)))
-    adapter = path / "adapters" / "llm" / "adapter_model.safetensors"
-    if adapter.is_file():
-        lora = {k.removeprefix("base_model.model.").replace(".lora_A.", ".lora_A.default.")
-                .replace(".lora_B.", ".lora_B.default."): v for k, v in load_file(str(adapter)).items()}
-        plain = {k.replace(".weight", ".base_layer.weight") if k.replace(".weight", ".lora_A.default.weight") in lora
-                 else k: v for k, v in sd.items()}
-        sd = merge_lora_keys({**plain, **lora}, _lora_scales(path))
-    _load_into(groups["llm"], sd, f"stage.init_from={path} (LLM)")
-    loaded = ["llm"]
+    loaded = []
+    if llm_files:
+        _load_llm(groups["llm"], path, llm_files)
+        loaded.append("llm")
     for name, module in groups.items():
         f = path / f"{name}.safetensors"
         if name != "llm" and f.is_file():
-            _load_into(module, load_file(str(f)), f"stage.init_from={f}")
+            _load_into(module, _with_adapter(path, name, load_file(str(f))), f"stage.init_from={f}")
             loaded.append(name)
+    if not loaded:
+        raise CheckpointError(f"stage.init_from={path}: nothing in it matches this model's groups "
+                              f"({', '.join(groups)})")
     return loaded
+
+
+def _load_llm(llm: nn.Module, path: Path, llm_files: list[Path]) -> None:
+    sd: dict[str, torch.Tensor] = {}
+    for f in llm_files:
+        sd.update(load_file(str(f)))
+    _load_into(llm, _with_adapter(path, "llm", sd), f"stage.init_from={path} (LLM)")
