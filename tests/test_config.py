@@ -83,6 +83,8 @@ def _error_lines(proc) -> list[str]:
     (["optim.lr=abc"], ["'optim.lr'", "abc", "Float"]),
     (["engine=zero9"], ["engine 'zero9'", "zero3_offload"]),
     (["model.backbone=tiny-qwen3"], ["'tiny-qwen3'", "Did you mean 'tiny-qwen2'", "Known backbones"]),
+    (["model.overrides.hidden_size=32"], ["'+model.overrides.hidden_size=32'"]),
+    (["stage.groups.llm.mode=loraa"], ["'stage.groups.llm.mode'", "full, frozen, lora"]),
 ])
 def test_cli_errors_are_one_line(args, must):
     proc = _cli(*args)

@@ -10,7 +10,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from vita.config import EngineConfig, GroupConfig, OptimConfig, StageConfig
+from vita.config import EngineConfig, GroupConfig, LoraConfig, OptimConfig, StageConfig, StageGroups
 from vita.engine.ds_config import build_ds_config
 from vita.engine.optim import lr_lambda, make_scheduler_factory, param_groups, warmup_steps
 from vita.errors import ConfigError
@@ -40,7 +40,10 @@ def ids(params) -> set[int]:
 
 
 def stage(**groups) -> OmegaConf:
-    return OmegaConf.structured(StageConfig(name="s", groups={k: GroupConfig(**v) for k, v in groups.items()}))
+    def group(v: dict) -> GroupConfig:
+        return GroupConfig(**{**v, "lora": LoraConfig(**v["lora"])} if "lora" in v else v)
+
+    return OmegaConf.structured(StageConfig(name="s", groups=StageGroups(**{k: group(v) for k, v in groups.items()})))
 
 
 # ---------------------------------------------------------------- param groups
@@ -260,48 +263,68 @@ def test_extra_as_plain_dict():
 # ---------------------------------------------------------------- stages
 
 
+class StagedToy(Toy):
+    """Toy with the schema's group names, as stages address them."""
+
+    def module_groups(self) -> dict[str, nn.Module]:
+        return {"vision_tower": self.enc, "heads": self.head}
+
+
 def test_apply_stage_freezes_and_sets_lrs():
     """A frozen group stops requiring grad; other groups train at their own or the base lr."""
-    m = Toy()
-    lrs = apply_stage(m, stage(enc={"mode": "frozen"}), base_lr=1e-3)
-    assert lrs == {"head": 1e-3}
+    m = StagedToy()
+    lrs = apply_stage(m, stage(vision_tower={"mode": "frozen"}), base_lr=1e-3)
+    assert lrs == {"heads": 1e-3}
     assert not any(p.requires_grad for p in m.enc.parameters())
     assert all(p.requires_grad for p in m.head.parameters())
-    lrs = apply_stage(m, stage(enc={"mode": "full", "lr": 5e-5}), base_lr=1e-3)
-    assert lrs == {"enc": 5e-5, "head": 1e-3}
+    lrs = apply_stage(m, stage(vision_tower={"mode": "full", "lr": 5e-5}), base_lr=1e-3)
+    assert lrs == {"vision_tower": 5e-5, "heads": 1e-3}
     assert all(p.requires_grad for p in m.parameters())  # unfreezing works too
 
 
 def test_apply_stage_then_param_groups():
     """The lrs apply_stage returns feed param_groups for exactly the trainable groups."""
-    m = Toy()
-    lrs = apply_stage(m, stage(head={"mode": "frozen"}), base_lr=2e-4)
+    m = StagedToy()
+    lrs = apply_stage(m, stage(heads={"mode": "frozen"}), base_lr=2e-4)
     groups = param_groups(m.module_groups(), lrs, weight_decay=0.1)
-    assert {g["name"] for g in groups} == {"enc.decay", "enc.no_decay"}
+    assert {g["name"] for g in groups} == {"vision_tower.decay", "vision_tower.no_decay"}
     assert {g["lr"] for g in groups} == {2e-4}
 
 
 def test_unknown_group_lists_model_groups():
     """Naming a group the model lacks is a ConfigError listing the model's groups."""
     with pytest.raises(ConfigError) as ei:
-        apply_stage(Toy(), stage(vision_tower={"mode": "frozen"}), base_lr=1e-3)
-    assert "vision_tower" in str(ei.value)
-    assert "its groups: enc, head" in str(ei.value)
+        apply_stage(StagedToy(), stage(audio_encoder={"mode": "frozen"}), base_lr=1e-3)
+    assert "audio_encoder" in str(ei.value)
+    assert "its groups: vision_tower, heads" in str(ei.value)
 
 
-def test_lora_mode_not_available_yet():
-    """mode=lora is refused with a ConfigError rather than silently training fully."""
-    with pytest.raises(ConfigError, match=r"stage.groups.head.mode=lora"):
-        apply_stage(Toy(), stage(head={"mode": "lora"}), base_lr=1e-3)
+def test_lora_stays_inside_its_group():
+    """LoRA on ``head`` wraps head's linear layers only; enc's same-named layer is untouched and frozen."""
+    m = StagedToy()
+    # give enc a layer with the same name as head's, so a leaking target would wrap it
+    m.enc.add_module("proj", nn.Linear(8, 8))
+    lora = {"r": 2, "alpha": 4, "dropout": 0.0, "target_modules": ["proj"]}
+    lrs = apply_stage(m, stage(vision_tower={"mode": "frozen"}, heads={"mode": "lora", "lr": 1e-4, "lora": lora}), base_lr=1e-3)
+    assert lrs == {"heads": 1e-4}
+    assert m.lora_wrapped == {"heads": ["proj"]}
+    assert not hasattr(m.enc.proj, "lora_A")
+    trainable = sorted(n for n, p in m.named_parameters() if p.requires_grad)
+    assert trainable == ["head.proj.lora_A.default.weight", "head.proj.lora_B.default.weight"]
+
+
+def test_lora_target_matching_nothing_names_the_layers():
+    with pytest.raises(ConfigError, match=r"matches nothing in 'heads'.*proj"):
+        apply_stage(StagedToy(), stage(heads={"mode": "lora", "lora": {"target_modules": ["q_proj"]}}), base_lr=1e-3)
 
 
 def test_trainable_table_lists_each_group():
     """The table has a row per group with trainable/total counts and lr or 'frozen'."""
-    m = Toy()
-    lrs = apply_stage(m, stage(enc={"mode": "frozen"}), base_lr=1e-3)
+    m = StagedToy()
+    lrs = apply_stage(m, stage(vision_tower={"mode": "frozen"}), base_lr=1e-3)
     lines = trainable_table(m, lrs).splitlines()
-    assert lines[0].split() == ["group", "trainable", "total", "lr"]
+    assert lines[0].split() == ["group", "mode", "trainable", "total", "lr"]
     rows = {line.split()[0]: line.split()[1:] for line in lines[1:]}
     n_enc = sum(p.numel() for p in m.enc.parameters())
     n_head = sum(p.numel() for p in m.head.parameters())
-    assert rows == {"enc": ["0", str(n_enc), "frozen"], "head": [str(n_head), str(n_head), "1.00e-03"]}
+    assert rows == {"vision_tower": ["frozen", "0", str(n_enc), "-"], "heads": ["full", str(n_head), str(n_head), "1.00e-03"]}

@@ -46,7 +46,9 @@ def precheck(args: list[str]) -> str | None:
         key = o.key_or_group
         if key in GROUPS or key.startswith("hydra") or o.type != OverrideType.CHANGE:
             continue
-        if OmegaConf.select(cfg, key, default="__missing__") == "__missing__" and not _in_open_dict(cfg, key):
+        if OmegaConf.select(cfg, key, default="__missing__") == "__missing__":
+            if _in_open_dict(cfg, key):
+                return f"config key '{key}' is not set yet; add it with '+{o.input_line}'"
             return suggest_key(cfg, key)
         if o.is_sweep_override():
             continue

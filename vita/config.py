@@ -38,6 +38,8 @@ class ModelConfig:
     """``sdpa`` (default), ``eager`` or ``flash_attention_2`` (needs flash-attn and a GPU)."""
     trust_remote_code: bool = False
     """Allow model code from the checkpoint folder to run. Off unless you trust the source."""
+    quantization: Optional[str] = None
+    """QLoRA: load the LLM in ``4bit`` (nf4, double quant) or ``8bit`` through bitsandbytes; ``null`` = off."""
 
 
 @dataclass(kw_only=True)
@@ -67,19 +69,55 @@ class DataConfig:
 
 
 @dataclass(kw_only=True)
+class LoraConfig:
+    r: int = 8
+    """LoRA rank."""
+    alpha: int = 16
+    """LoRA scaling numerator (scale = alpha / r)."""
+    dropout: float = 0.05
+    """Dropout on the LoRA branch input."""
+    bias: str = "none"
+    """Train biases too: ``none``, ``all`` (every bias of the group) or ``lora_only`` (of wrapped layers)."""
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    """Linear layer names inside this group to wrap (``[all-linear]`` = every linear layer of the group)."""
+    init_from: Optional[str] = None
+    """A saved PEFT adapter folder to start from."""
+
+
+@dataclass(kw_only=True)
 class GroupConfig:
     mode: str = "full"
     """``full`` (train), ``frozen`` or ``lora``."""
     lr: Optional[float] = None
     """Learning rate of this group; ``null`` = ``optim.lr``."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    """LoRA settings, used when ``mode`` is ``lora``."""
+
+
+@dataclass(kw_only=True)
+class StageGroups:
+    """One entry per module group of an OmniModel; a group the model lacks must stay at the default."""
+
+    llm: GroupConfig = field(default_factory=GroupConfig)
+    vision_tower: GroupConfig = field(default_factory=GroupConfig)
+    vision_projector: GroupConfig = field(default_factory=GroupConfig)
+    audio_encoder: GroupConfig = field(default_factory=GroupConfig)
+    audio_projector: GroupConfig = field(default_factory=GroupConfig)
+    heads: GroupConfig = field(default_factory=GroupConfig)
 
 
 @dataclass(kw_only=True)
 class StageConfig:
     name: str = MISSING
     """Stage name, written into checkpoints and exports."""
-    groups: dict[str, GroupConfig] = field(default_factory=dict)
-    """Per module group (llm, vision_tower, ...): mode and learning rate. Unlisted groups train fully."""
+    groups: StageGroups = field(default_factory=StageGroups)
+    """Per module group: ``mode`` (full | frozen | lora), ``lr`` and ``lora`` settings. Default: full at optim.lr."""
+    init_from: Optional[str] = None
+    """Weights to start from: an earlier stage's export (``<run>/final``), a checkpoint folder, or a plain HF LLM."""
+    export: str = "full"
+    """``full``: the LLM (HF folder) + every other group; ``trainable``: only the groups this stage trains."""
 
 
 @dataclass(kw_only=True)
@@ -162,6 +200,16 @@ class LoggingConfig:
 
 
 @dataclass(kw_only=True)
+class RecipeStep:
+    stage: str = MISSING
+    """A ``conf/stage`` option."""
+    name: Optional[str] = None
+    """Step name for its run dir (default: the stage)."""
+    overrides: list[str] = field(default_factory=list)
+    """Extra overrides for this step only (``optim.lr=1e-4``, ``data=...``)."""
+
+
+@dataclass(kw_only=True)
 class SlurmConfig:
     """Site values for ``hydra/launcher=slurm`` (conf/hydra/launcher/slurm.yaml reads them).
 
@@ -201,6 +249,8 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    recipe: list[RecipeStep] = field(default_factory=list)
+    """Stages to run in order, each starting from the previous one's export (``vita.recipe``)."""
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
 
@@ -212,6 +262,8 @@ ENUMS = {
     "train.resume": ("auto", "never"),
     "train.nan_policy": ("stop", "skip"),
     "data.on_bad_sample": ("fail", "skip"),
+    "model.quantization": (None, "4bit", "8bit"),
+    "stage.export": ("full", "trainable"),
 }
 GROUP_MODES = ("full", "frozen", "lora")
 LOGGERS = ("console", "jsonl", "wandb", "tensorboard")
@@ -266,6 +318,10 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(
                 f"config key 'stage.groups.{name}.mode' is {group.mode!r}; valid options: {', '.join(GROUP_MODES)}"
             )
+    if cfg.model.quantization and cfg.stage.groups.llm.mode == "full":
+        raise ConfigError(
+            f"model.quantization={cfg.model.quantization} cannot train the LLM fully: set stage.groups.llm.mode "
+            "to lora (QLoRA) or frozen")
     for lg in cfg.logging.loggers:
         if lg not in LOGGERS:
             raise ConfigError(f"config key 'logging.loggers' has {lg!r}; valid options: {', '.join(LOGGERS)}")

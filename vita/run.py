@@ -22,8 +22,8 @@ register_configs()
 register_resolvers()
 
 
-def train(cfg: DictConfig) -> dict:
-    """Run one training job described by ``cfg``; returns its final metrics."""
+def train(cfg: DictConfig, run_dir: Path | None = None) -> dict:
+    """Run one training job described by ``cfg`` in ``run_dir`` (default: Hydra's); returns its final metrics."""
     import torch
     from hydra.core.hydra_config import HydraConfig
     from transformers import AutoTokenizer
@@ -33,19 +33,25 @@ def train(cfg: DictConfig) -> dict:
     from vita.engine.engine import Trainer
     from vita.engine.run_dir import prepare_run_dir
     from vita.model import build_model
+    from vita.model.init_from import load_init
     from vita.stage import apply_stage, trainable_table
 
     validate(cfg)
     dist_info = trainer = None
     try:
         dist_info = init_distributed(cfg.engine.timeout_min)
-        run_dir = Path(broadcast_object(HydraConfig.get().runtime.output_dir))
+        run_dir = Path(broadcast_object(str(run_dir or HydraConfig.get().runtime.output_dir)))
         if prepare_run_dir(run_dir, cfg, dist_info) == "complete":
             return {}
         torch.manual_seed(cfg.train.seed)
         tok_path = cfg.model.tokenizer or cfg.model.pretrained
         tokenizer = AutoTokenizer.from_pretrained(tok_path, trust_remote_code=cfg.model.trust_remote_code)
-        model = build_model(cfg.model, vocab_size=len(tokenizer))
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.engine.precision, torch.float32)
+        model = build_model(cfg.model, vocab_size=len(tokenizer), work_dir=run_dir, compute_dtype=dtype,
+                            gradient_checkpointing=cfg.engine.gradient_checkpointing)
+        if cfg.stage.init_from:
+            loaded = load_init(model, cfg.stage.init_from)
+            log.info("initialised %s from %s", ", ".join(loaded), cfg.stage.init_from)
         group_lrs = apply_stage(model, cfg.stage, cfg.optim.lr)
         if dist_info.is_main:
             log.info("run dir %s, world size %d (%s)\n%s", run_dir, dist_info.world_size, dist_info.launcher,
@@ -68,6 +74,10 @@ def train(cfg: DictConfig) -> dict:
 def main(cfg: DictConfig) -> float | None:
     """Hydra task: one job of a run or of a sweep. Returns the final loss (for sweepers)."""
     try:
+        if cfg.recipe:
+            from vita.recipe import run_recipe
+
+            return run_recipe(cfg, train).get("loss")
         return train(cfg).get("loss")
     except VitaError as e:
         log.error("%s", e)

@@ -1,4 +1,4 @@
-"""Apply a stage to a model: freeze or train each module group, and give each its learning rate."""
+"""Apply a stage to a model: per module group, freeze it, train it fully or train LoRA on it."""
 
 from __future__ import annotations
 
@@ -6,42 +6,56 @@ import logging
 
 from torch import nn
 
+from vita.config import GroupConfig
 from vita.errors import ConfigError
+from vita.model.lora import attach_lora
 
 log = logging.getLogger("vita")
 
 
 def apply_stage(model: nn.Module, stage_cfg, base_lr: float) -> dict[str, float]:
-    """Set ``requires_grad`` per module group; return ``group -> lr`` for the trainable groups.
+    """Set what trains per module group; return ``group -> lr`` for the groups that train.
 
-    Groups the stage does not list train fully at ``base_lr``. LoRA arrives with the stages work;
-    asking for it now is a clear error rather than a silent full fine-tune.
+    Groups left at the default train fully at ``base_lr``. ``lora`` freezes the group and
+    injects LoRA layers into it alone (``stage.groups.<g>.lora``). The names of the wrapped
+    layers are kept in ``model.lora_wrapped[group]``.
     """
     groups = model.module_groups()
-    unknown = set(stage_cfg.groups) - set(groups)
+    default = GroupConfig()
+    unknown = {n for n, g in stage_cfg.groups.items() if n not in groups and
+               (g.mode != default.mode or g.lr is not None)}
     if unknown:
         raise ConfigError(
             f"stage '{stage_cfg.name}' names module group(s) {sorted(unknown)} that this model lacks; "
             f"its groups: {', '.join(groups)}"
         )
     lrs: dict[str, float] = {}
+    model.lora_wrapped = {}
     for name, module in groups.items():
         spec = stage_cfg.groups.get(name)
         mode = spec.mode if spec is not None else "full"
         if mode == "lora":
-            raise ConfigError(f"stage.groups.{name}.mode=lora is not available yet; use full or frozen")
-        module.requires_grad_(mode == "full")
-        if mode == "full":
+            model.lora_wrapped[name] = attach_lora(module, spec.lora, name)
+        else:
+            module.requires_grad_(mode == "full")
+        if mode != "frozen":
             lrs[name] = spec.lr if spec is not None and spec.lr is not None else base_lr
     return lrs
 
 
+def lora_groups(stage_cfg) -> dict:
+    """``group -> lora settings`` for the groups this stage trains with LoRA."""
+    return {name: g.lora for name, g in stage_cfg.groups.items() if g.mode == "lora"}
+
+
 def trainable_table(model: nn.Module, lrs: dict[str, float]) -> str:
-    """A table of parameters per module group: trainable / total and learning rate."""
-    rows = [("group", "trainable", "total", "lr")]
+    """A table of parameters per module group: trainable / total, mode and learning rate."""
+    wrapped = getattr(model, "lora_wrapped", {})
+    rows = [("group", "mode", "trainable", "total", "lr")]
     for name, module in model.module_groups().items():
         total = sum(p.numel() for p in module.parameters())
         train = sum(p.numel() for p in module.parameters() if p.requires_grad)
-        rows.append((name, f"{train:,}", f"{total:,}", f"{lrs[name]:.2e}" if name in lrs else "frozen"))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        mode = "lora" if name in wrapped else "full" if name in lrs else "frozen"
+        rows.append((name, mode, f"{train:,}", f"{total:,}", f"{lrs[name]:.2e}" if name in lrs else "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)

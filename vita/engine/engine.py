@@ -29,6 +29,7 @@ from vita.engine.preemption import StopSignals
 from vita.engine.run_dir import mark_complete
 from vita.errors import CheckpointError, VitaError
 from vita.model.omni import count_label_tokens
+from vita.stage import lora_groups
 
 log = logging.getLogger("vita")
 
@@ -50,6 +51,7 @@ class Trainer:
         steps_per_epoch = data.sampler.steps_per_epoch
         self.total_steps = cfg.train.max_steps if cfg.train.max_steps > 0 else cfg.train.epochs * steps_per_epoch
         self.skipped_micro_batches = 0
+        self.group_lrs = group_lrs
 
         if cfg.engine.gradient_checkpointing:
             model.gradient_checkpointing_enable()
@@ -200,9 +202,11 @@ class Trainer:
         """Final checkpoint, exported model and plot."""
         if not (self.ckpt_root / ckpt.tag_for(self.step)).is_dir():
             self.save()
-        meta = {"step": self.step, "stage": self.cfg.stage.name, "backbone": self.cfg.model.backbone,
-                "template": self.cfg.data.template}
-        export_model(self.model, self.tokenizer, self.run_dir / "final", self.cfg.engine.zero_stage, self.dist.rank, meta)
+        meta = {"step": self.step, "stage": self.cfg.stage.name, "template": self.cfg.data.template,
+                "model": OmegaConf.to_container(self.cfg.model, resolve=True)}
+        export_model(self.model, self.tokenizer, self.run_dir / "final", self.cfg.engine.zero_stage, self.dist.rank,
+                     meta, lora=lora_groups(self.cfg.stage),
+                     trainable=set(self.group_lrs) if self.cfg.stage.export == "trainable" else None)
         if self.dist.is_main:
             if self.cfg.logging.plot:
                 plot_loss(self.metrics.path, self.run_dir / "loss.png")

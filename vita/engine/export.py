@@ -1,4 +1,11 @@
-"""Exports: the trained model as plain Hugging Face artefacts (``AutoModelForCausalLM`` loads the LLM)."""
+"""Exports: the trained model as plain Hugging Face / PEFT artefacts.
+
+``final/`` holds the LLM in HF format (``AutoModelForCausalLM.from_pretrained(final)``) and the
+tokenizer. For a group trained with LoRA, ``final/`` holds its *base* weights and
+``final/adapters/<group>/`` the PEFT adapter (``PeftModel.from_pretrained(base, adapter)``);
+``python -m vita.export`` merges an adapter into a full model. A quantised (QLoRA) LLM exports
+only its adapter; its base is the folder named in ``vita_export.json``.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,10 @@ from pathlib import Path
 
 import deepspeed
 import torch
+from safetensors.torch import save_file
 from torch import nn
+
+from vita.model.lora import save_adapter, split_state_dict
 
 
 def full_state_dict(module: nn.Module, zero_stage: int, rank: int) -> dict[str, torch.Tensor] | None:
@@ -19,14 +29,46 @@ def full_state_dict(module: nn.Module, zero_stage: int, rank: int) -> dict[str, 
         return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in module.state_dict().items()}
 
 
-def export_model(model: nn.Module, tokenizer, out: Path, zero_stage: int, rank: int, meta: dict) -> Path | None:
-    """Write ``out/`` with the LLM in HF format (safetensors), the tokenizer and ``vita_export.json``."""
+def export_model(model: nn.Module, tokenizer, out: Path, zero_stage: int, rank: int, meta: dict,
+                 lora: dict | None = None, trainable: set[str] | None = None) -> Path | None:
+    """Write ``out/``: the LLM (HF format), each other group as ``<group>.safetensors``, LoRA adapters
+    per group under ``adapters/<group>/``, the tokenizer and ``vita_export.json``.
+
+    Args:
+        lora: ``group -> lora settings`` for groups trained with LoRA (``vita.stage.lora_groups``).
+        trainable: export only these groups (``stage.export=trainable``); None = all.
+    """
     sd = full_state_dict(model, zero_stage, rank)
     if rank != 0:
         return None
+    lora = lora or {}
     out.mkdir(parents=True, exist_ok=True)
-    llm_sd = {k.removeprefix("llm."): v for k, v in sd.items() if k.startswith("llm.")}
-    model.llm.save_pretrained(out, state_dict=llm_sd, safe_serialization=True)
+    written, adapters = [], {}
+    for group in model.module_groups():
+        if trainable is not None and group not in trainable:
+            continue
+        gsd = {k[len(group) + 1 :]: v for k, v in sd.items() if k.startswith(group + ".")}
+        if group in lora:
+            gsd, adapter = split_state_dict(gsd, lora[group].bias)
+            task = "CAUSAL_LM" if group == "llm" else None
+            base = getattr(model.llm.config, "vita_base_model", None) if group == "llm" else None
+            save_adapter(adapter, lora[group], out / "adapters" / group, base or str(out), task)
+            adapters[group] = f"adapters/{group}"
+        if group == "llm":
+            _export_llm(model, gsd, out, meta)
+        else:
+            save_file(gsd, str(out / f"{group}.safetensors"))
+        written.append(group)
     tokenizer.save_pretrained(out)
+    base_model = getattr(model.llm.config, "vita_base_model", None)
+    meta = {**meta, "groups": written, **({"adapters": adapters} if adapters else {}),
+            **({"base_model": base_model} if base_model else {})}
     (out / "vita_export.json").write_text(json.dumps(meta, indent=1))
     return out
+
+
+def _export_llm(model: nn.Module, llm_sd: dict, out: Path, meta: dict) -> None:
+    if getattr(model.llm.config, "vita_base_model", None):
+        model.llm.config.save_pretrained(out)  # k-bit weights are not re-exported: the base is the original
+    else:
+        model.llm.save_pretrained(out, state_dict=llm_sd, safe_serialization=True)

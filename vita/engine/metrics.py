@@ -97,7 +97,11 @@ def plot_loss(metrics_path: Path, out: Path) -> Path | None:
 
     steps = [r["step"] for r in rows]
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(steps, [r["loss"] for r in rows], label="loss", color="tab:blue")
+    loss = [r["loss"] for r in rows]
+    ax.plot(steps, loss, color="tab:blue", alpha=0.3, linewidth=0.8)
+    window = max(1, len(loss) // 50)  # a running mean over ~2% of the run
+    smooth = [sum(loss[max(0, i - window + 1) : i + 1]) / len(loss[max(0, i - window + 1) : i + 1]) for i in range(len(loss))]
+    ax.plot(steps, smooth, label=f"loss (mean of {window})", color="tab:blue")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
