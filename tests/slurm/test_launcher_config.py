@@ -49,3 +49,8 @@ def test_where_a_job_runs_does_not_change_its_run_dir(override):
                       return_hydra_config=True)
     GlobalHydra.instance().clear()
     assert cfg.hydra.job.override_dirname == "optim.lr:1e-4"
+
+
+def test_the_local_example_sets_slurm_values_that_compose():
+    lc = launcher("local=example", "slurm.partition=gpu")
+    assert lc["partition"] == "gpu" and lc["setup"] == []
