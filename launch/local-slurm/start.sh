@@ -71,7 +71,7 @@ if [ "$running" = 1 ] && [ "$changed" = 0 ]; then
   echo "local-slurm: already running ($CONF, state $STATE)"
   exit 0
 fi
-[ "$changed" = 1 ] && log "config changed: (re)starting the daemons"
+if [ "$running" = 1 ]; then log "config changed: restarting the daemons"; fi
 stop_daemon slurmd "$STATE/slurmd.pid"
 stop_daemon slurmctld "$STATE/slurmctld.pid"
 slurmctld -f "$CONF" -i || die "slurmctld did not start; see $STATE/slurmctld.log"
