@@ -51,7 +51,7 @@ class Processor:
         return s
 
     def _media_error(self, s: Sample, e: MediaError) -> BadSample:
-        return BadSample(e.kind, s.where, s.id, str(e))
+        return BadSample(e.kind, s.where, s.id, f"{e.path}: {e.detail}")
 
     def counts(self, s: Sample) -> dict[str, list[int]]:
         """Placeholder tokens of each media item, from headers only."""

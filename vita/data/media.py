@@ -23,7 +23,7 @@ class MediaError(DataError):
     """A media file that cannot be read; ``kind`` is e.g. ``unreadable image``."""
 
     def __init__(self, kind: str, path: Path, detail: str) -> None:
-        self.kind, self.path = kind, path
+        self.kind, self.path, self.detail = kind, path, detail
         super().__init__(f"{path}: {kind}: {detail}")
 
 

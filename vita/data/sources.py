@@ -26,6 +26,10 @@ class Source:
     def read(self, i: int) -> tuple[object, str, dict, str]:
         raise NotImplementedError
 
+    def dataset_of(self, i: int) -> str:
+        """Name of the dataset record ``i`` comes from (without reading it)."""
+        raise NotImplementedError
+
 
 class ListSource(Source):
     """Records already in memory (text corpora, tests)."""
@@ -38,6 +42,9 @@ class ListSource(Source):
 
     def read(self, i: int):
         return self.records[i], f"{self.name}[{i}]", self.roots, self.name
+
+    def dataset_of(self, i: int) -> str:
+        return self.name
 
 
 def _pick(n: int, ratio: float, rng: np.random.Generator) -> np.ndarray:
@@ -86,6 +93,9 @@ class Mixture(Source):
         f = self.files[f_i]
         roots, name = self.meta[f_i]
         return f.read(r), f.where(r), roots, name
+
+    def dataset_of(self, i: int) -> str:
+        return self.meta[int(self.refs[i][0])][1]
 
 
 @DATASETS.register("chatterbot")
