@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -47,7 +48,7 @@ class DataBundle:
     def skip_counts(self) -> dict[str, int]:
         """``skipped/<reason>`` -> count, indexing and loading together (for the metrics)."""
         total = self.skipped + self.loader.skipped
-        return {f"skipped/{k.replace(' ', '_')}": v for k, v in sorted(total.items())}
+        return {"skipped/" + re.sub(r"[^A-Za-z0-9]+", "_", k): v for k, v in sorted(total.items())}
 
 
 def tokenize_all(data_cfg, tokenizer) -> tuple[list[dict], Counter]:
