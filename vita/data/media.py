@@ -264,7 +264,7 @@ def kaldi_fbank(wave: np.ndarray, dither: float = 0.0, n_mels: int = 80) -> torc
     import kaldi_native_fbank as knf
 
     fb = knf.OnlineFbank(fbank_options(dither, n_mels))
-    fb.accept_waveform(SAMPLE_RATE, (wave * 32768.0).tolist())
+    fb.accept_waveform(SAMPLE_RATE, np.ascontiguousarray(wave * 32768.0, dtype=np.float32))
     fb.input_finished()
     return torch.tensor(np.array([fb.get_frame(i) for i in range(fb.num_frames_ready)], dtype=np.float32)).reshape(-1, n_mels)
 
