@@ -298,6 +298,12 @@ def validate(cfg: DictConfig) -> None:
     for key in ("engine.micro_batch_size", "engine.grad_accum", "data.max_length", "train.log_every"):
         if OmegaConf.select(cfg, key) < 1:
             raise ConfigError(f"config key '{key}' must be >= 1, got {OmegaConf.select(cfg, key)}")
+    if cfg.data.sampler == "token_budget" and cfg.data.token_budget < 1:
+        raise ConfigError("data.sampler=token_budget needs data.token_budget >= 1 (tokens per micro-batch)")
+    if cfg.data.packing and cfg.data.sampler != "token_budget":
+        log_hint = "packing fills rows of data.max_length from each micro-batch; pair it with sampler=token_budget"
+        if cfg.engine.micro_batch_size < 2:
+            raise ConfigError(f"data.packing=true with engine.micro_batch_size=1 packs nothing; {log_hint}")
     if cfg.model.attn_implementation == "flash_attention_2":
         import importlib.util
 
