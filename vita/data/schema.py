@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -138,7 +139,7 @@ class AnnotationFile:
         self.jsonl = self.path.suffix == ".jsonl"
         self._records: list | None = None
         if self.jsonl:
-            self.offsets, self.lines = [], []
+            self.offsets, self.lines = array("q"), array("q")  # 16 bytes a line, not ~70 as Python ints
             with open(self.path, "rb") as f:
                 pos, lineno = 0, 0
                 for line in f:
@@ -161,9 +162,6 @@ class AnnotationFile:
 
     def where(self, i: int) -> str:
         return f"{self.path}:{self.lines[i]}" if self.jsonl else f"{self.path}[{i}]"
-
-    def __getstate__(self):  # workers re-open the file themselves
-        return self.__dict__
 
     def read(self, i: int):
         """The raw record ``i``; a line that is not UTF-8 JSON raises :class:`BadSample`."""
