@@ -103,3 +103,18 @@ def test_truncation_never_cuts_media(tok):
     assert len(item["input_ids"]) == 60 and item["input_ids"].count(spec.image_token_id) == 8
     with pytest.raises(BadSample, match="over-long sample"):
         tokenize_segments(segs, tok, 25, "s", {"image": [(spec.image_token_id, 20)]}, where="f:1")
+
+
+@pytest.mark.parametrize("text, want", [
+    ("What is this?\n<image>", "<image>\nWhat is this?"),
+    ("<image>\nWhat?", "<image>\nWhat?"),
+    ("<image>\n<audio>\n", "<image>\n<audio>"),
+    ("Compare <video> please", "Compare <video>\n please"),  # only newlines next to markers go
+    ("<audio>\n\n\nHi", "<audio>\nHi"),
+    ("plain\n\ntext", "plain\ntext"),
+])
+def test_vita_layout(text, want):
+    """VITA's marker layout: trailing visual markers move first, a newline after each, <audio>\\n joined."""
+    from vita.data.templates import vita_layout
+
+    assert vita_layout(text) == want

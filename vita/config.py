@@ -107,6 +107,8 @@ class DataConfig:
     """Kaldi fbank dither (VITA's config: 1.0; 0 = deterministic features)."""
     state_tokens: bool = False
     """Prefix answers with VITA's state characters (☞ spoken query, ☜ text query, ☟ inserted_id turn)."""
+    vita_layout: bool = False
+    """Lay out markers in user turns as VITA does (visual markers first, one newline after each)."""
     packing: bool = False
     """Pack each micro-batch's samples into rows of ``max_length``; position ids restart per sample."""
     token_budget: int = 0

@@ -90,7 +90,8 @@ def open_source(data_cfg) -> Source:
 
 def make_processor(data_cfg, tokenizer, spec: DataSpec | None) -> Processor:
     template = TEMPLATES.build(data_cfg.template, system=data_cfg.system_prompt)
-    return Processor(template, tokenizer, spec, media_options(data_cfg), data_cfg.max_length, data_cfg.state_tokens)
+    return Processor(template, tokenizer, spec, media_options(data_cfg), data_cfg.max_length, data_cfg.state_tokens,
+                     data_cfg.vita_layout)
 
 
 def build_data(cfg, tokenizer, rank: int, world: int, spec: DataSpec | None = None) -> DataBundle:

@@ -39,9 +39,9 @@ class Processor:
     """Turns one raw record into a tokenised sample (with or without decoding its media)."""
 
     def __init__(self, template, tokenizer, spec: DataSpec | None, opts: MediaOptions, max_length: int,
-                 state_tokens: bool = False) -> None:
+                 state_tokens: bool = False, layout: bool = False) -> None:
         self.template, self.tokenizer, self.spec, self.opts = template, tokenizer, spec, opts
-        self.max_length, self.state_tokens = max_length, state_tokens
+        self.max_length, self.state_tokens, self.layout = max_length, state_tokens, layout
 
     def parse(self, raw, where: str, roots: dict) -> Sample:
         s = parse_sample(raw, where, roots)
@@ -67,7 +67,7 @@ class Processor:
 
     def tokens(self, s: Sample, counts: dict[str, list[int]]) -> dict:
         segs = self.template.render(s.turns, modality=s.modality, state_tokens=self.state_tokens,
-                                    inserted_id=s.inserted_id, end_tag=s.end_tag)
+                                    inserted_id=s.inserted_id, end_tag=s.end_tag, layout=self.layout)
         blocks = {}
         if self.spec is not None:
             ids = {"image": self.spec.image_token_id, "video": self.spec.video_token_id, "audio": self.spec.audio_token_id}

@@ -11,6 +11,7 @@ state prefixes on answers (``☞`` after a spoken query, ``☜`` after a text qu
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from vita.data.schema import ASSISTANT_ROLES, USER_ROLES
@@ -32,6 +33,22 @@ _STRICT = (" \n- You must answer the question strictly according to the content 
            "seeing the {a}, not the {b}.")
 VITA_PROMPTS = {"lang": VITA_BASE, "image": VITA_BASE + _STRICT.format(a="image", b="video"),
                 "video": VITA_BASE + _STRICT.format(a="video", b="image")}
+
+
+def vita_layout(text: str) -> str:
+    """VITA's marker layout of a user turn: newlines around ``<image>``/``<video>`` removed, markers
+    that end the turn moved to its front, a newline after each visual marker, ``<audio>\n`` ->
+    ``<audio>``, and blank lines collapsed."""
+    if "<image>" in text or "<video>" in text:
+        text = re.sub(r"\n*(<image>|<video>)\n*", r"\1", text)
+        tail = re.search(r"(?:<image>|<video>)+$", text)
+        if tail and tail.start() > 0:
+            text = tail.group(0) + text[:tail.start()]
+        text = re.sub(r"(<image>|<video>)", "\\1\n", text)
+    text = text.replace("<audio>\n", "<audio>")
+    while "\n\n" in text:
+        text = text.replace("\n\n", "\n")
+    return text
 
 
 def roles(conversation: list[dict], sample_id: str) -> list[str]:
@@ -71,14 +88,17 @@ class ChatFormat:
         return self.prompts.get(modality, self.prompts.get("lang", ""))
 
     def render(self, turns: list[tuple[str, str]], *, modality: str = "lang", system: str | None = None,
-               state_tokens: bool = False, inserted_id: int | None = None, end_tag: bool = True) -> list[Segment]:
-        """``turns`` = (role, text) pairs, already validated -> segments."""
+               state_tokens: bool = False, inserted_id: int | None = None, end_tag: bool = True,
+               layout: bool = False) -> list[Segment]:
+        """``turns`` = (role, text) pairs, already validated -> segments (``layout``: :func:`vita_layout`)."""
         system = self.system_for(modality) if system is None else system
         segs: list[Segment] = [(self.bos, False)] if self.bos else []
         if system and self.system_fmt:
             segs.append((self.system_fmt.format(system=system), False))
         for i, (role, text) in enumerate(turns):
             if role == "user":
+                if layout:
+                    text = vita_layout(text)
                 if i == 0 and system and not self.system_fmt:
                     text = self.fold_fmt.format(system=system, text=text)
                 segs.append((self.user_fmt.format(text=text), False))
