@@ -9,9 +9,23 @@ import torch
 from PIL import Image
 
 from tests.data_fixtures import SPEECH, demo_root
-from vita.data.media import (MediaOptions, audio_num_frames, choose_grid, fbank_options, frame_indices,
-                             image_num_tiles, kaldi_fbank, load_audio, load_audio_features, load_image_tiles,
-                             load_video_frames, num_tiles_for, resample, video_num_frames, whisper_logmel)
+from vita.data.media import (
+    MediaOptions,
+    audio_num_frames,
+    choose_grid,
+    fbank_options,
+    frame_indices,
+    image_num_tiles,
+    kaldi_fbank,
+    load_audio,
+    load_audio_features,
+    load_image_tiles,
+    load_video_frames,
+    num_tiles_for,
+    resample,
+    video_num_frames,
+    whisper_logmel,
+)
 from vita.data.spec import PRESETS, DataSpec, vita_audio_num_tokens
 
 # (width, height) -> (cols, rows) of the InternVL grid with min 1, max 12 tiles at 448 px, worked by hand

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import PY, ROOT, vita_env
-from vita.data.samplers import (LengthGroupedSampler, ModalityLengthGroupedSampler, RandomSampler,
-                                TokenBudgetSampler)
+from vita.data.samplers import LengthGroupedSampler, ModalityLengthGroupedSampler, RandomSampler, TokenBudgetSampler
 from vita.errors import CheckpointError
 
 SAMPLERS = ["random", "sequential", "length_grouped", "modality_length_grouped", "token_budget"]

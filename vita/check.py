@@ -40,8 +40,8 @@ def check_one(i: int) -> tuple[str, str | None, int, str, str]:
 
 def run_check(cfg, workers: int | None = None, examples: int = 3, out=sys.stdout) -> int:
     """Check ``cfg.data``; print the report to ``out``; return the number of problems."""
-    from transformers import AutoTokenizer
     from tqdm.auto import tqdm
+    from transformers import AutoTokenizer
 
     from vita.data import make_processor, open_source, resolve_spec
 

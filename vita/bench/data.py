@@ -35,8 +35,7 @@ def media_throughput(seconds: float) -> dict[str, float]:
     from PIL import Image
 
     from vita.config import demo_data_dir
-    from vita.data.media import (MediaOptions, load_audio, load_audio_features, load_image_tiles,
-                                 load_video_frames)
+    from vita.data.media import MediaOptions, load_audio, load_audio_features, load_image_tiles, load_video_frames
     from vita.data.spec import PRESETS
 
     root = Path(demo_data_dir())

@@ -16,8 +16,16 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from vita.data.media import (MediaError, MediaOptions, audio_num_frames, image_num_tiles, load_audio_features,
-                             load_image_tiles, load_video_frames, video_num_frames)
+from vita.data.media import (
+    MediaError,
+    MediaOptions,
+    audio_num_frames,
+    image_num_tiles,
+    load_audio_features,
+    load_image_tiles,
+    load_video_frames,
+    video_num_frames,
+)
 from vita.data.schema import MARKER_RE, BadSample, Sample, parse_sample
 from vita.data.sources import Source
 from vita.data.spec import DataSpec

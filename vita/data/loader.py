@@ -90,7 +90,7 @@ class StepLoader:
                 self.position = Position(pos.epoch, pos.step)
 
     def _check(self, mb: dict) -> None:
-        for sid, kind, msg in mb.get("skipped", []):
+        for _sid, kind, msg in mb.get("skipped", []):
             if self.on_bad_sample == "fail":
                 raise DataError(f"{msg} (set data.on_bad_sample=skip to drop such samples, or run python -m vita.check)")
             self.skipped[kind] += 1
