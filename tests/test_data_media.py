@@ -139,3 +139,32 @@ def test_vita_audio_tokens():
     """VITA's encoder keeps len(ones(T)[2::2][2::2][0::2]) tokens (~T/8)."""
     assert vita_audio_num_tokens(400) == 50
     assert [vita_audio_num_tokens(t) for t in (0, 2, 3, 5, 7, 8, 100)] == [0, 0, 0, 0, 1, 1, 12]
+
+
+# real demo files -> placeholder tokens at VITA's sizes (448-px tiles x 256 tokens), worked by hand
+GOLDEN_TOKENS = {
+    "images/astronaut.png": 256,  # 512x512: (2,2) tie fails (262,144 <= 401,408) -> 1 tile
+    "images/coffee.png": 7 * 256,  # 600x400 = 3:2 -> 3x2 + thumbnail
+    "images/chelsea.png": 7 * 256,  # 451x300 ~ 1.503 -> 3x2 + thumbnail
+    "images/hubble_deep_field.jpg": 5 * 256,  # 1000x872: tie (1,1)/(2,2) -> 2x2 + thumbnail
+    "images/retina.jpg": 10 * 256,  # 1411x1411: ties up to (3,3) -> 9 + thumbnail
+    "video/vtest.avi": 16 * 256,  # 795 frames at 10 fps, stride 3 -> 265 > 16 -> 16 frames
+    "video/Megamind.avi": 16 * 256,  # 270 frames at 23.976 fps, stride 8 -> 34 -> 16
+    "speech/cards/001.wav": 13,  # 17,526 samples -> 108 fbank frames -> [2::2][2::2][0::2] -> 13
+}
+
+
+@pytest.mark.parametrize("rel", sorted(GOLDEN_TOKENS))
+def test_exact_tokens_of_real_media(rel):
+    """Header-based placeholder counts of real files at VITA's sizes equal the hand-worked numbers,
+    and decoding gives the same count."""
+    path = demo_root() / rel
+    spec, o = PRESETS["vita"], MediaOptions()
+    if rel.startswith("images"):
+        n, decoded = image_num_tiles(path, o, 448) * 256, load_image_tiles(path, o, spec).shape[0] * 256
+    elif rel.startswith("video"):
+        n, decoded = video_num_frames(path, o) * 256, load_video_frames(path, o, spec).shape[0] * 256
+    else:
+        n = vita_audio_num_tokens(audio_num_frames(path, spec))
+        decoded = vita_audio_num_tokens(load_audio_features(path, o, spec).shape[0])
+    assert n == decoded == GOLDEN_TOKENS[rel]
