@@ -180,3 +180,29 @@ def test_collator_orders_media_row_major():
     assert out["ids"] == ["a", "b", "c"] and out["pixel_values"][:, 0, 0, 0].tolist() == [0, 1, 1]
     assert out["skipped"] == [("d", "missing file", "f:4 sample 'd': missing file")]
     assert "audio_features" not in out
+
+
+def test_index_cache_round_trip(tmp_path, monkeypatch):
+    """A second build reads the cached index (same lengths, same skips); touching an annotation
+    file invalidates it."""
+    import os
+
+    from vita.data import index_cache
+    from vita.data.dataset import index
+
+    monkeypatch.setenv("VITA_INDEX_CACHE", str(tmp_path / "cache"))
+    ann = tmp_path / "a.jsonl"
+    good = {"id": "g", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}]}
+    ann.write_text(json.dumps(good) + "\n" + json.dumps({"id": "b", "conversations": []}) + "\n")
+    cfg = OmegaConf.structured(DataConfig(name="t", format="vita", datasets=[SourceConfig(name="a", annotations=[str(ann)])]))
+    tok = tokenizer()
+    src, proc = open_source(cfg), make_processor(cfg, tok, None)
+    first = index(src, proc, "skip", use_cache=True)
+    key = index_cache.cache_key(src, proc)
+    assert (tmp_path / "cache" / f"{key}.npz").is_file()
+    again = index(src, proc, "skip", use_cache=True)
+    assert again.lengths.tolist() == first.lengths.tolist() and again.skipped == first.skipped == {"empty conversation": 1}
+    with pytest.raises(DataError, match="empty conversation"):
+        index(src, proc, "fail", use_cache=True)
+    os.utime(ann, ns=(1, 1))
+    assert index_cache.cache_key(open_source(cfg), proc) != key

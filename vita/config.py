@@ -107,6 +107,8 @@ class DataConfig:
     """Kaldi fbank dither (VITA's config: 1.0; 0 = deterministic features)."""
     state_tokens: bool = False
     """Prefix answers with VITA's state characters (☞ spoken query, ☜ text query, ☟ inserted_id turn)."""
+    index_cache: bool = True
+    """Keep a mixture's metadata index (lengths, problems) in ``~/.cache/vita/index`` (``$VITA_INDEX_CACHE``)."""
     vita_layout: bool = False
     """Lay out markers in user turns as VITA does (visual markers first, one newline after each)."""
     packing: bool = False

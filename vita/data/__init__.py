@@ -104,7 +104,7 @@ def build_data(cfg, tokenizer, rank: int, world: int, spec: DataSpec | None = No
     spec = resolve_spec(d, tokenizer, spec)
     source = open_source(d)
     proc = make_processor(d, tokenizer, spec)
-    idx: Index = index(source, proc, d.on_bad_sample, progress=rank == 0 and len(source) > 5000)
+    idx: Index = index(source, proc, d.on_bad_sample, progress=rank == 0 and len(source) > 5000, use_cache=d.index_cache)
     if len(idx.refs) == 0:
         raise DataError(f"data '{d.name}': no usable sample")
     dataset = MediaDataset(source, idx, proc)

@@ -150,8 +150,26 @@ def _where(source: Source, i: int) -> str:
         return e.where
 
 
-def index(source: Source, proc: Processor, on_bad_sample: str = "fail", progress: bool = False) -> Index:
-    """Validate and measure every record; ``fail`` raises at the first bad one, ``skip`` keeps going."""
+def _policy_error(e: BadSample) -> DataError:
+    return DataError(f"{e} (set data.on_bad_sample=skip to drop such samples, or run python -m vita.check)")
+
+
+def index(source: Source, proc: Processor, on_bad_sample: str = "fail", progress: bool = False,
+          use_cache: bool = False) -> Index:
+    """Validate and measure every record; ``fail`` raises at the first bad one, ``skip`` keeps going.
+
+    With ``use_cache`` a mixture's index is kept in ``~/.cache/vita/index`` (:mod:`vita.data.index_cache`)."""
+    from vita.data import index_cache
+
+    key = index_cache.cache_key(source, proc) if use_cache else None
+    hit = index_cache.load(key) if key else None
+    if hit is not None:
+        refs, lengths, mm, problems = hit
+        if problems and on_bad_sample == "fail":
+            raise _policy_error(problems[0])
+        for p in problems:
+            log.warning("skipping %s", p)
+        return Index(refs, lengths, mm, problems)
     refs, lengths, mm, problems = [], [], [], []
     it = range(len(source))
     if progress:
@@ -164,14 +182,17 @@ def index(source: Source, proc: Processor, on_bad_sample: str = "fail", progress
             n, is_mm = proc.measure(raw, where, roots)
         except BadSample as e:
             if on_bad_sample == "fail":
-                raise DataError(f"{e} (set data.on_bad_sample=skip to drop such samples, or run python -m vita.check)") from None
+                raise _policy_error(e) from None
             log.warning("skipping %s", e)
             problems.append(e)
             continue
         refs.append(i)
         lengths.append(n)
         mm.append(is_mm)
-    return Index(np.array(refs, dtype=np.int64), np.array(lengths, dtype=np.int64), np.array(mm, dtype=bool), problems)
+    idx = Index(np.array(refs, dtype=np.int64), np.array(lengths, dtype=np.int64), np.array(mm, dtype=bool), problems)
+    if key:
+        index_cache.save(key, idx.refs, idx.lengths, idx.multimodal, problems)
+    return idx
 
 
 class MediaDataset(Dataset):
