@@ -116,3 +116,24 @@ def test_training_with_skip_completes_and_logs_counts(tmp_path):
     assert last["step"] == 3
     assert last["skipped/missing_file"] == 1 and last["skipped/path_escapes_root"] == 1
     assert sum(v for k, v in last.items() if k.startswith("skipped/")) >= len(EXPECTED) - 1
+
+
+def test_fail_policy_at_decode_time_names_the_file(tmp_path):
+    """A file whose header is fine but whose data is not (truncated JPEG) stops a ``fail`` run when its
+    batch is loaded, in worker processes too, naming the sample, the file and the fix."""
+    from vita.config import SourceConfig
+
+    root = demo_root()
+    ann = tmp_path / "t.jsonl"
+    rows = [{"id": f"ok-{k}", "image": "good.png", "conversations": [{"from": "human", "value": "<image>\nWhat?"},
+                                                                   {"from": "gpt", "value": "An astronaut."}]}
+            for k in range(3)]
+    rows.append({"id": "trunc", "image": "truncated.jpg", "conversations": [
+        {"from": "human", "value": "<image>\nWhat?"}, {"from": "gpt", "value": "A rocket."}]})
+    ann.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = bad_cfg(sampler="sequential", num_workers=2,
+                  datasets=[SourceConfig(name="t", annotations=[str(ann)], image_root=str(root / "bad" / "media"))])
+    cfg.engine.micro_batch_size = 4
+    b = build_data(cfg, tokenizer(), rank=0, world=1)
+    with pytest.raises(DataError, match=r"t\.jsonl:4 sample 'trunc': unreadable image: .*truncated\.jpg.*on_bad_sample=skip"):
+        next(iter(b.loader.iterate(Position())))
