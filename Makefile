@@ -4,21 +4,30 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-# Debian packages the demo and tests use (g++ builds DeepSpeed's CPU ops on first use).
-APT_PACKAGES := g++ make
+# Debian packages the demo and tests use (g++ builds DeepSpeed's CPU ops on first use;
+# pocketsphinx-testdata: real speech with transcripts; espeak-ng + sox: spoken questions;
+# dpkg-dev/tar: the OpenCV sample videos are extracted from `apt-get download opencv-doc`).
+APT_PACKAGES := g++ make pocketsphinx-testdata espeak-ng sox
 STAMP := $(VENV)/.vita-installed
 export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export WANDB_MODE ?= offline
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: demo test install apt lint clean bench
+.PHONY: demo test install apt lint clean bench demo-data check-data bench-data
 
 demo: install
 	$(PY) -m vita.run $(ARGS)
 
-test: install
+test: install demo-data
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The multimodal demo set from real media (~/.cache/vita/demo or $$VITA_DEMO_DIR; nothing is copied into the repo).
+demo-data: install
+	$(PY) -m vita.data.demo
+
+check-data: demo-data
+	$(PY) -m vita.check data=$(or $(DATA),demo)
 
 install: $(STAMP)
 
@@ -43,6 +52,9 @@ lint: install
 
 bench: install
 	$(PY) -m vita.bench.step_time
+
+bench-data: demo-data
+	$(PY) -m vita.bench.data
 
 clean:
 	rm -rf outputs multirun .pytest_cache
