@@ -4,22 +4,31 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-# Debian packages the demo and tests use (g++ builds DeepSpeed's CPU ops on first use; slurm and
-# munge run the local SLURM cluster of tests/slurm, see launch/local-slurm/start.sh).
-APT_PACKAGES := g++ make slurmctld slurmd slurm-client munge
+# Debian packages the demo and tests use (g++ builds DeepSpeed's CPU ops on first use;
+# pocketsphinx-testdata: real speech with transcripts; espeak-ng + sox: spoken questions;
+# dpkg-dev/tar: the OpenCV sample videos are extracted from `apt-get download opencv-doc`;
+# slurmctld, slurmd, slurm-client, munge: the local SLURM cluster of tests/slurm, launch/local-slurm).
+APT_PACKAGES := g++ make pocketsphinx-testdata espeak-ng sox slurmctld slurmd slurm-client munge
 STAMP := $(VENV)/.vita-installed
 export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export WANDB_MODE ?= offline
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: demo test install apt lint clean bench
+.PHONY: demo test install apt lint clean bench demo-data check-data bench-data
 
 demo: install
 	$(PY) -m vita.run $(ARGS)
 
-test: install
+test: install demo-data
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The multimodal demo set from real media (~/.cache/vita/demo or $$VITA_DEMO_DIR; nothing is copied into the repo).
+demo-data: install
+	$(PY) -m vita.data.demo
+
+check-data: demo-data
+	$(PY) -m vita.check data=$(or $(DATA),demo)
 
 install: $(STAMP)
 
@@ -44,6 +53,9 @@ lint: install
 
 bench: install
 	$(PY) -m vita.bench.step_time
+
+bench-data: demo-data
+	$(PY) -m vita.bench.data
 
 clean:
 	rm -rf outputs multirun .pytest_cache

@@ -43,6 +43,24 @@ class ModelConfig:
 
 
 @dataclass(kw_only=True)
+class SourceConfig:
+    """One dataset of a mixture (``format: vita``)."""
+
+    name: str = MISSING
+    """A label for logs and ``vita.check`` tables."""
+    annotations: list[str] = field(default_factory=list)
+    """VITA/LLaVA ``.json`` lists or ``.jsonl`` files (JSONL is read line by line through byte offsets)."""
+    image_root: Optional[str] = None
+    """Folder that image paths are relative to (paths may not leave it)."""
+    video_root: Optional[str] = None
+    """Folder that video paths are relative to."""
+    audio_root: Optional[str] = None
+    """Folder that audio paths are relative to."""
+    ratio: float = 1.0
+    """Share of this dataset's samples to use (seeded subsample; > 1 repeats it)."""
+
+
+@dataclass(kw_only=True)
 class DataConfig:
     name: str = MISSING
     """A label for logs and run dirs."""
@@ -66,6 +84,39 @@ class DataConfig:
     """Use only the first N samples (0 = all); for smoke tests."""
     on_bad_sample: str = "fail"
     """``fail``: stop with the sample id and reason; ``skip``: drop it, count it, log why."""
+    datasets: list[SourceConfig] = field(default_factory=list)
+    """``format: vita``: the datasets of the mixture."""
+    mixture_seed: int = 42
+    """Seed of the subsampling and shuffling of the mixture (the same on every rank)."""
+    media_spec: Optional[str] = None
+    """Encoder facts (tile size, tokens per tile, audio features) when the model gives none:
+    a key of ``vita.data.spec.PRESETS`` (``vita``, ``whisper``, ``tiny``); ``null`` = from the model."""
+    min_tiles: int = 1
+    """Dynamic tiling: fewest tiles per image (before the thumbnail)."""
+    max_tiles: int = 12
+    """Dynamic tiling: most tiles per image (VITA: 12, +1 thumbnail)."""
+    use_thumbnail: bool = True
+    """Append the whole image as one more tile when an image has several."""
+    image_aspect_ratio: str = "square"
+    """``square``: tile the raw image; ``pad``: pad to a square with the mean colour first."""
+    min_frames: int = 4
+    """Video: fewest frames (uniform, duplicates allowed)."""
+    max_frames: int = 16
+    """Video: most frames (uniform)."""
+    video_fps: float = 3.0
+    """Video: frames sampled per second before the min/max limits (VITA trains with 3)."""
+    dither: float = 0.0
+    """Kaldi fbank dither (VITA's config: 1.0; 0 = deterministic features)."""
+    state_tokens: bool = False
+    """Prefix answers with VITA's state characters (☞ spoken query, ☜ text query, ☟ inserted_id turn)."""
+    index_cache: bool = True
+    """Keep a mixture's metadata index (lengths, problems) in ``~/.cache/vita/index`` (``$VITA_INDEX_CACHE``)."""
+    vita_layout: bool = False
+    """Lay out markers in user turns as VITA does (visual markers first, one newline after each)."""
+    packing: bool = False
+    """Pack each micro-batch's samples into rows of ``max_length``; position ids restart per sample."""
+    token_budget: int = 0
+    """``sampler: token_budget``: tokens per micro-batch (padding-aware, or summed when packing)."""
 
 
 @dataclass(kw_only=True)
@@ -264,6 +315,7 @@ ENUMS = {
     "data.on_bad_sample": ("fail", "skip"),
     "model.quantization": (None, "4bit", "8bit"),
     "stage.export": ("full", "trainable"),
+    "data.image_aspect_ratio": ("square", "pad"),
 }
 GROUP_MODES = ("full", "frozen", "lora")
 LOGGERS = ("console", "jsonl", "wandb", "tensorboard")
@@ -278,15 +330,24 @@ def _asset(path: str) -> str:
     return str(ASSETS / path)
 
 
+def demo_data_dir(sub: str = "") -> str:
+    """Where ``python -m vita.data.demo`` writes the demo set: ``$VITA_DEMO_DIR`` or ``~/.cache/vita/demo``."""
+    root = Path(os.environ.get("VITA_DEMO_DIR") or Path.home() / ".cache" / "vita" / "demo")
+    return str(root / sub) if sub else str(root)
+
+
 def _tasks_per_node(tasks: Optional[int], gpus: Optional[int]) -> int:
     return tasks if tasks else max(gpus or 0, 1)
 
 
 def register_resolvers() -> None:
     """``${vita_asset:tokenizers/chatterbot-bpe}`` -> the path inside the installed package;
+    ``${vita_demo:images}`` -> a folder of the demo data set;
     ``${vita_tasks_per_node:${slurm.tasks_per_node},${slurm.gpus_per_node}}`` -> one task per GPU."""
     if not OmegaConf.has_resolver("vita_asset"):
         OmegaConf.register_new_resolver("vita_asset", _asset)
+    if not OmegaConf.has_resolver("vita_demo"):
+        OmegaConf.register_new_resolver("vita_demo", demo_data_dir)
     if not OmegaConf.has_resolver("vita_tasks_per_node"):
         OmegaConf.register_new_resolver("vita_tasks_per_node", _tasks_per_node)
 
@@ -332,6 +393,12 @@ def validate(cfg: DictConfig) -> None:
     for key in ("engine.micro_batch_size", "engine.grad_accum", "data.max_length", "train.log_every"):
         if OmegaConf.select(cfg, key) < 1:
             raise ConfigError(f"config key '{key}' must be >= 1, got {OmegaConf.select(cfg, key)}")
+    if cfg.data.sampler == "token_budget" and cfg.data.token_budget < 1:
+        raise ConfigError("data.sampler=token_budget needs data.token_budget >= 1 (tokens per micro-batch)")
+    if cfg.data.packing and cfg.data.sampler != "token_budget":
+        log_hint = "packing fills rows of data.max_length from each micro-batch; pair it with sampler=token_budget"
+        if cfg.engine.micro_batch_size < 2:
+            raise ConfigError(f"data.packing=true with engine.micro_batch_size=1 packs nothing; {log_hint}")
     if cfg.model.attn_implementation == "flash_attention_2":
         import importlib.util
 

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
 from torch.utils.data import Dataset
 
 from vita.data import sources as _sources  # noqa: F401  (registers the dataset formats)
+from vita.data import templates as _templates  # noqa: F401  (registers the templates)
 from vita.data.collate import Collator
+from vita.data.dataset import Index, MediaDataset, Processor, index, media_options
 from vita.data.loader import Position, StepLoader
 from vita.data.samplers import GlobalBatchSampler
+from vita.data.sources import ListSource, Source
+from vita.data.spec import DataSpec, preset
 from vita.data.tokenize import tokenize_segments
 from vita.errors import DataError
 from vita.registry import DATASETS, SAMPLERS, TEMPLATES
@@ -34,14 +39,20 @@ class TokenizedDataset(Dataset):
 
 @dataclass
 class DataBundle:
-    dataset: TokenizedDataset
+    dataset: Dataset
     sampler: GlobalBatchSampler
     loader: StepLoader
     skipped: Counter = field(default_factory=Counter)
+    """Bad samples dropped while indexing, per reason (loading-time ones are in ``loader.skipped``)."""
+
+    def skip_counts(self) -> dict[str, int]:
+        """``skipped/<reason>`` -> count, indexing and loading together (for the metrics)."""
+        total = self.skipped + self.loader.skipped
+        return {"skipped/" + re.sub(r"[^A-Za-z0-9]+", "_", k): v for k, v in sorted(total.items())}
 
 
 def tokenize_all(data_cfg, tokenizer) -> tuple[list[dict], Counter]:
-    """Read and tokenise every sample, applying ``data.on_bad_sample`` to the bad ones."""
+    """Read and tokenise every text-only sample, applying ``data.on_bad_sample`` to the bad ones."""
     raw = DATASETS.build(data_cfg.format, data_cfg=data_cfg)
     if data_cfg.limit:
         raw = raw[: data_cfg.limit]
@@ -62,16 +73,50 @@ def tokenize_all(data_cfg, tokenizer) -> tuple[list[dict], Counter]:
     return items, skipped
 
 
-def build_data(cfg, tokenizer, rank: int, world: int) -> DataBundle:
-    """Everything the engine needs to draw batches for this rank."""
-    items, skipped = tokenize_all(cfg.data, tokenizer)
-    dataset = TokenizedDataset(items)
-    global_batch = cfg.engine.micro_batch_size * cfg.engine.grad_accum * world
-    sampler = SAMPLERS.build(cfg.data.sampler, num_samples=len(dataset), global_batch_size=global_batch, seed=cfg.train.seed)
-    loader = StepLoader(dataset, sampler, Collator(tokenizer.pad_token_id), rank=rank, world=world,
-                        micro_batch_size=cfg.engine.micro_batch_size, grad_accum=cfg.engine.grad_accum,
-                        num_workers=cfg.data.num_workers)
-    return DataBundle(dataset, sampler, loader, skipped)
+def resolve_spec(data_cfg, tokenizer, spec: DataSpec | None) -> DataSpec | None:
+    """The model's spec, else ``data.media_spec``'s preset, with placeholder ids from the tokenizer."""
+    if spec is None and data_cfg.media_spec:
+        spec = preset(data_cfg.media_spec)
+    return spec.with_token_ids(tokenizer) if spec is not None else None
 
 
-__all__ = ["DataBundle", "Position", "build_data", "tokenize_all"]
+def open_source(data_cfg) -> Source:
+    """The configured dataset as a :class:`Source`."""
+    raw = DATASETS.build(data_cfg.format, data_cfg=data_cfg)
+    if isinstance(raw, list):
+        raw = ListSource(raw[: data_cfg.limit] if data_cfg.limit else raw, data_cfg.name)
+    return raw
+
+
+def make_processor(data_cfg, tokenizer, spec: DataSpec | None) -> Processor:
+    template = TEMPLATES.build(data_cfg.template, system=data_cfg.system_prompt)
+    return Processor(template, tokenizer, spec, media_options(data_cfg), data_cfg.max_length, data_cfg.state_tokens,
+                     data_cfg.vita_layout)
+
+
+def build_data(cfg, tokenizer, rank: int, world: int, spec: DataSpec | None = None) -> DataBundle:
+    """Everything the engine needs to draw batches for this rank.
+
+    Args:
+        spec: the model's :class:`DataSpec` (``model.data_spec()``); ``None`` = ``data.media_spec`` or text-only.
+    """
+    d = cfg.data
+    spec = resolve_spec(d, tokenizer, spec)
+    source = open_source(d)
+    proc = make_processor(d, tokenizer, spec)
+    idx: Index = index(source, proc, d.on_bad_sample, progress=rank == 0 and len(source) > 5000, use_cache=d.index_cache)
+    if len(idx.refs) == 0:
+        raise DataError(f"data '{d.name}': no usable sample")
+    dataset = MediaDataset(source, idx, proc)
+    micro_per_step = cfg.engine.grad_accum * world
+    global_batch = cfg.engine.micro_batch_size * micro_per_step
+    sampler = SAMPLERS.build(d.sampler, num_samples=len(dataset), global_batch_size=global_batch, seed=cfg.train.seed,
+                             micro_per_step=micro_per_step, lengths=idx.lengths, modalities=idx.multimodal,
+                             token_budget=d.token_budget, packing=d.packing)
+    loader = StepLoader(dataset, sampler, Collator(tokenizer.pad_token_id, d.packing, d.max_length), rank=rank,
+                        world=world, micro_batch_size=cfg.engine.micro_batch_size, grad_accum=cfg.engine.grad_accum,
+                        num_workers=d.num_workers, on_bad_sample=d.on_bad_sample)
+    return DataBundle(dataset, sampler, loader, idx.skipped)
+
+
+__all__ = ["DataBundle", "DataSpec", "Position", "build_data", "tokenize_all"]

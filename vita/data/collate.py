@@ -1,24 +1,71 @@
-"""Batch assembly: right-pad to the longest sample of the micro-batch."""
+"""Batch assembly: padding (or packing), media stacking, and the bad samples of the micro-batch.
+
+Keys: ``input_ids``, ``labels``, ``attention_mask`` (1 = token, 0 = padding), ``ids``;
+``position_ids`` when packing; ``pixel_values`` [N, 3, S, S] (image tiles and video frames in the
+order of their placeholder blocks, row-major); ``audio_features`` [A, T_max, n_mels] zero-padded
+with ``audio_lengths`` [A]. An absent modality is an absent key. ``skipped`` lists
+``(id, kind, message)`` of items that failed to load; they are dropped, never replaced.
+"""
 
 from __future__ import annotations
 
 import torch
 
+from vita.data.packing import pack_rows, position_ids_for
 from vita.model.omni import IGNORE_INDEX
 
 
 class Collator:
-    def __init__(self, pad_id: int) -> None:
-        self.pad_id = pad_id
+    def __init__(self, pad_id: int, packing: bool = False, max_length: int = 0) -> None:
+        self.pad_id, self.packing, self.max_length = pad_id, packing, max_length
+
+    def rows(self, items: list[dict]) -> list[list[int]]:
+        if not self.packing:
+            return [[i] for i in range(len(items))]
+        return pack_rows([len(it["input_ids"]) for it in items], self.max_length)
 
     def __call__(self, items: list[dict]) -> dict:
-        n = max(len(it["input_ids"]) for it in items)
-        ids = torch.full((len(items), n), self.pad_id, dtype=torch.long)
-        labels = torch.full((len(items), n), IGNORE_INDEX, dtype=torch.long)
-        mask = torch.zeros((len(items), n), dtype=torch.long)
-        for i, it in enumerate(items):
-            k = len(it["input_ids"])
-            ids[i, :k] = torch.tensor(it["input_ids"])
-            labels[i, :k] = torch.tensor(it["labels"])
-            mask[i, :k] = 1
-        return {"input_ids": ids, "labels": labels, "attention_mask": mask, "ids": [it["id"] for it in items]}
+        skipped = [(it["id"], *it["bad"]) for it in items if "bad" in it]
+        items = [it for it in items if "bad" not in it]
+        if not items:  # every sample failed: one pad token with no label keeps the step's shape
+            items = [{"id": None, "input_ids": [self.pad_id], "labels": [IGNORE_INDEX]}]
+        rows = self.rows(items)
+        lens = [sum(len(items[i]["input_ids"]) for i in row) for row in rows]
+        n = max(lens)
+        ids = torch.full((len(rows), n), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(rows), n), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((len(rows), n), dtype=torch.long)
+        pos = torch.zeros((len(rows), n), dtype=torch.long)
+        order = []
+        for r, row in enumerate(rows):
+            k = 0
+            for i in row:
+                it = items[i]
+                m = len(it["input_ids"])
+                ids[r, k:k + m] = torch.tensor(it["input_ids"])
+                labels[r, k:k + m] = torch.tensor(it["labels"])
+                if self.packing:
+                    labels[r, k] = IGNORE_INDEX
+                k += m
+                order.append(i)
+            mask[r, :k] = 1
+            if self.packing:
+                pos[r] = torch.tensor(position_ids_for([len(items[i]["input_ids"]) for i in row], n))
+        out = {"input_ids": ids, "labels": labels, "attention_mask": mask,
+               "ids": [items[i]["id"] for i in order if items[i]["id"] is not None]}
+        if self.packing:
+            out["position_ids"] = pos
+        pix = [items[i]["pixel_values"] for i in order if "pixel_values" in items[i]]
+        if pix:
+            out["pixel_values"] = torch.cat(pix)
+        aud = [a for i in order for a in items[i].get("audio_features", [])]
+        if aud:
+            t = max(a.shape[0] for a in aud)
+            feats = torch.zeros(len(aud), t, aud[0].shape[1])
+            for j, a in enumerate(aud):
+                feats[j, :a.shape[0]] = a
+            out["audio_features"] = feats
+            out["audio_lengths"] = torch.tensor([a.shape[0] for a in aud], dtype=torch.long)
+        if skipped:
+            out["skipped"] = skipped
+        return out

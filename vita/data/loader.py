@@ -1,13 +1,24 @@
-"""Per-rank step loader: global batch -> this rank's slice -> ``grad_accum`` micro-batches."""
+"""Per-rank step loader: a step's micro-batches -> this rank's ``grad_accum`` of them.
+
+Bad samples found while loading (a file that fails to decode) reach the main process as
+``batch["skipped"]``: under ``fail`` the loader raises with the sample's location and reason,
+under ``skip`` it counts them per reason (:attr:`StepLoader.skipped`) and the step goes on with
+the remaining samples; a bad sample is never replaced by another.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from torch.utils.data import DataLoader, Dataset
 
 from vita.data.samplers import GlobalBatchSampler
+from vita.errors import DataError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -21,20 +32,29 @@ class Position:
         return {"epoch": self.epoch, "step": self.step}
 
 
+def rank_micro_batches(sampler: GlobalBatchSampler, epoch: int, step: int, rank: int, world: int,
+                       accum: int) -> list[list[int]]:
+    """The ``accum`` micro-batches (index lists) of ``rank`` at ``(epoch, step)``."""
+    n = world * accum
+    mbs = sampler.micro_batches(epoch, step)
+    if len(mbs) != n:  # a sampler that cut the batch differently: re-cut it evenly
+        flat = [i for mb in mbs for i in mb]
+        m = len(flat) // n
+        mbs = [flat[j * m:(j + 1) * m] for j in range(n)]
+    return mbs[rank * accum:(rank + 1) * accum]
+
+
 class _MicroBatchIndices:
     """Index lists of this rank's micro-batches, from a start position on, across epochs."""
 
-    def __init__(self, sampler: GlobalBatchSampler, rank: int, world: int, micro: int, accum: int, start: Position):
-        self.sampler, self.rank, self.world, self.micro, self.accum, self.start = sampler, rank, world, micro, accum, start
+    def __init__(self, sampler: GlobalBatchSampler, rank: int, world: int, accum: int, start: Position):
+        self.sampler, self.rank, self.world, self.accum, self.start = sampler, rank, world, accum, start
 
     def __iter__(self) -> Iterator[list[int]]:
         epoch, step = self.start.epoch, self.start.step
-        per_rank = self.micro * self.accum
         while True:
             while step < self.sampler.steps_per_epoch:
-                mine = self.sampler.batch(epoch, step)[self.rank * per_rank : (self.rank + 1) * per_rank]
-                for m in range(self.accum):
-                    yield mine[m * self.micro : (m + 1) * self.micro]
+                yield from rank_micro_batches(self.sampler, epoch, step, self.rank, self.world, self.accum)
                 step += 1
             epoch, step = epoch + 1, 0
 
@@ -43,19 +63,23 @@ class StepLoader:
     """Iterate ``(position, micro_batches)``; ``position`` is the step those batches belong to."""
 
     def __init__(self, dataset: Dataset, sampler: GlobalBatchSampler, collate, *, rank: int, world: int,
-                 micro_batch_size: int, grad_accum: int, num_workers: int = 0) -> None:
+                 micro_batch_size: int, grad_accum: int, num_workers: int = 0, on_bad_sample: str = "fail") -> None:
         self.dataset, self.sampler, self.collate = dataset, sampler, collate
         self.rank, self.world, self.micro, self.accum, self.num_workers = rank, world, micro_batch_size, grad_accum, num_workers
+        self.on_bad_sample = on_bad_sample
+        self.skipped: Counter = Counter()
+        self.position = Position()
 
     def iterate(self, start: Position) -> Iterator[tuple[Position, list[dict]]]:
         if start.step >= self.sampler.steps_per_epoch:  # e.g. saved with fewer ranks (more steps per epoch)
             start = Position(start.epoch + 1, 0)
-        indices = _MicroBatchIndices(self.sampler, self.rank, self.world, self.micro, self.accum, start)
+        indices = _MicroBatchIndices(self.sampler, self.rank, self.world, self.accum, start)
         dl = DataLoader(self.dataset, batch_sampler=indices, collate_fn=self.collate, num_workers=self.num_workers,
                         persistent_workers=False, prefetch_factor=4 if self.num_workers else None)
         pos = Position(start.epoch, start.step)
         group: list[dict] = []
         for mb in dl:
+            self._check(mb)
             group.append(mb)
             if len(group) == self.accum:
                 yield Position(pos.epoch, pos.step), group
@@ -63,3 +87,21 @@ class StepLoader:
                 pos.step += 1
                 if pos.step == self.sampler.steps_per_epoch:
                     pos.epoch, pos.step = pos.epoch + 1, 0
+                self.position = Position(pos.epoch, pos.step)
+
+    def _check(self, mb: dict) -> None:
+        for _sid, kind, msg in mb.get("skipped", []):
+            if self.on_bad_sample == "fail":
+                raise DataError(f"{msg} (set data.on_bad_sample=skip to drop such samples, or run python -m vita.check)")
+            self.skipped[kind] += 1
+            log.warning("skipping %s", msg)
+
+    def state_dict(self) -> dict:
+        """The next position to load and the sampler's settings."""
+        return {"position": self.position.state_dict(), "sampler": self.sampler.state_dict()}
+
+    def load_state_dict(self, state: dict) -> Position:
+        """Check the sampler against ``state``; returns the position to pass to :meth:`iterate`."""
+        self.sampler.load_state_dict(state["sampler"])
+        self.position = Position(**state["position"])
+        return self.position

@@ -82,6 +82,7 @@ class Trainer:
             last["tokens_per_s"] = last.pop("tokens") / last["step_time_s"]
             last["samples_per_s"] = last.pop("samples") / last["step_time_s"]
             last["epoch"] = position.epoch
+            last.update(self.data.skip_counts())  # bad samples dropped so far, per reason (this rank)
             self.step += 1
             self.position = self._next(position)
             if self.step % self.cfg.train.log_every == 0 or self.step == self.total_steps:
@@ -165,7 +166,8 @@ class Trainer:
 
     def client_state(self) -> dict:
         return {"step": self.step, "position": self.position.state_dict(), "stage": self.cfg.stage.name,
-                "global_batch_size": self.data.sampler.global_batch_size, "world_size": self.dist.world_size}
+                "global_batch_size": self.data.sampler.global_batch_size, "world_size": self.dist.world_size,
+                "sampler": self.data.sampler.state_dict()}
 
     def save(self) -> Path:
         path = ckpt.save_checkpoint(self.engine, self.ckpt_root, self.step, self.client_state(),
@@ -186,6 +188,8 @@ class Trainer:
                 f"{path} was trained with a global batch of {saved_batch} (world size {client.get('world_size')}); "
                 f"this run has {self.data.sampler.global_batch_size}. Keep micro_batch_size x grad_accum x world "
                 "size equal to resume exactly, or start a new run (name=...)")
+        if "sampler" in client:
+            self.data.sampler.load_state_dict(client["sampler"])
         self.step = int(client["step"])
         self.position = Position(**client["position"])
         if self.dist.is_main:

@@ -39,9 +39,15 @@ class OmniModel(nn.Module):
     def gradient_checkpointing_enable(self) -> None:
         self.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
-    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None = None, **_) -> dict:
-        """Returns ``ce_sum`` (summed token cross-entropy, fp32), ``num_tokens`` and ``aux`` losses."""
-        out = self.llm(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None, **_) -> dict:
+        """Returns ``ce_sum`` (summed token cross-entropy, fp32), ``num_tokens`` and ``aux`` losses.
+
+        With ``position_ids`` (packed rows, restarting per sample) the attention mask is left out so
+        that transformers isolates the samples (block-diagonal causal attention)."""
+        if position_ids is not None:
+            attention_mask = None
+        out = self.llm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
         logits = out.logits[:, :-1].float()
         target = labels[:, 1:]
         ce_sum = F.cross_entropy(

@@ -1,0 +1,30 @@
+"""Shared fixtures of the data tests: the demo tokenizer, a tiny DataSpec and the demo media set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vita.config import ASSETS, demo_data_dir
+
+SPEECH = Path("/usr/share/pocketsphinx/test/data")
+
+
+def demo_root() -> Path:
+    """The demo data set, built on first use; skips the test if its Debian packages are missing."""
+    from vita.data.demo import MissingFixture, build
+
+    root = Path(demo_data_dir())
+    if not (root / "bad" / "bad.jsonl").is_file() or not (root / "annotations" / "text.jsonl").is_file():
+        try:
+            build(root)
+        except MissingFixture as e:
+            pytest.skip(str(e))
+    return root
+
+
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(ASSETS / "tokenizers/chatterbot-bpe")

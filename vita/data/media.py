@@ -1,0 +1,287 @@
+"""Media -> tensors: image tiling, video frame sampling, audio loading and features.
+
+Every function also has a metadata-only twin (``image_num_tiles``, ``video_num_frames``,
+``audio_num_frames``) that reads headers only, so samplers know token lengths without decoding.
+Decoding errors become :class:`MediaError` naming the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vita.data.spec import DataSpec
+from vita.errors import DataError
+
+SAMPLE_RATE = 16000
+
+
+class MediaError(DataError):
+    """A media file that cannot be read; ``kind`` is e.g. ``unreadable image``."""
+
+    def __init__(self, kind: str, path: Path, detail: str) -> None:
+        self.kind, self.path, self.detail = kind, path, detail
+        super().__init__(f"{path}: {kind}: {detail}")
+
+
+@dataclass(frozen=True)
+class MediaOptions:
+    """How media are cut (from ``cfg.data``)."""
+
+    min_tiles: int = 1
+    max_tiles: int = 12
+    use_thumbnail: bool = True
+    image_aspect_ratio: str = "square"
+    """``square``: tile the raw image; ``pad``: pad to a square with the mean colour first."""
+    min_frames: int = 4
+    max_frames: int = 16
+    video_fps: float = 3.0
+    """Frames per second sampled from a video before the min/max frame limits."""
+    dither: float = 0.0
+    """Kaldi fbank dither (VITA's config uses 1.0; 0 is deterministic)."""
+
+
+# ------------------------------------------------------------------------------------- images
+def candidate_grids(min_num: int, max_num: int) -> list[tuple[int, int]]:
+    """All (cols, rows) with ``min_num <= cols*rows <= max_num``, by area then cols."""
+    grids = {(i, j) for i in range(1, max_num + 1) for j in range(1, max_num + 1) if min_num <= i * j <= max_num}
+    return sorted(grids, key=lambda g: (g[0] * g[1], g[0]))
+
+
+def choose_grid(width: int, height: int, min_num: int, max_num: int, image_size: int) -> tuple[int, int]:
+    """The InternVL grid: closest aspect ratio; on an exact tie the later (larger) grid wins
+    when the image area exceeds half the grid's pixel area (VITA's tie rule)."""
+    aspect = width / height
+    best, best_diff = (1, 1), float("inf")
+    for cols, rows in candidate_grids(min_num, max_num):
+        diff = abs(aspect - cols / rows)
+        if diff < best_diff:
+            best, best_diff = (cols, rows), diff
+        elif diff == best_diff and width * height > 0.5 * image_size * image_size * cols * rows:
+            best = (cols, rows)
+    return best
+
+
+def num_tiles_for(width: int, height: int, opts: MediaOptions, image_size: int) -> int:
+    """Tiles (thumbnail included) of an image of this size."""
+    if opts.image_aspect_ratio == "pad":
+        width = height = max(width, height)
+    cols, rows = choose_grid(width, height, opts.min_tiles, opts.max_tiles, image_size)
+    n = cols * rows
+    return n + 1 if opts.use_thumbnail and n > 1 else n
+
+
+def image_num_tiles(path: Path, opts: MediaOptions, image_size: int) -> int:
+    """Tiles of the image at ``path``, from its header only."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except Exception as e:  # PIL raises many types
+        raise MediaError("unreadable image", path, f"{type(e).__name__}: {e}") from None
+    return num_tiles_for(w, h, opts, image_size)
+
+
+def _to_tensor(im, spec: DataSpec) -> torch.Tensor:
+    arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    arr = (arr - np.array(spec.image_mean, np.float32)) / np.array(spec.image_std, np.float32)
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+def _pad_square(im, spec: DataSpec):
+    from PIL import Image
+
+    w, h = im.size
+    if w == h:
+        return im
+    side = max(w, h)
+    out = Image.new("RGB", (side, side), tuple(int(m * 255) for m in spec.image_mean))
+    out.paste(im, ((side - w) // 2, (side - h) // 2))
+    return out
+
+
+def load_image_tiles(path: Path, opts: MediaOptions, spec: DataSpec) -> torch.Tensor:
+    """Decode, tile row-major (+ thumbnail last) and normalise: float [n_tiles, 3, S, S]."""
+    from PIL import Image
+
+    s = spec.image_size
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            im.load()
+    except Exception as e:
+        raise MediaError("unreadable image", path, f"{type(e).__name__}: {e}") from None
+    if opts.image_aspect_ratio == "pad":
+        im = _pad_square(im, spec)
+    cols, rows = choose_grid(im.size[0], im.size[1], opts.min_tiles, opts.max_tiles, s)
+    big = im.resize((s * cols, s * rows), Image.BICUBIC)
+    tiles = [big.crop((c * s, r * s, (c + 1) * s, (r + 1) * s)) for r in range(rows) for c in range(cols)]
+    if opts.use_thumbnail and len(tiles) > 1:
+        tiles.append(im.resize((s, s), Image.BICUBIC))
+    return torch.stack([_to_tensor(t, spec) for t in tiles])
+
+
+# ------------------------------------------------------------------------------------- video
+def frame_indices(n_frames: int, native_fps: float, opts: MediaOptions) -> list[int]:
+    """Every ``round(native_fps / video_fps)``-th frame, then at most ``max_frames`` and at least
+    ``min_frames`` by uniform spacing (duplicates allowed for very short clips)."""
+    if n_frames < 1:
+        return []
+    stride = max(1, round(native_fps / opts.video_fps)) if native_fps > 0 else 1
+    idx = list(range(0, n_frames, stride))
+    if len(idx) > opts.max_frames or len(idx) < opts.min_frames:
+        k = opts.max_frames if len(idx) > opts.max_frames else opts.min_frames
+        idx = [int(round(x)) for x in np.linspace(0, n_frames - 1, k)]
+    return idx
+
+
+def _video_meta(path: Path) -> tuple[int, float]:
+    import av
+
+    try:
+        with av.open(str(path)) as c:
+            if not c.streams.video:
+                raise MediaError("unreadable video", path, "no video stream")
+            st = c.streams.video[0]
+            fps = float(st.average_rate or st.guessed_rate or 0)
+            n = st.frames
+            if not n and st.duration is not None and st.time_base is not None:
+                n = int(float(st.duration * st.time_base) * fps)
+            if not n and c.duration:
+                n = int(c.duration / 1e6 * fps)
+    except MediaError:
+        raise
+    except Exception as e:
+        raise MediaError("unreadable video", path, f"{type(e).__name__}: {e}") from None
+    if n < 1:
+        raise MediaError("unreadable video", path, "no frame count in the header")
+    return int(n), fps
+
+
+def video_num_frames(path: Path, opts: MediaOptions) -> int:
+    """Frames that :func:`load_video_frames` will return, from the header only."""
+    n, fps = _video_meta(path)
+    return len(frame_indices(n, fps, opts))
+
+
+def load_video_frames(path: Path, opts: MediaOptions, spec: DataSpec) -> torch.Tensor:
+    """Decode with PyAV, keep the sampled frames, resize each to one tile: [n, 3, S, S]."""
+    import av
+    from PIL import Image
+
+    n, fps = _video_meta(path)
+    want = frame_indices(n, fps, opts)
+    wanted = set(want)
+    got: dict[int, object] = {}
+    try:
+        with av.open(str(path)) as c:
+            for i, frame in enumerate(c.decode(video=0)):
+                if i in wanted:
+                    got[i] = frame.to_image()
+                if i >= want[-1]:
+                    break
+    except Exception as e:
+        raise MediaError("unreadable video", path, f"{type(e).__name__}: {e}") from None
+    if not got:
+        raise MediaError("unreadable video", path, "no frame could be decoded")
+    last = None
+    frames = []
+    for i in want:  # a header that over-counts frames: reuse the last decoded frame of the same clip
+        last = got.get(i, last if last is not None else got[min(got)])
+        im = _pad_square(last, spec) if opts.image_aspect_ratio == "pad" else last
+        frames.append(_to_tensor(im.resize((spec.image_size, spec.image_size), Image.BICUBIC), spec))
+    return torch.stack(frames)
+
+
+# ------------------------------------------------------------------------------------- audio
+def resample(wave: np.ndarray, rate: int, target: int = SAMPLE_RATE) -> np.ndarray:
+    """Band-limited (FFT) resampling of a mono float waveform."""
+    if rate == target:
+        return wave
+    n_out = int(round(len(wave) * target / rate))
+    spec = np.fft.rfft(wave)
+    n_bins = n_out // 2 + 1
+    out = np.zeros(n_bins, dtype=spec.dtype)
+    k = min(n_bins, len(spec))
+    out[:k] = spec[:k]
+    return (np.fft.irfft(out, n_out) * (n_out / len(wave))).astype(np.float32)
+
+
+def load_audio(path: Path) -> np.ndarray:
+    """Mono float32 waveform in [-1, 1] at 16 kHz (wav, flac, ogg via soundfile)."""
+    import soundfile as sf
+
+    try:
+        wave, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as e:
+        raise MediaError("unreadable audio", path, f"{type(e).__name__}: {e}") from None
+    if wave.shape[0] == 0:
+        raise MediaError("empty audio", path, "the file has no samples")
+    return resample(wave.mean(axis=1), rate)
+
+
+def fbank_frames(n_samples: int) -> int:
+    """Kaldi frames (25 ms window, 10 ms shift, snip edges) of ``n_samples`` at 16 kHz."""
+    return 0 if n_samples < 400 else 1 + (n_samples - 400) // 160
+
+
+def audio_num_frames(path: Path, spec: DataSpec) -> int:
+    """Feature frames of the clip at ``path``, from its header only."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+    except Exception as e:
+        raise MediaError("unreadable audio", path, f"{type(e).__name__}: {e}") from None
+    if info.frames == 0:
+        raise MediaError("empty audio", path, "the file has no samples")
+    n = int(round(info.frames * SAMPLE_RATE / info.samplerate))
+    return fbank_frames(n) if spec.audio_feature == "fbank" else n // 160
+
+
+def fbank_options(dither: float = 0.0, n_mels: int = 80):
+    """kaldi-native-fbank options pinned to VITA's settings (25/10 ms, povey, energy floor 0)."""
+    import kaldi_native_fbank as knf
+
+    opts = knf.FbankOptions()
+    opts.frame_opts.samp_freq = SAMPLE_RATE
+    opts.frame_opts.frame_length_ms = 25.0
+    opts.frame_opts.frame_shift_ms = 10.0
+    opts.frame_opts.dither = dither
+    opts.frame_opts.window_type = "povey"
+    opts.frame_opts.snip_edges = True
+    opts.mel_opts.num_bins = n_mels
+    opts.energy_floor = 0.0
+    return opts
+
+
+def kaldi_fbank(wave: np.ndarray, dither: float = 0.0, n_mels: int = 80) -> torch.Tensor:
+    """[T, n_mels] log mel filterbank of a 16 kHz waveform scaled by 2**15 (as VITA does)."""
+    import kaldi_native_fbank as knf
+
+    fb = knf.OnlineFbank(fbank_options(dither, n_mels))
+    fb.accept_waveform(SAMPLE_RATE, np.ascontiguousarray(wave * 32768.0, dtype=np.float32))
+    fb.input_finished()
+    return torch.tensor(np.array([fb.get_frame(i) for i in range(fb.num_frames_ready)], dtype=np.float32)).reshape(-1, n_mels)
+
+
+def whisper_logmel(wave: np.ndarray, n_mels: int = 80) -> torch.Tensor:
+    """[T, n_mels] Whisper log-mel (transformers' extractor, not padded to 30 s)."""
+    from transformers import WhisperFeatureExtractor
+
+    fe = WhisperFeatureExtractor(feature_size=n_mels)
+    feats = fe(wave, sampling_rate=SAMPLE_RATE, return_tensors="np", padding="longest")["input_features"][0]
+    return torch.from_numpy(feats.T[: len(wave) // 160].copy())
+
+
+def load_audio_features(path: Path, opts: MediaOptions, spec: DataSpec) -> torch.Tensor:
+    """The encoder's features of one clip: [T, n_mels]."""
+    wave = load_audio(path)
+    feats = kaldi_fbank(wave, opts.dither, spec.n_mels) if spec.audio_feature == "fbank" else whisper_logmel(wave, spec.n_mels)
+    if feats.shape[0] == 0:
+        raise MediaError("empty audio", path, f"{len(wave)} samples is shorter than one 25 ms frame")
+    return feats

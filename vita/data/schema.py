@@ -1,0 +1,180 @@
+"""The sample format (VITA / LLaVA JSON lists and JSONL) and its validation.
+
+A sample is a dict::
+
+    {"id": "...", "conversations": [{"from": "human", "value": "<image>\\nWhat is this?"},
+                                    {"from": "gpt", "value": "A cat."}],
+     "image": "cats/1.jpg", "audio": ["q1.wav"], "video": "clips/2.avi",
+     "set": "coco", "inserted_id": 3, "end_tag": true}
+
+Roles ``human``/``user`` and ``gpt``/``assistant`` alternate, starting with the user. Each
+``<image>``, ``<video>``, ``<audio>`` marker in the text takes the next file of that modality, so
+marker counts must equal file counts. Paths are relative to the dataset's media root for the
+modality and must stay inside it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from array import array
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vita.errors import DataError
+
+MODALITIES = ("image", "video", "audio")
+MARKERS = {"image": "<image>", "video": "<video>", "audio": "<audio>"}
+MARKER_RE = re.compile(r"<image>|<video>|<audio>")
+USER_ROLES = {"human", "user"}
+ASSISTANT_ROLES = {"gpt", "assistant"}
+
+
+class BadSample(DataError):
+    """One sample that cannot be used; ``kind`` names the problem for counts and reports."""
+
+    def __init__(self, kind: str, where: str, sample_id: str | None, detail: str) -> None:
+        self.kind, self.where, self.sample_id, self.detail = kind, where, sample_id, detail
+        sid = f" sample '{sample_id}'" if sample_id is not None else ""
+        super().__init__(f"{where}{sid}: {kind}: {detail}")
+
+
+@dataclass
+class Sample:
+    """A validated sample: roles normalised to user/assistant, media resolved to absolute paths."""
+
+    id: str
+    turns: list[tuple[str, str]]
+    """(role, text) with role ``user`` or ``assistant``."""
+    media: dict[str, list[Path]] = field(default_factory=dict)
+    inserted_id: int | None = None
+    end_tag: bool = True
+    where: str = ""
+
+    @property
+    def modality(self) -> str:
+        """``video`` if it has a video, else ``image`` if it has an image, else ``lang``."""
+        if self.media.get("video"):
+            return "video"
+        return "image" if self.media.get("image") else "lang"
+
+
+def _as_list(value, kind_key: str, where: str, sid: str) -> list[str]:
+    if value is None:
+        return []
+    items = value if isinstance(value, list) else [value]
+    if not all(isinstance(v, str) and v for v in items):
+        raise BadSample("bad field", where, sid, f"'{kind_key}' must be a path or a list of paths, got {value!r}")
+    return items
+
+
+def resolve_media(rel: str, root: Path | None, modality: str, where: str, sid: str) -> Path:
+    """``root / rel`` checked to exist and to stay inside ``root`` (no absolute paths, no escaping ``..``)."""
+    if root is None:
+        raise BadSample("no media root", where, sid,
+                        f"the sample has {modality} files but the dataset sets no {modality}_root; add it to its entry in conf/data")
+    rel_n = rel.replace("\\", "/")
+    if os.path.isabs(rel_n) or re.match(r"^[A-Za-z]:/", rel_n):
+        raise BadSample("absolute path", where, sid,
+                        f"{modality} path '{rel}' is absolute; write it relative to {modality}_root={root}")
+    root_r = Path(root).resolve()
+    path = (root_r / rel_n).resolve()
+    if path != root_r and root_r not in path.parents:
+        raise BadSample("path escapes root", where, sid,
+                        f"{modality} path '{rel}' leads outside {modality}_root={root}; keep media inside the root")
+    if not path.is_file():
+        raise BadSample("missing file", where, sid, f"{modality} file {path} does not exist; fix the path or drop the sample")
+    return path
+
+
+def parse_sample(raw, where: str, roots: dict[str, Path | None], check_files: bool = True) -> Sample:
+    """Validate one raw record; raises :class:`BadSample` naming the location and the fix."""
+    if not isinstance(raw, dict):
+        raise BadSample("not an object", where, None, f"a sample must be a JSON object, got {type(raw).__name__}")
+    sid = str(raw.get("id", where))
+    conv = raw.get("conversations")
+    if not isinstance(conv, list) or not conv:
+        raise BadSample("empty conversation", where, sid, "'conversations' must be a non-empty list of turns")
+    turns: list[tuple[str, str]] = []
+    for i, t in enumerate(conv):
+        if not isinstance(t, dict) or not isinstance(t.get("value"), str):
+            raise BadSample("bad turn", where, sid, f"turn {i} must be {{'from': ..., 'value': <text>}}")
+        who = str(t.get("from", "")).lower()
+        want, role = (USER_ROLES, "user") if i % 2 == 0 else (ASSISTANT_ROLES, "assistant")
+        if who not in want:
+            kind = "assistant first" if i == 0 and who in ASSISTANT_ROLES else "turn order"
+            raise BadSample(kind, where, sid, f"turn {i} is from '{t.get('from')}'; turns must alternate user "
+                            "(human|user) then assistant (gpt|assistant), starting with the user")
+        turns.append((role, t["value"]))
+    if len(turns) % 2:
+        raise BadSample("no answer", where, sid, "the last turn is the user's; end with an assistant turn")
+    media: dict[str, list[Path]] = {}
+    for m in MODALITIES:
+        rels = _as_list(raw.get(m), m, where, sid)
+        n_markers = sum(text.count(MARKERS[m]) for _, text in turns)
+        if n_markers != len(rels):
+            raise BadSample("marker/media mismatch", where, sid,
+                            f"{n_markers} {MARKERS[m]} marker(s) in the text but {len(rels)} {m} file(s); "
+                            f"put one {MARKERS[m]} per file")
+        if rels:
+            media[m] = [resolve_media(r, roots.get(m), m, where, sid) if check_files else Path(r) for r in rels]
+    inserted = raw.get("inserted_id")
+    if inserted is not None and (not isinstance(inserted, int) or not 0 <= inserted < len(turns) or inserted % 2 == 0):
+        raise BadSample("bad inserted_id", where, sid, f"inserted_id={inserted!r} must index an assistant turn (odd index)")
+    return Sample(sid, turns, media, inserted, bool(raw.get("end_tag", True)), where)
+
+
+class AnnotationFile:
+    """Random access to the records of one ``.json`` (a list) or ``.jsonl`` file.
+
+    JSONL is indexed by byte offsets, so only one line is read per sample; a JSON list is
+    parsed once (text only; prefer JSONL for large sets).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise DataError(f"annotation file {self.path} does not exist; fix the path in conf/data")
+        self.jsonl = self.path.suffix == ".jsonl"
+        self._records: list | None = None
+        if self.jsonl:
+            self.offsets, self.lines = array("q"), array("q")  # 16 bytes a line, not ~70 as Python ints
+            with open(self.path, "rb") as f:
+                pos, lineno = 0, 0
+                for line in f:
+                    lineno += 1
+                    if line.strip():
+                        self.offsets.append(pos)
+                        self.lines.append(lineno)
+                    pos += len(line)
+        else:
+            try:
+                data = json.loads(self.path.read_text(encoding="utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise DataError(f"{self.path}: not valid UTF-8 JSON ({e}); fix the file or convert it to JSONL") from None
+            if not isinstance(data, list):
+                raise DataError(f"{self.path}: a .json annotation file must hold a list of samples")
+            self._records = data
+
+    def __len__(self) -> int:
+        return len(self.offsets) if self.jsonl else len(self._records)
+
+    def where(self, i: int) -> str:
+        return f"{self.path}:{self.lines[i]}" if self.jsonl else f"{self.path}[{i}]"
+
+    def read(self, i: int):
+        """The raw record ``i``; a line that is not UTF-8 JSON raises :class:`BadSample`."""
+        if not self.jsonl:
+            return self._records[i]
+        with open(self.path, "rb") as f:
+            f.seek(self.offsets[i])
+            line = f.readline()
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise BadSample("non-UTF-8 bytes", self.where(i), None, f"{e}; re-encode the file as UTF-8") from None
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            raise BadSample("malformed JSON line", self.where(i), None, f"{e.msg} at column {e.colno}; fix the line") from None
