@@ -32,7 +32,7 @@ def train(cfg: DictConfig) -> dict:
     from vita.engine.distributed import broadcast_object, close_distributed, init_distributed
     from vita.engine.engine import Trainer
     from vita.engine.run_dir import prepare_run_dir
-    from vita.model import build_model
+    from vita.model import build_model, ensure_media_tokens
     from vita.stage import apply_stage, trainable_table
 
     validate(cfg)
@@ -46,6 +46,8 @@ def train(cfg: DictConfig) -> dict:
         tok_path = cfg.model.tokenizer or cfg.model.pretrained
         tokenizer = AutoTokenizer.from_pretrained(tok_path, trust_remote_code=cfg.model.trust_remote_code)
         model = build_model(cfg.model, vocab_size=len(tokenizer))
+        if model.vision_tower is not None or model.audio_encoder is not None:
+            ensure_media_tokens(tokenizer, model)  # placeholder ids; adds and resizes if the tokenizer lacks them
         group_lrs = apply_stage(model, cfg.stage, cfg.optim.lr)
         if dist_info.is_main:
             log.info("run dir %s, world size %d (%s)\n%s", run_dir, dist_info.world_size, dist_info.launcher,

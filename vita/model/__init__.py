@@ -1,14 +1,10 @@
-"""Model zoo: the composite OmniModel and its registries."""
+"""Model zoo: the composite OmniModel and its registries (backbones, vision towers, audio encoders, projectors)."""
 
 from __future__ import annotations
 
-from vita.model.backbones import build_backbone
+from vita.model.builder import build_model
 from vita.model.omni import OmniModel
+from vita.model.spec import DataSpec
+from vita.model.tokens import ensure_media_tokens
 
-
-def build_model(model_cfg, vocab_size: int | None = None) -> OmniModel:
-    """Build the OmniModel described by ``cfg.model``."""
-    return OmniModel(build_backbone(model_cfg, vocab_size=vocab_size))
-
-
-__all__ = ["OmniModel", "build_model"]
+__all__ = ["DataSpec", "OmniModel", "build_model", "ensure_media_tokens"]
