@@ -140,7 +140,7 @@ SIGLIP_SO400M = dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers
 
 
 def _siglip(cfg: dict, select_layer: int, use_s2: bool, s2_scales: list[int] | None) -> nn.Module:
-    config = SiglipVisionConfig(**cfg)
+    config = SiglipVisionConfig(**{"vision_use_head": False, **cfg})
     tower = VisionTower(SiglipVisionModel(config), image_size=config.image_size, patch_size=config.patch_size,
                         hidden=config.hidden_size, select_layer=select_layer, drop_cls=False, shuffle=False,
                         mean=SIGLIP_MEAN, std=SIGLIP_STD)
