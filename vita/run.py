@@ -44,7 +44,10 @@ def train(cfg: DictConfig) -> dict:
             return {}
         torch.manual_seed(cfg.train.seed)
         tok_path = cfg.model.tokenizer or cfg.model.pretrained
-        tokenizer = AutoTokenizer.from_pretrained(tok_path, trust_remote_code=cfg.model.trust_remote_code)
+        tok_kw = {"gguf_file": cfg.model.gguf_file} if cfg.model.gguf_file and not cfg.model.tokenizer else {}
+        if cfg.model.trust_remote_code:
+            tok_kw["trust_remote_code"] = True
+        tokenizer = AutoTokenizer.from_pretrained(tok_path, **tok_kw)
         model = build_model(cfg.model, vocab_size=len(tokenizer))
         if model.vision_tower is not None or model.audio_encoder is not None:
             ensure_media_tokens(tokenizer, model)  # placeholder ids; adds and resizes if the tokenizer lacks them
