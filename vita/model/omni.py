@@ -164,6 +164,16 @@ class OmniModel(nn.Module):
             aux["state"] = self.state_loss_weight * self._state_loss(out.hidden_states[-1], state_labels)
         return {"ce_sum": ce_sum + zero, "num_tokens": (target != IGNORE_INDEX).sum(), "aux": aux}
 
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                 pixel_values: torch.Tensor | None = None, audio_features: torch.Tensor | None = None,
+                 audio_lengths: torch.Tensor | None = None, **generate_kwargs) -> torch.Tensor:
+        """Splice media into the prompt, then ``llm.generate(inputs_embeds=...)``; returns only the new tokens."""
+        embeds, _ = self.embed(input_ids, pixel_values, audio_features, audio_lengths)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        return self.llm.generate(inputs_embeds=embeds, attention_mask=attention_mask, **generate_kwargs)
+
     def _state_loss(self, hidden: torch.Tensor, state_labels: torch.Tensor) -> torch.Tensor:
         logits = self.state_head(hidden).float()
         valid = state_labels != IGNORE_INDEX
