@@ -119,3 +119,17 @@ def test_pickled_code_is_refused(tmp_path):
     torch.save({"x": Evil()}, tmp_path / "evil.pt")
     with pytest.raises(Exception, match="(?i)weights_only|unsupported|global"):
         build_model(_cfg(**{"audio.pretrained": str(tmp_path / "evil.pt")}))
+
+
+@pytest.mark.parametrize("tower", ["tiny-siglip", "tiny-clip"])
+def test_siglip_clip_load_a_saved_tower(tmp_path, tower):
+    """SigLIP / CLIP towers load a transformers checkpoint (``vision_model.`` prefix stripped)."""
+    torch.manual_seed(0)
+    src = build_model(_cfg(**{"vision.tower": tower}))
+    save_file({k: v.contiguous() for k, v in src.vision_tower.model.state_dict().items()},
+              str(tmp_path / "t.safetensors"))
+    torch.manual_seed(1)
+    dst = build_model(_cfg(**{"vision.tower": tower, "vision.pretrained": str(tmp_path / "t.safetensors")}))
+    x = torch.randn(1, 3, 56, 56)
+    with torch.no_grad():
+        torch.testing.assert_close(dst.vision_tower(x), src.vision_tower(x))

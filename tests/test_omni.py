@@ -236,3 +236,26 @@ def test_trust_remote_code_only_when_configured(monkeypatch, tmp_path):
         with pytest.raises(ConfigError):
             build_model(cfg)
     assert "trust_remote_code" not in seen[0] and seen[1]["trust_remote_code"] is True
+
+
+def test_mixtral_expert_blocks_are_zero3_leaves():
+    """Mixtral's sparse MoE blocks are registered as ZeRO-3 leaf modules by build_model."""
+    from deepspeed.utils import z3_leaf_module
+
+    m = make("tiny-mixtral", tower=None, audio=None)
+    blocks = [mod for mod in m.modules() if type(mod).__name__ == "MixtralSparseMoeBlock"]
+    assert len(blocks) == 2 and all(z3_leaf_module(b) for b in blocks)
+    assert not any(z3_leaf_module(mod) for mod in make(tower=None, audio=None).modules())
+
+
+def test_tiny_omni_trains_through_vita_run(tmp_path):
+    """`python -m vita.run model=tiny_omni experiment=smoke`: text-only data (encoders on dummies), exports
+    one safetensors per encoder/projector next to the HF LLM."""
+    from tests.conftest import find_run, losses, quiet, run_vita
+
+    run_vita(["model=tiny_omni", "experiment=smoke", *quiet("omni", tmp_path)])
+    run = find_run(tmp_path, "omni")
+    ls = losses(run)
+    assert len(ls) == 10 and ls[-1] < ls[0]
+    for group in ("vision_tower", "vision_projector", "audio_encoder", "audio_projector"):
+        assert (run / "final" / f"{group}.safetensors").is_file(), group
