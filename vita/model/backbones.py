@@ -14,8 +14,15 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from transformers import (AutoConfig, AutoModelForCausalLM, LlamaConfig, MistralConfig, MixtralConfig,
-                          PretrainedConfig, Qwen2Config)
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    LlamaConfig,
+    MistralConfig,
+    MixtralConfig,
+    PretrainedConfig,
+    Qwen2Config,
+)
 
 from vita.errors import ConfigError
 from vita.registry import BACKBONES

@@ -6,14 +6,13 @@ from typing import Any
 
 from torch import nn
 
+import vita.model.audio  # noqa: F401,E402  (fills AUDIO_ENCODERS)
+import vita.model.vision  # noqa: F401,E402  (fills VISION_TOWERS)
 from vita.model.backbones import build_backbone
 from vita.model.omni import OmniModel
 from vita.model.projectors import build_projector
-from vita.model.weights import internvit_from_opengvlab, load_into, read_state_dict, load_strict, strip_prefix
+from vita.model.weights import internvit_from_opengvlab, load_into, load_strict, read_state_dict, strip_prefix
 from vita.registry import AUDIO_ENCODERS, VISION_TOWERS
-
-import vita.model.audio  # noqa: F401,E402  (fills AUDIO_ENCODERS)
-import vita.model.vision  # noqa: F401,E402  (fills VISION_TOWERS)
 
 
 def build_vision(vcfg, llm_hidden: int) -> tuple[nn.Module | None, nn.Module | None]:

@@ -140,7 +140,17 @@ class OmniModel(nn.Module):
                 sample_ids: list[str] | None = None, **_) -> dict:
         """Returns ``ce_sum`` (summed token cross-entropy, fp32), ``num_tokens`` and ``aux`` losses.
 
-        ``sample_ids`` (optional, the batch's ``ids``) only names samples in error messages.
+        Args:
+            input_ids, labels, attention_mask: [B, L]; media positions hold the placeholder ids
+                (labels -100 there). With a state head, labels -101/-102 are user-state labels.
+            position_ids: [B, L], optional (packing).
+            pixel_values: [N, 3, S, S], every image tile and video frame of the micro-batch in the
+                order their placeholder blocks appear (row-major); each fills ``tokens_per_tile``.
+            audio_features: [A, T_max, n_mels] padded; ``audio_lengths`` [A] valid frames; clip i
+                fills ``audio_num_tokens(audio_lengths[i])`` positions.
+            sample_ids: the batch's ``ids`` (the engine passes them); only used in error messages.
+
+        A missing modality (key absent or first dim 0) runs that encoder on its dummy input x 0.
         """
         embeds, zero = self.embed(input_ids, pixel_values, audio_features, audio_lengths, sample_ids)
         lm_labels, state_labels = labels, None

@@ -20,8 +20,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import CLIPVisionConfig, CLIPVisionModel, InternVLVisionConfig, InternVLVisionModel
-from transformers import SiglipVisionConfig, SiglipVisionModel
+from transformers import (
+    CLIPVisionConfig,
+    CLIPVisionModel,
+    InternVLVisionConfig,
+    InternVLVisionModel,
+    SiglipVisionConfig,
+    SiglipVisionModel,
+)
 
 from vita.registry import VISION_TOWERS
 
