@@ -2,7 +2,8 @@
 
 Run by tests/test_mixed_modality_dist.py under torchrun. Each rank prints its losses; the
 no-hang contract (dummy inputs for the absent modality) is what keeps the ranks in step.
-Usage: torchrun --nproc_per_node 2 tests/dist_mixed_modality.py BACKBONE [lora]
+Usage: torchrun --nproc_per_node 2 tests/dist_mixed_modality.py BACKBONE [lora] [nodummy]
+(``nodummy`` switches the contract off, to show that the test can fail.)
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch.distributed as dist
 from omegaconf import OmegaConf
 
 from vita.config import ModelConfig
-from vita.model import build_model
+from vita.model import OmniModel, build_model
 
 IMG, VID, AUD = 1000, 1001, 1002
 STEPS = 20
@@ -44,9 +45,29 @@ def make_batch(model, rank: int, step: int) -> dict:
     return {"input_ids": ids, "labels": labels, "attention_mask": torch.ones_like(ids), **out}
 
 
+def skip_dummies() -> None:
+    """Negative control: absent modalities skip their encoders (what VITA-style code without dummies does)."""
+    orig = OmniModel.embed
+
+    def embed(self, input_ids, pixel_values=None, audio_features=None, audio_lengths=None, sample_ids=None):
+        saved = self.vision_tower, self.audio_encoder
+        if pixel_values is None:
+            self.vision_tower = None
+        if audio_features is None:
+            self.audio_encoder = None
+        try:
+            return orig(self, input_ids, pixel_values, audio_features, audio_lengths, sample_ids)
+        finally:
+            self.vision_tower, self.audio_encoder = saved
+
+    OmniModel.embed = embed
+
+
 def main() -> None:
     backbone = sys.argv[1]
     lora = "lora" in sys.argv[2:]
+    if "nodummy" in sys.argv[2:]:
+        skip_dummies()
     deepspeed.init_distributed(dist_backend="gloo", auto_mpi_discovery=False, verbose=False,
                                timeout=datetime.timedelta(seconds=120))
     rank = dist.get_rank()

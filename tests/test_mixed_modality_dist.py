@@ -31,3 +31,15 @@ def test_images_on_one_rank_audio_on_the_other(backbone, extra):
         assert all(r["lora_params"] > 0 for r in results), results
     for r in results:  # each rank repeats one batch: the loss must fall on both
         assert r["losses"][-1] < r["losses"][0] - 0.1, r
+
+
+def test_without_dummies_zero3_breaks():
+    """Negative control: the same run with absent encoders skipped dies on a collective mismatch."""
+    cmd = [TORCHRUN, "--nproc_per_node", "2", "--master_port", str(_free_port()), "tests/dist_mixed_modality.py",
+           "tiny-qwen2", "nodummy"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=vita_env(PYTHONPATH=str(ROOT)), capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode != 0
+    assert "RESULT" not in proc.stdout
+    assert "collective mismatch" in proc.stderr or "Connection reset" in proc.stderr or "Timed out" in proc.stderr, \
+        proc.stderr[-3000:]
