@@ -138,3 +138,25 @@ def test_mlp2x_gelu_layout():
     p = build_projector("mlp2x_gelu", 8, 6)
     assert [type(m).__name__ for m in p.layers] == ["Linear", "GELU", "Linear"]
     assert len(build_projector("mlp4x_gelu", 8, 6).layers) == 7
+
+
+@pytest.mark.parametrize("chunk", [0, 4])
+def test_vita_audio_chunked_attention_is_causal_across_chunks(chunk):
+    """chunk_size > 0: frames of the first chunk ignore later audio; 0 = full context (they see it)."""
+    torch.manual_seed(0)
+    enc = AUDIO_ENCODERS.build("tiny-vita", chunk_size=chunk, dropout=0.0).eval()
+    x = torch.randn(1, 120, 80)
+    y = x.clone()
+    y[:, 80:] += 5.0  # change only late frames
+    with torch.no_grad():
+        a, _ = enc(x, torch.tensor([120]))
+        b, _ = enc(y, torch.tensor([120]))
+    same = torch.allclose(a[:, :4], b[:, :4], atol=1e-5)
+    assert same == (chunk > 0)
+    # padding never leaks: a shorter clip padded with noise gives the same valid frames
+    z = x.clone()
+    z[:, 60:] = torch.randn(1, 60, 80)
+    with torch.no_grad():
+        c, n = enc(z, torch.tensor([60]))
+        d, _ = enc(x[:, :60], torch.tensor([60]))
+    torch.testing.assert_close(c[:, : int(n[0])], d[:, : int(n[0])], atol=1e-5, rtol=1e-5)

@@ -47,9 +47,9 @@ class VitaAudioEncoder(AudioEncoder):
     feature = "fbank"
 
     def __init__(self, n_mels: int = 80, d: int = 1024, heads: int = 16, ffn: int = 4096, layers: int = 24,
-                 dropout: float = 0.1) -> None:
+                 dropout: float = 0.1, chunk_size: int = 0) -> None:
         super().__init__(n_mels, d)
-        self.encoder = WhaleEncoder(n_mels, d, heads, ffn, layers, dropout)
+        self.encoder = WhaleEncoder(n_mels, d, heads, ffn, layers, dropout, chunk_size)
 
     def num_tokens(self, n_frames: int) -> int:
         return max(1, ((n_frames - 1) // 2 - 1) // 2)
@@ -69,7 +69,7 @@ class VitaAudioEncoder(AudioEncoder):
         load_strict(self.encoder, enc, f"audio encoder ({path})")
 
 
-VITA_AUDIO = dict(n_mels=80, d=1024, heads=16, ffn=4096, layers=24, dropout=0.1)
+VITA_AUDIO = dict(n_mels=80, d=1024, heads=16, ffn=4096, layers=24, dropout=0.1, chunk_size=0)
 
 
 def _vita(cfg: dict, pretrained: str | None) -> VitaAudioEncoder:

@@ -7,8 +7,9 @@ Linear(C * 19 -> d)) -> input layer (Linear, LayerNorm, Dropout, ReLU) -> sinuso
 
 Module names follow the released ``final.pt`` layout (``global_cmvn``, ``enc.0`` subsampling,
 ``enc.1`` transformer with ``embed``, ``encoders.i.{self_attn, feed_forward, norm1, norm2}``,
-``after_norm``). The released model's dynamic-chunk attention masking is not implemented here:
-this encoder always attends over the full clip.
+``after_norm``). ``chunk_size > 0`` gives WeNet-style chunked attention (each frame sees its own
+chunk and all earlier ones, for streaming); 0 = full context. The released model's *random*
+dynamic chunk sizes during training are not reproduced.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class RelPosAttention(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        """``key_mask``: [B, T] (True = real frame) or [B, T, T] (query x key)."""
         b, t, _ = x.shape
         q = self.linear_q(x).view(b, t, self.h, self.dk)
         k = self.linear_k(x).view(b, t, self.h, self.dk).transpose(1, 2)
@@ -85,7 +87,7 @@ class RelPosAttention(nn.Module):
         ac = (q + self.pos_bias_u).transpose(1, 2) @ k.transpose(-2, -1)
         bd = (q + self.pos_bias_v).transpose(1, 2) @ p.transpose(-2, -1)
         scores = (ac + bd) / math.sqrt(self.dk)
-        pad = ~key_mask[:, None, None, :]
+        pad = ~(key_mask[:, None, None, :] if key_mask.dim() == 2 else key_mask[:, None])
         attn = scores.masked_fill(pad, float("-inf")).softmax(-1).masked_fill(pad, 0.0)
         out = (self.dropout(attn) @ v).transpose(1, 2).reshape(b, t, -1)
         return self.linear_out(out)
@@ -142,8 +144,9 @@ class WhaleEncoder(nn.Module):
     """The whole encoder: ``forward(fbank [B, T, n_mels], lengths [B]) -> ([B, T', d], lengths')``."""
 
     def __init__(self, n_mels: int = 80, d: int = 1024, heads: int = 16, ffn: int = 4096, layers: int = 24,
-                 dropout: float = 0.1) -> None:
+                 dropout: float = 0.1, chunk_size: int = 0) -> None:
         super().__init__()
+        self.chunk_size = chunk_size
         self.global_cmvn = GlobalCMVN(n_mels)
         self.enc = nn.ModuleList([Subsampling4(n_mels, d), Transformer(d, heads, ffn, layers, dropout)])
 
@@ -155,4 +158,7 @@ class WhaleEncoder(nn.Module):
         x = self.enc[0](self.global_cmvn(x))
         out_len = self.out_lengths(lengths).clamp(min=1, max=x.shape[1])
         key_mask = torch.arange(x.shape[1], device=x.device)[None, :] < out_len[:, None]
+        if self.chunk_size > 0:
+            chunk = torch.arange(x.shape[1], device=x.device) // self.chunk_size
+            key_mask = key_mask[:, None, :] & (chunk[None, None, :] <= chunk[None, :, None])
         return self.enc[1](x, key_mask), out_len
