@@ -259,3 +259,11 @@ def test_tiny_omni_trains_through_vita_run(tmp_path):
     assert len(ls) == 10 and ls[-1] < ls[0]
     for group in ("vision_tower", "vision_projector", "audio_encoder", "audio_projector"):
         assert (run / "final" / f"{group}.safetensors").is_file(), group
+
+
+def test_media_without_placeholder_ids_says_how_to_fix():
+    m = make()
+    b = batch(m, tiles=(1, 0), clips=((), ()))
+    m.set_media_token_ids(None, None, None)
+    with pytest.raises(DataError, match=r"call vita.model.ensure_media_tokens\(tokenizer, model\)"):
+        m(**b)

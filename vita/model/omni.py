@@ -197,6 +197,11 @@ class OmniModel(nn.Module):
         """Token embeddings with media features spliced in; also a zero scalar tied to every unused encoder."""
         embeds = self.llm.get_input_embeddings()(input_ids)
         zero = embeds.new_zeros((), dtype=torch.float32)
+        has_media = (pixel_values is not None and pixel_values.shape[0] > 0) or (
+            audio_features is not None and audio_features.shape[0] > 0)
+        if has_media and self.image_token_id is None and self.audio_token_id is None:
+            raise DataError("the model does not know its placeholder token ids: call "
+                            "vita.model.ensure_media_tokens(tokenizer, model) after building it")
         if self.vision_tower is not None:
             mask = self._mask(input_ids, self.image_token_id, self.video_token_id)
             if pixel_values is not None and pixel_values.shape[0] > 0:
