@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import sys
+from pathlib import Path
 
 import deepspeed
 import torch
@@ -95,8 +97,10 @@ def main() -> None:
         engine.step()
         losses.append(float(loss.detach()))
     n_lora = sum(getattr(p, "ds_numel", p.numel()) for n, p in model.named_parameters() if "lora_" in n and p.requires_grad)
-    print("RESULT " + json.dumps({"rank": rank, "losses": losses, "lora_params": n_lora,
-                                  "aux": sorted(out["aux"])}), flush=True)
+    result = {"rank": rank, "losses": losses, "lora_params": n_lora, "aux": sorted(out["aux"])}
+    # one file per rank: both ranks printing to one stdout can interleave their lines
+    Path(os.environ["VITA_RESULT_DIR"], f"rank{rank}.json").write_text(json.dumps(result))
+    print("RESULT", rank, flush=True)
     dist.barrier()
     engine.destroy()
     dist.destroy_process_group()
