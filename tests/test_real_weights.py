@@ -41,17 +41,11 @@ def smollm2_dir() -> Path:
     out = cache_root() / f"smollm2-gguf-{file_hash(src / GGUF)}"
     if not (out / "model.safetensors").is_file():
         tmp = out.with_name(out.name + ".tmp")
-        from safetensors.torch import save_file
+        from vita.model.backbones import forget_gguf_quantization
 
         lm = AutoModelForCausalLM.from_pretrained(src, gguf_file=GGUF, dtype=torch.float32)
-        config = lm.config
-        if hasattr(config, "quantization_config"):  # dequantised already; a gguf model refuses save_pretrained
-            del config.quantization_config
-        tmp.mkdir(parents=True, exist_ok=True)
-        config.save_pretrained(tmp)
-        sd = {k: v.contiguous() for k, v in lm.state_dict().items()
-              if not (config.tie_word_embeddings and k == "lm_head.weight")}
-        save_file(sd, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        forget_gguf_quantization(lm)  # dequantised on load; lets save_pretrained write plain safetensors
+        lm.save_pretrained(tmp)
         AutoTokenizer.from_pretrained(src, gguf_file=GGUF).save_pretrained(tmp)
         tmp.rename(out)
     return out

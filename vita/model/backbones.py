@@ -105,6 +105,8 @@ def build_backbone(model_cfg, vocab_size: int | None = None) -> torch.nn.Module:
             lm = AutoModelForCausalLM.from_pretrained(model_cfg.pretrained, **kw)
         except (OSError, ValueError) as e:
             raise ConfigError(f"model.pretrained={model_cfg.pretrained}: cannot load a causal LM ({e})") from e
+        if model_cfg.gguf_file:
+            forget_gguf_quantization(lm)
         if vocab_size and vocab_size > lm.get_input_embeddings().num_embeddings:
             lm.resize_token_embeddings(vocab_size)
         return lm
@@ -113,6 +115,17 @@ def build_backbone(model_cfg, vocab_size: int | None = None) -> torch.nn.Module:
         overrides.setdefault("vocab_size", vocab_size)
     config = BACKBONES.build(model_cfg.backbone, **overrides)
     return AutoModelForCausalLM.from_config(config, **kw)
+
+
+def forget_gguf_quantization(lm: torch.nn.Module) -> None:
+    """A GGUF model is dequantised to plain fp32 tensors on load, but transformers still marks it as
+    quantised and refuses ``save_pretrained``; drop that mark so exports are plain HF folders."""
+    if getattr(lm, "hf_quantizer", None) is not None:
+        lm.hf_quantizer = None
+    if hasattr(lm.config, "quantization_config"):
+        del lm.config.quantization_config
+    if getattr(lm, "is_quantized", False):
+        lm.is_quantized = False
 
 
 def load_config(path: str, trust_remote_code: bool = False) -> PretrainedConfig:
