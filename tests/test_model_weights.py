@@ -133,3 +133,30 @@ def test_siglip_clip_load_a_saved_tower(tmp_path, tower):
     x = torch.randn(1, 3, 56, 56)
     with torch.no_grad():
         torch.testing.assert_close(dst.vision_tower(x), src.vision_tower(x))
+
+
+def test_tower_loads_from_a_whole_model_checkpoint(tmp_path):
+    """An InternVL-Chat style file (vision_model.* next to mlp1.* and language_model.*) loads the tower part."""
+    torch.manual_seed(0)
+    src = build_model(_cfg())
+    sd = {"vision_model." + k: v.contiguous() for k, v in _to_opengvlab(src.vision_tower.model.state_dict()).items()}
+    sd["mlp1.0.weight"] = torch.zeros(2, 2)
+    sd["language_model.model.embed_tokens.weight"] = torch.zeros(4, 2)
+    save_file(sd, str(tmp_path / "internvl_chat.safetensors"))
+    dst = build_model(_cfg(**{"vision.pretrained": str(tmp_path / "internvl_chat.safetensors")}))
+    x = torch.randn(1, 3, 56, 56)
+    with torch.no_grad():
+        torch.testing.assert_close(dst.vision_tower(x), src.vision_tower(x))
+
+
+def test_vita_mm_projector_bin_loads(tmp_path):
+    """VITA's mm_projector.bin (keys model.mm_projector.0/2.*) loads into mlp2x_gelu; prefix stripped."""
+    torch.manual_seed(0)
+    src = build_model(_cfg())
+    sd = {f"model.mm_projector.{k.removeprefix('layers.')}": v.clone() for k, v in src.vision_projector.state_dict().items()}
+    assert set(sd) == {f"model.mm_projector.{i}.{w}" for i in (0, 2) for w in ("weight", "bias")}
+    torch.save(sd, tmp_path / "mm_projector.bin")
+    torch.manual_seed(1)
+    dst = build_model(_cfg(**{"vision.projector_pretrained": str(tmp_path / "mm_projector.bin")}))
+    for k, v in src.vision_projector.state_dict().items():
+        assert torch.equal(dst.vision_projector.state_dict()[k], v), k

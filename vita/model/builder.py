@@ -30,7 +30,7 @@ def build_vision(vcfg, llm_hidden: int) -> tuple[nn.Module | None, nn.Module | N
     if vcfg.pretrained:
         target = tower.tower.model if hasattr(tower, "tower") else tower.model
         load_into(target, vcfg.pretrained, "vision tower", prefixes=("model.vision_tower.", "vision_tower.",
-                  "vision_model.", "model."), adapt=internvit_from_opengvlab if "internvit" in vcfg.tower else None)
+                  "vision_model."), adapt=internvit_from_opengvlab if "internvit" in vcfg.tower else None)
     proj = build_projector(vcfg.projector, tower.hidden_size, llm_hidden)
     if vcfg.projector_pretrained:
         sd = read_state_dict(vcfg.projector_pretrained)

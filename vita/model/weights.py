@@ -75,6 +75,19 @@ def strip_prefix(sd: StateDict, prefixes: tuple[str, ...]) -> StateDict:
     return sd
 
 
+def select_prefix(sd: StateDict, prefixes: tuple[str, ...]) -> StateDict:
+    """Keep only the keys under the first of ``prefixes`` that any key has, stripped of it.
+
+    Lets a component load from a whole-model checkpoint (e.g. an InternVL-Chat file holding
+    ``vision_model.*``, ``mlp1.*`` and ``language_model.*``). Without such keys ``sd`` is returned as is.
+    """
+    for pre in prefixes:
+        part = {k[len(pre):]: v for k, v in sd.items() if k.startswith(pre)}
+        if part:
+            return part
+    return sd
+
+
 def internvit_from_opengvlab(sd: StateDict) -> StateDict:
     """OpenGVLab InternViT keys -> transformers' ``InternVLVisionModel`` keys.
 
@@ -110,7 +123,7 @@ def internvit_from_opengvlab(sd: StateDict) -> StateDict:
 def load_into(module: nn.Module, path: str | Path, what: str, prefixes: tuple[str, ...] = (),
               adapt: Callable[[StateDict], StateDict] | None = None) -> None:
     """Read ``path``, strip a common prefix, adapt the key layout, and load strictly."""
-    sd = strip_prefix(read_state_dict(path), prefixes)
+    sd = strip_prefix(select_prefix(read_state_dict(path), prefixes), ("model.",))
     if adapt is not None:
         sd = adapt(sd)
     load_strict(module, sd, f"{what} ({path})")
