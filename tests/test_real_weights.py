@@ -69,8 +69,9 @@ def _model_cfg(name: str, **updates):
     return cfg
 
 
-def test_smollm2_answers_through_omnimodel(smollm2_dir):
-    """Greedy chat answer to a factual question, text only, via OmniModel.generate."""
+def test_smollm2_answers_through_omnimodel(smollm2_dir, tmp_path):
+    """Greedy chat answer to a factual question, text only, via OmniModel.generate; the GGUF-loaded LLM
+    then saves as a plain HF folder (what the engine's export does)."""
     from transformers import AutoTokenizer
 
     from vita.model import build_model
@@ -85,6 +86,8 @@ def test_smollm2_answers_through_omnimodel(smollm2_dir):
     answer = tok.decode(new[0], skip_special_tokens=True)
     print("SmolLM2:", answer)
     assert "Paris" in answer
+    model.llm.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").is_file() and "quantization_config" not in (tmp_path / "config.json").read_text()
 
 
 def wer(ref: str, hyp: str) -> float:
