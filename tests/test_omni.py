@@ -267,3 +267,33 @@ def test_media_without_placeholder_ids_says_how_to_fix():
     m.set_media_token_ids(None, None, None)
     with pytest.raises(DataError, match=r"call vita.model.ensure_media_tokens\(tokenizer, model\)"):
         m(**b)
+
+
+@pytest.mark.parametrize("audio,proj,prompts", [("tiny-vita", "subsampling", 0), ("tiny-whisper", "subsampling", 0),
+                                                ("tiny-vita", "linear", 3), (None, "subsampling", 0)])
+def test_data_spec_pickles_and_counts_like_the_model(audio, proj, prompts):
+    """The spec travels to data workers (pickle) and its audio counter agrees with the model's forward."""
+    import pickle
+
+    m = make(audio=audio, **{"audio.projector": proj, "audio.prompt_num": prompts})
+    spec = pickle.loads(pickle.dumps(m.data_spec()))
+    for n in (1, 9, 77, 400, 2999, 3000, 5000):
+        assert spec.audio_num_tokens(n) == m.audio_num_tokens(n), n
+    if audio is not None:
+        x, counts = m.encode_audio(torch.randn(2, 300, 80), torch.tensor([300, 123]))
+        assert counts == [spec.audio_num_tokens(300), spec.audio_num_tokens(123)]
+        assert x.shape[1] >= max(counts)
+
+
+def test_data_spec_with_token_ids_reads_the_tokenizer():
+    """DataSpec.with_token_ids fills the placeholder ids from a tokenizer that has them as single tokens."""
+    from transformers import AutoTokenizer
+
+    from vita.config import ASSETS
+
+    tok = AutoTokenizer.from_pretrained(str(ASSETS / "tokenizers" / "chatterbot-bpe"))
+    m = make()
+    m.set_media_token_ids(None, None, None)
+    spec = m.data_spec().with_token_ids(tok)
+    assert spec.image_token_id == tok.convert_tokens_to_ids("<|image_pad|>")
+    assert spec.audio_token_id == tok.convert_tokens_to_ids("<|audio_pad|>")

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vita.model.spec import vita_encoder_tokens, whisper_encoder_tokens
 from vita.model.weights import load_strict, read_state_dict, strip_prefix
 from vita.model.whale import WhaleEncoder
 from vita.registry import AUDIO_ENCODERS
@@ -51,8 +52,10 @@ class VitaAudioEncoder(AudioEncoder):
         super().__init__(n_mels, d)
         self.encoder = WhaleEncoder(n_mels, d, heads, ffn, layers, dropout, chunk_size)
 
+    token_rule = "vita"
+
     def num_tokens(self, n_frames: int) -> int:
-        return max(1, ((n_frames - 1) // 2 - 1) // 2)
+        return vita_encoder_tokens(n_frames)
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.encoder(features.to(next(self.parameters()).dtype), lengths)
@@ -101,8 +104,10 @@ class WhisperAudioEncoder(AudioEncoder):
         self.window = 2 * config.max_source_positions  # input frames Whisper expects (3000 = 30 s)
         self.encoder = WhisperEncoder(config)
 
+    token_rule = "whisper"
+
     def num_tokens(self, n_frames: int) -> int:
-        return min((min(n_frames, self.window) - 1) // 2 + 1, self.window // 2)
+        return whisper_encoder_tokens(n_frames, self.window)
 
     def dummy_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
         p = next(self.parameters())

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vita.errors import DataError
-from vita.model.spec import DataSpec
+from vita.model.spec import AudioTokenCount, DataSpec, no_audio_tokens
 
 IGNORE_INDEX = -100
 
@@ -105,6 +105,19 @@ class OmniModel(nn.Module):
             return 0
         return self.audio_projector.num_tokens(self.audio_encoder.num_tokens(int(n_frames))) + self.audio_prompt_num
 
+    def _audio_token_rule(self):
+        """A picklable counter when the encoder/adapter pair is a known one, else this model's method."""
+        from vita.model.projectors import AudioSubsampling, Sequential
+
+        ae, ap = self.audio_encoder, self.audio_projector
+        if ae is None:
+            return no_audio_tokens
+        rule = getattr(ae, "token_rule", None)
+        if rule in ("vita", "whisper") and isinstance(ap, (AudioSubsampling, Sequential)):
+            k, st = (ap.kernel_size, ap.stride) if isinstance(ap, AudioSubsampling) else (1, 1)
+            return AudioTokenCount(rule, getattr(ae, "window", 3000), k, st, self.audio_prompt_num).count
+        return self.audio_num_tokens
+
     def data_spec(self) -> DataSpec:
         """What the data pipeline needs: image settings, tokens per tile, audio feature kind and counts."""
         vt, ae = self.vision_tower, self.audio_encoder
@@ -112,7 +125,7 @@ class OmniModel(nn.Module):
             image_size=vt.image_size if vt else None, image_mean=vt.image_mean if vt else None,
             image_std=vt.image_std if vt else None, tokens_per_tile=self.tokens_per_tile,
             audio_feature=ae.feature if ae else None, n_mels=ae.n_mels if ae else 0,
-            audio_num_tokens=self.audio_num_tokens, image_token_id=self.image_token_id,
+            audio_num_tokens=self._audio_token_rule(), image_token_id=self.image_token_id,
             video_token_id=self.video_token_id, audio_token_id=self.audio_token_id)
 
     def gradient_checkpointing_enable(self) -> None:

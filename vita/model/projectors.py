@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vita.errors import ConfigError
+from vita.model.spec import conv_tokens
 from vita.registry import PROJECTORS
 
 
@@ -207,7 +208,7 @@ class AudioSubsampling(Projector):
         self.linear = nn.Linear(2 * in_dim, out_dim)
 
     def num_tokens(self, n: int) -> int:
-        return (n + self.kernel_size - 1 - self.kernel_size) // self.stride + 1
+        return conv_tokens(n, self.kernel_size, self.stride)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         x = F.pad(x.transpose(1, 2), (0, self.kernel_size - 1))

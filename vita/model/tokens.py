@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-IMAGE_TOKEN = "<|image_pad|>"
-VIDEO_TOKEN = "<|video_pad|>"
-AUDIO_TOKEN = "<|audio_pad|>"
+from vita.model.spec import AUDIO_TOKEN, IMAGE_TOKEN, VIDEO_TOKEN
+
 MEDIA_TOKENS = (IMAGE_TOKEN, VIDEO_TOKEN, AUDIO_TOKEN)
 
 
