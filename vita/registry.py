@@ -100,4 +100,7 @@ def load_builtins() -> None:
     import vita.data.samplers  # noqa: F401
     import vita.data.sources  # noqa: F401
     import vita.data.templates  # noqa: F401
+    import vita.model.audio  # noqa: F401
     import vita.model.backbones  # noqa: F401
+    import vita.model.projectors  # noqa: F401
+    import vita.model.vision  # noqa: F401

@@ -32,7 +32,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     from vita.engine.distributed import broadcast_object, close_distributed, init_distributed
     from vita.engine.engine import Trainer
     from vita.engine.run_dir import prepare_run_dir
-    from vita.model import build_model
+    from vita.model import build_model, ensure_media_tokens
     from vita.model.init_from import load_init
     from vita.stage import apply_stage, trainable_table
 
@@ -45,10 +45,15 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict:
             return {}
         torch.manual_seed(cfg.train.seed)
         tok_path = cfg.model.tokenizer or cfg.model.pretrained
-        tokenizer = AutoTokenizer.from_pretrained(tok_path, trust_remote_code=cfg.model.trust_remote_code)
+        tok_kw = {"gguf_file": cfg.model.gguf_file} if cfg.model.gguf_file and not cfg.model.tokenizer else {}
+        if cfg.model.trust_remote_code:
+            tok_kw["trust_remote_code"] = True
+        tokenizer = AutoTokenizer.from_pretrained(tok_path, **tok_kw)
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.engine.precision, torch.float32)
         model = build_model(cfg.model, vocab_size=len(tokenizer), work_dir=run_dir, compute_dtype=dtype,
                             gradient_checkpointing=cfg.engine.gradient_checkpointing)
+        if model.vision_tower is not None or model.audio_encoder is not None:
+            ensure_media_tokens(tokenizer, model)  # placeholder ids; adds and resizes if the tokenizer lacks them
         if cfg.stage.init_from:
             loaded = load_init(model, cfg.stage.init_from)
             log.info("initialised %s from %s", ", ".join(loaded), cfg.stage.init_from)

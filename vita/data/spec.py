@@ -56,7 +56,8 @@ class DataSpec:
                 continue
             got = tokenizer(text, add_special_tokens=False)["input_ids"]
             if len(got) != 1:
-                raise ConfigError(f"the tokenizer splits {text} into {len(got)} tokens; add it as a special token")
+                raise ConfigError(f"the tokenizer splits {text} into {len(got)} tokens; call "
+                                  "vita.model.ensure_media_tokens(tokenizer, model) to add it as a special token")
             ids[key] = got[0]
         return replace(self, **ids)
 

@@ -112,7 +112,7 @@ class Trainer:
         lr = self.engine.get_lr()[0]  # the lr this step uses (the scheduler moves in engine.step)
         for mb in micro_batches:
             batch = {k: v.to(self.engine.device) for k, v in mb.items() if isinstance(v, torch.Tensor)}
-            out = self.engine(**batch)
+            out = self.engine(**batch, sample_ids=mb.get("ids"))  # ids only name samples in model errors
             loss = out["ce_sum"] * scale + sum(out["aux"].values())
             if not self._all_finite(loss):
                 loss = self._handle_non_finite(mb)

@@ -90,8 +90,11 @@ def load_init(model: nn.Module, path: str | Path) -> list[str]:
             raise CheckpointError(f"stage.init_from={path} holds LoRA weights; start from that run's export "
                                   "(<run dir>/final), which records the LoRA scale needed to merge them")
         loaded = []
+        from vita.engine.export import group_prefixes
+
+        prefixes = group_prefixes(model)
         for name, module in groups.items():
-            sub = {k[len(name) + 1 :]: v for k, v in sd.items() if k.startswith(name + ".")}
+            sub = {k[len(prefixes[name]) :]: v for k, v in sd.items() if k.startswith(prefixes[name])}
             if sub:
                 _load_into(module, sub, f"checkpoint {path} (group {name})")
                 loaded.append(name)

@@ -1,9 +1,18 @@
-"""OmniModel: an LLM plus (later) encoders and projectors, returning a dict of losses.
+"""OmniModel: an LLM plus optional vision / audio encoders, their projectors and heads.
+
+Inputs follow the data pipeline's contract: ``input_ids`` already holds one placeholder token
+per feature position (``<|image_pad|>`` / ``<|video_pad|>`` for tiles and frames,
+``<|audio_pad|>`` for audio), so the model encodes the media, projects them, and fills those
+positions with ``masked_scatter`` before calling the LLM with ``inputs_embeds``.
 
 The forward returns the *sum* of token cross-entropies and the number of supervised tokens,
 so the engine can normalise by the token count of the whole global batch (all ranks, all
-accumulation steps). That makes the loss independent of how a batch is split across ranks,
-and world size 1 and 2 follow the same trajectory.
+accumulation steps), plus weighted auxiliary losses in ``aux`` (MoE load balancing, the
+user-state head). The engine adds those as they are.
+
+**No-hang contract.** A batch without a modality still runs that encoder and projector on
+their dummy input and adds 0 x the output to the loss: every rank calls every module on
+every step, which ZeRO-2/3 require (a rank that skips one crashes under gloo, hangs under NCCL).
 """
 
 from __future__ import annotations
@@ -11,6 +20,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from vita.errors import DataError
+from vita.model.spec import AudioTokenCount, DataSpec, no_audio_tokens
 
 IGNORE_INDEX = -100
 
@@ -20,37 +32,259 @@ def count_label_tokens(labels: torch.Tensor) -> int:
     return int((labels[:, 1:] != IGNORE_INDEX).sum())
 
 
-class OmniModel(nn.Module):
-    """Composite model. Module groups name what a stage can freeze, train or LoRA."""
+def _sample(i: int, sample_ids) -> str:
+    return f"sample {i}" + (f" ({sample_ids[i]})" if sample_ids is not None and i < len(sample_ids) else "")
 
-    def __init__(self, llm: nn.Module) -> None:
+
+class OmniModel(nn.Module):
+    """Composite model. Module groups (``module_groups``) name what a stage can freeze, train or LoRA.
+
+    Args:
+        llm: any transformers causal LM.
+        vision_tower, vision_projector: a :class:`~vita.model.vision.VisionTower` and a projector, or None.
+        audio_encoder, audio_projector: an :class:`~vita.model.audio.AudioEncoder` and a projector, or None.
+        audio_prompt_num: learned vectors prepended to every audio clip (VITA's ``audio_prompt_num``).
+        state_head_classes: size of the user-state head on the last hidden layer (0 = none).
+        router_aux_loss_coef: weight of the MoE load-balancing loss (None = the LLM config's).
+    """
+
+    def __init__(self, llm: nn.Module, vision_tower: nn.Module | None = None, vision_projector: nn.Module | None = None,
+                 audio_encoder: nn.Module | None = None, audio_projector: nn.Module | None = None, *,
+                 audio_prompt_num: int = 0, state_head_classes: int = 0, state_loss_weight: float = 1.0,
+                 state_class_weights: list[float] | None = None, router_aux_loss_coef: float | None = None) -> None:
         super().__init__()
         self.llm = llm
+        self.vision_tower, self.vision_projector = vision_tower, vision_projector
+        self.audio_encoder, self.audio_projector = audio_encoder, audio_projector
+        if (vision_tower is None) != (vision_projector is None) or (audio_encoder is None) != (audio_projector is None):
+            raise ValueError("an encoder needs its projector and a projector its encoder")
+        hidden = llm.config.get_text_config().hidden_size
+        if audio_encoder is not None and audio_prompt_num > 0:
+            # lives inside the audio encoder, as in VITA (``audio_encoder.prompt_embeddings``)
+            audio_encoder.prompt_embeddings = nn.Embedding(audio_prompt_num, hidden)
+        self.audio_prompt_num = audio_prompt_num if audio_encoder is not None else 0
+        self.state_head = nn.Linear(hidden, state_head_classes) if state_head_classes > 0 else None
+        self.state_loss_weight = state_loss_weight
+        w = state_class_weights or [1.0] * state_head_classes
+        self.register_buffer("state_class_weights", torch.tensor(w[:state_head_classes], dtype=torch.float32),
+                             persistent=False)
+        cfg_coef = getattr(llm.config, "router_aux_loss_coef", None)
+        self.router_aux_loss_coef = router_aux_loss_coef if router_aux_loss_coef is not None else cfg_coef
+        self.is_moe = hasattr(llm.config, "num_local_experts")
+        self.image_token_id = self.video_token_id = self.audio_token_id = None
 
+    # -- description ------------------------------------------------------------------------------
     @property
     def config(self):
         """The LLM's HF config (DeepSpeed and peft look for ``model.config``)."""
         return self.llm.config
 
+    def set_media_token_ids(self, image: int | None, video: int | None, audio: int | None) -> None:
+        """Placeholder ids (see :func:`vita.model.tokens.ensure_media_tokens`)."""
+        self.image_token_id, self.video_token_id, self.audio_token_id = image, video, audio
+
     def module_groups(self) -> dict[str, nn.Module]:
-        """Group name -> module, in the order the stage table lists them."""
-        return {"llm": self.llm}
+        """Group name -> module: llm, vision_tower, vision_projector, audio_encoder, audio_projector, heads."""
+        groups: dict[str, nn.Module] = {"llm": self.llm}
+        for name in ("vision_tower", "vision_projector", "audio_encoder", "audio_projector"):
+            if getattr(self, name) is not None:
+                groups[name] = getattr(self, name)
+        if self.state_head is not None:
+            groups["heads"] = self.state_head
+        return groups
+
+    @property
+    def tokens_per_tile(self) -> int:
+        if self.vision_tower is None:
+            return 0
+        return self.vision_projector.num_tokens(self.vision_tower.num_tokens())
+
+    def audio_num_tokens(self, n_frames: int) -> int:
+        """``<|audio_pad|>`` positions for a clip of ``n_frames`` feature frames (prompts included)."""
+        if self.audio_encoder is None:
+            return 0
+        return self.audio_projector.num_tokens(self.audio_encoder.num_tokens(int(n_frames))) + self.audio_prompt_num
+
+    def _audio_token_rule(self):
+        """A picklable counter when the encoder/adapter pair is a known one, else this model's method."""
+        from vita.model.projectors import AudioSubsampling, Sequential
+
+        ae, ap = self.audio_encoder, self.audio_projector
+        if ae is None:
+            return no_audio_tokens
+        rule = getattr(ae, "token_rule", None)
+        if rule in ("vita", "whisper") and isinstance(ap, (AudioSubsampling, Sequential)):
+            k, st = (ap.kernel_size, ap.stride) if isinstance(ap, AudioSubsampling) else (1, 1)
+            return AudioTokenCount(rule, getattr(ae, "window", 3000), k, st, self.audio_prompt_num).count
+        return self.audio_num_tokens
+
+    def data_spec(self) -> DataSpec:
+        """What the data pipeline needs: image settings, tokens per tile, audio feature kind and counts."""
+        vt, ae = self.vision_tower, self.audio_encoder
+        return DataSpec(
+            image_size=vt.image_size if vt else None, image_mean=vt.image_mean if vt else None,
+            image_std=vt.image_std if vt else None, tokens_per_tile=self.tokens_per_tile,
+            audio_feature=ae.feature if ae else None, n_mels=ae.n_mels if ae else 0,
+            audio_num_tokens=self._audio_token_rule(), image_token_id=self.image_token_id,
+            video_token_id=self.video_token_id, audio_token_id=self.audio_token_id)
 
     def gradient_checkpointing_enable(self) -> None:
         self.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
+    # -- encoders ---------------------------------------------------------------------------------
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """[N, 3, S, S] -> [N, tokens_per_tile, hidden]."""
+        return self.vision_projector(self.vision_tower(pixel_values))
+
+    def encode_audio(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+        """[A, T, n_mels], [A] -> padded [A, T', hidden] (prompts first) and each clip's token count."""
+        x, _ = self.audio_encoder(features, lengths)
+        x = self.audio_projector(x)
+        counts = [self.audio_num_tokens(int(n)) for n in lengths]
+        if self.audio_prompt_num:
+            prompts = self.audio_encoder.prompt_embeddings.weight.to(x.dtype)
+            x = torch.cat([prompts.unsqueeze(0).expand(x.shape[0], -1, -1), x], dim=1)
+        return x, counts
+
+    # -- forward ----------------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None, **_) -> dict:
+                position_ids: torch.Tensor | None = None, pixel_values: torch.Tensor | None = None,
+                audio_features: torch.Tensor | None = None, audio_lengths: torch.Tensor | None = None,
+                sample_ids: list[str] | None = None, **_) -> dict:
         """Returns ``ce_sum`` (summed token cross-entropy, fp32), ``num_tokens`` and ``aux`` losses.
 
+        Args:
+            input_ids, labels, attention_mask: [B, L]; media positions hold the placeholder ids
+                (labels -100 there). With a state head, labels -101/-102 are user-state labels.
+            position_ids: [B, L], optional (packing).
+            pixel_values: [N, 3, S, S], every image tile and video frame of the micro-batch in the
+                order their placeholder blocks appear (row-major); each fills ``tokens_per_tile``.
+            audio_features: [A, T_max, n_mels] padded; ``audio_lengths`` [A] valid frames; clip i
+                fills ``audio_num_tokens(audio_lengths[i])`` positions.
+            sample_ids: the batch's ``ids`` (the engine passes them); only used in error messages.
+
+        A missing modality (key absent or first dim 0) runs that encoder on its dummy input x 0.
         With ``position_ids`` (packed rows, restarting per sample) the attention mask is left out so
-        that transformers isolates the samples (block-diagonal causal attention)."""
+        that transformers isolates the samples (block-diagonal causal attention).
+        """
         if position_ids is not None:
             attention_mask = None
-        out = self.llm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+        embeds, zero = self.embed(input_ids, pixel_values, audio_features, audio_lengths, sample_ids)
+        lm_labels, state_labels = labels, None
+        if self.state_head is not None:
+            # VITA-FO: labels below -100 are user-state labels (-101 -> class 0, -102 -> class 1, ...)
+            state_labels = torch.where(labels < IGNORE_INDEX, -101 - labels, torch.full_like(labels, IGNORE_INDEX))
+            lm_labels = torch.where(labels < IGNORE_INDEX, torch.full_like(labels, IGNORE_INDEX), labels)
+        kw = {}
+        if self.is_moe:
+            kw["output_router_logits"] = True
+        out = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
+                       output_hidden_states=self.state_head is not None, **kw)
         logits = out.logits[:, :-1].float()
-        target = labels[:, 1:]
-        ce_sum = F.cross_entropy(
-            logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
-        )
-        return {"ce_sum": ce_sum, "num_tokens": (target != IGNORE_INDEX).sum(), "aux": {}}
+        target = lm_labels[:, 1:]
+        ce_sum = F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=IGNORE_INDEX,
+                                 reduction="sum")
+        aux: dict[str, torch.Tensor] = {}
+        if self.is_moe and getattr(out, "aux_loss", None) is not None and self.router_aux_loss_coef:
+            aux["router"] = self.router_aux_loss_coef * out.aux_loss
+        if self.state_head is not None:
+            aux["state"] = self.state_loss_weight * self._state_loss(out.hidden_states[-1], state_labels)
+        return {"ce_sum": ce_sum + zero, "num_tokens": (target != IGNORE_INDEX).sum(), "aux": aux}
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                 pixel_values: torch.Tensor | None = None, audio_features: torch.Tensor | None = None,
+                 audio_lengths: torch.Tensor | None = None, **generate_kwargs) -> torch.Tensor:
+        """Splice media into the prompt, then ``llm.generate(inputs_embeds=...)``; returns only the new tokens."""
+        embeds, _ = self.embed(input_ids, pixel_values, audio_features, audio_lengths)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        return self.llm.generate(inputs_embeds=embeds, attention_mask=attention_mask, **generate_kwargs)
+
+    def _state_loss(self, hidden: torch.Tensor, state_labels: torch.Tensor) -> torch.Tensor:
+        logits = self.state_head(hidden).float()
+        valid = state_labels != IGNORE_INDEX
+        if not bool(valid.any()):
+            return logits.sum() * 0.0
+        return F.cross_entropy(logits[valid], state_labels[valid], weight=self.state_class_weights.to(logits.device))
+
+    def embed(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None,
+              audio_features: torch.Tensor | None = None, audio_lengths: torch.Tensor | None = None,
+              sample_ids: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token embeddings with media features spliced in; also a zero scalar tied to every unused encoder."""
+        embeds = self.llm.get_input_embeddings()(input_ids)
+        zero = embeds.new_zeros((), dtype=torch.float32)
+        has_media = (pixel_values is not None and pixel_values.shape[0] > 0) or (
+            audio_features is not None and audio_features.shape[0] > 0)
+        if has_media and self.image_token_id is None and self.audio_token_id is None:
+            raise DataError("the model does not know its placeholder token ids: call "
+                            "vita.model.ensure_media_tokens(tokenizer, model) after building it")
+        if self.vision_tower is not None:
+            mask = self._mask(input_ids, self.image_token_id, self.video_token_id)
+            if pixel_values is not None and pixel_values.shape[0] > 0:
+                feats = self.encode_images(pixel_values)
+                self._check_vision(mask, feats.shape[0], sample_ids)
+                embeds = embeds.masked_scatter(mask.unsqueeze(-1), feats.to(embeds.dtype))
+            else:
+                self._check_none(mask, "image/video", "pixel_values", sample_ids)
+                zero = zero + 0.0 * self.encode_images(self.vision_tower.dummy_inputs()).float().sum()
+        elif pixel_values is not None and pixel_values.shape[0] > 0:
+            raise DataError("the batch has pixel_values but the model has no vision tower (set model.vision.tower)")
+        if self.audio_encoder is not None:
+            mask = self._mask(input_ids, self.audio_token_id)
+            if audio_features is not None and audio_features.shape[0] > 0:
+                if audio_lengths is None:
+                    raise DataError("the batch has audio_features but no audio_lengths")
+                x, counts = self.encode_audio(audio_features, audio_lengths)
+                self._check_audio(mask, counts, sample_ids)
+                feats = torch.cat([x[i, :n] for i, n in enumerate(counts)])
+                embeds = embeds.masked_scatter(mask.unsqueeze(-1), feats.to(embeds.dtype))
+            else:
+                self._check_none(mask, "audio", "audio_features", sample_ids)
+                x, _ = self.encode_audio(*self.audio_encoder.dummy_inputs())
+                zero = zero + 0.0 * x.float().sum()
+        elif audio_features is not None and audio_features.shape[0] > 0:
+            raise DataError("the batch has audio_features but the model has no audio encoder (set model.audio.encoder)")
+        return embeds, zero
+
+    def _mask(self, input_ids: torch.Tensor, *token_ids: int | None) -> torch.Tensor:
+        mask = torch.zeros_like(input_ids, dtype=torch.bool)
+        for t in token_ids:
+            if t is not None:
+                mask |= input_ids == t
+        return mask
+
+    @staticmethod
+    def _check_none(mask: torch.Tensor, what: str, key: str, sample_ids) -> None:
+        if bool(mask.any()):
+            i = int(mask.any(dim=1).nonzero()[0])
+            raise DataError(f"{_sample(i, sample_ids)} has {int(mask[i].sum())} {what} placeholder positions but the "
+                            f"batch carries no {key}")
+
+    def _check_vision(self, mask: torch.Tensor, n_tiles: int, sample_ids) -> None:
+        per = self.tokens_per_tile
+        counts = mask.sum(dim=1).tolist()
+        for i, c in enumerate(counts):
+            if c % per:
+                raise DataError(f"{_sample(i, sample_ids)} has {c} image/video placeholder positions, not a multiple of "
+                                f"the {per} tokens per tile/frame")
+        if sum(counts) != n_tiles * per:
+            raise DataError(f"image/video placeholders for {sum(counts) // per} tiles/frames (per sample: "
+                            f"{[c // per for c in counts]}) but pixel_values has {n_tiles} "
+                            f"({per} positions each); first sample: {_sample(0, sample_ids)}")
+
+    @staticmethod
+    def _check_audio(mask: torch.Tensor, clip_tokens: list[int], sample_ids) -> None:
+        counts = mask.sum(dim=1).tolist()
+        j = 0
+        for i, c in enumerate(counts):
+            got = 0
+            while got < c and j < len(clip_tokens):
+                got += clip_tokens[j]
+                j += 1
+            if got != c:
+                raise DataError(f"{_sample(i, sample_ids)} has {c} audio placeholder positions but its clips give "
+                                f"{got} features (clip token counts: {clip_tokens})")
+        if j != len(clip_tokens):
+            raise DataError(f"audio_features has {len(clip_tokens)} clips but the placeholders use only {j} "
+                            f"(clip token counts: {clip_tokens})")

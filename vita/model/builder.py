@@ -1,0 +1,111 @@
+"""``build_model(cfg.model)``: registries -> :class:`~vita.model.omni.OmniModel`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import vita.model.audio  # noqa: F401,E402  (fills AUDIO_ENCODERS)
+import vita.model.vision  # noqa: F401,E402  (fills VISION_TOWERS)
+from vita.model.backbones import build_backbone
+from vita.model.omni import OmniModel
+from vita.model.projectors import build_projector
+from vita.model.weights import internvit_from_opengvlab, load_into, load_strict, read_state_dict, strip_prefix
+from vita.registry import AUDIO_ENCODERS, VISION_TOWERS
+
+
+def build_vision(vcfg, llm_hidden: int) -> tuple[nn.Module | None, nn.Module | None]:
+    """The vision tower and its projector described by ``cfg.model.vision`` (both None without a tower)."""
+    if vcfg.tower is None:
+        return None, None
+    kw: dict[str, Any] = dict(vcfg.overrides or {})
+    if vcfg.select_layer is not None:
+        kw["select_layer"] = vcfg.select_layer
+    if vcfg.use_s2:
+        kw["use_s2"] = True
+        if vcfg.s2_scales:
+            kw["s2_scales"] = list(vcfg.s2_scales)
+    tower = VISION_TOWERS.build(vcfg.tower, **kw)
+    if vcfg.pretrained:
+        target = tower.tower.model if hasattr(tower, "tower") else tower.model
+        load_into(target, vcfg.pretrained, "vision tower", prefixes=("model.vision_tower.", "vision_tower.",
+                  "vision_model."), adapt=internvit_from_opengvlab if "internvit" in vcfg.tower else None)
+    proj = build_projector(vcfg.projector, tower.hidden_size, llm_hidden)
+    if vcfg.projector_pretrained:
+        sd = read_state_dict(vcfg.projector_pretrained)
+        sd = {k.split("mm_projector.", 1)[1] if "mm_projector." in k else k: v for k, v in sd.items()}
+        sd = {k if k.startswith("layers.") else f"layers.{k}": v for k, v in sd.items()} if hasattr(proj, "layers") else sd
+        load_strict(proj, sd, f"vision projector ({vcfg.projector_pretrained})")
+    return tower, proj
+
+
+_ADAPTER_NAMES = {"conv1d2": "conv1d", "bn2": "norm", "project": "linear"}
+
+
+def build_audio(acfg, llm_hidden: int) -> tuple[nn.Module | None, nn.Module | None]:
+    """The audio encoder and its projector described by ``cfg.model.audio``."""
+    if acfg.encoder is None:
+        return None, None
+    enc = AUDIO_ENCODERS.build(acfg.encoder, pretrained=acfg.pretrained, **dict(acfg.overrides or {}))
+    proj = build_projector(acfg.projector, enc.hidden_size, llm_hidden)
+    if acfg.projector_pretrained:
+        sd = strip_prefix(read_state_dict(acfg.projector_pretrained), ("model.audio_encoder.", "audio_encoder."))
+        if any(k.startswith("adpter.") for k in sd):  # VITA's final.pt: adpter.{conv1d2,bn2,project}
+            sd = {".".join([_ADAPTER_NAMES.get(k.split(".")[1], k.split(".")[1]), *k.split(".")[2:]]): v
+                  for k, v in sd.items() if k.startswith("adpter.")}
+        load_strict(proj, sd, f"audio projector ({acfg.projector_pretrained})")
+    return enc, proj
+
+
+def build_model(model_cfg, vocab_size: int | None = None, work_dir: Path | None = None,
+                compute_dtype: torch.dtype = torch.float32, gradient_checkpointing: bool = False) -> OmniModel:
+    """Build the OmniModel described by ``cfg.model`` (an OmegaConf node or a ModelConfig).
+
+    Args:
+        model_cfg: ``cfg.model``.
+        vocab_size: the tokenizer's size.
+        work_dir: where a quantised random-init base is saved (``model.quantization`` only).
+        compute_dtype: compute dtype of k-bit layers.
+        gradient_checkpointing: prepared together with k-bit training.
+    """
+    if model_cfg.quantization:
+        from vita.model.quant import load_quantized_llm
+
+        if work_dir is None:
+            raise ValueError("build_model needs work_dir when model.quantization is set")
+        llm = load_quantized_llm(model_cfg, vocab_size, work_dir, compute_dtype, gradient_checkpointing)
+    else:
+        llm = build_backbone(model_cfg, vocab_size=vocab_size)
+    hidden = llm.config.get_text_config().hidden_size
+    tower, vproj = build_vision(model_cfg.vision, hidden)
+    enc, aproj = build_audio(model_cfg.audio, hidden)
+    state = model_cfg.state_head_classes
+    if state is None:
+        state = int(getattr(llm.config, "vita_state_classes", 0) or 0)
+    model = OmniModel(llm, tower, vproj, enc, aproj, audio_prompt_num=model_cfg.audio.prompt_num,
+                      state_head_classes=state, state_loss_weight=model_cfg.state_loss_weight,
+                      state_class_weights=list(model_cfg.state_class_weights),
+                      router_aux_loss_coef=model_cfg.router_aux_loss_coef)
+    if model.is_moe:
+        mark_moe_leaves(model)
+    return model
+
+
+def mark_moe_leaves(model: nn.Module) -> list[type]:
+    """Register MoE expert blocks as ZeRO-3 leaf modules (their experts are gathered as one unit)."""
+    classes = sorted({type(m) for m in model.modules() if type(m).__name__.endswith("SparseMoeBlock")}, key=str)
+    if classes:
+        from deepspeed.utils import set_z3_leaf_modules
+
+        set_z3_leaf_modules(model, classes)
+    return classes
+
+
+def count_params(module: nn.Module | None) -> int:
+    return 0 if module is None else sum(p.numel() for p in module.parameters())
+
+
+__all__ = ["build_model", "build_vision", "build_audio", "mark_moe_leaves", "count_params"]
