@@ -61,7 +61,8 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict:
         if dist_info.is_main:
             log.info("run dir %s, world size %d (%s)\n%s", run_dir, dist_info.world_size, dist_info.launcher,
                      trainable_table(model, group_lrs))
-        spec = model.data_spec() if hasattr(model, "data_spec") else None  # encoders' tile size, token counts
+        # the encoders' tile size and token counts; a text-only model leaves it to data.media_spec
+        spec = model.data_spec() if model.vision_tower is not None or model.audio_encoder is not None else None
         data = build_data(cfg, tokenizer, dist_info.rank, dist_info.world_size, spec=spec)
         trainer = Trainer(cfg, model, data, tokenizer, dist_info, run_dir, group_lrs)
         metrics = trainer.train()

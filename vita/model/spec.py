@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# One contract class, shared with the data pipeline (vita/data/spec.py).
-from vita.data.spec import AUDIO_TOKEN, IMAGE_TOKEN, VIDEO_TOKEN, DataSpec
+# One contract class, shared with the data pipeline (vita/spec.py).
+from vita.spec import AUDIO_TOKEN, IMAGE_TOKEN, VIDEO_TOKEN, DataSpec
 
 
 def vita_encoder_tokens(n_frames: int) -> int:

@@ -1,0 +1,62 @@
+"""The model-data contract: :class:`DataSpec`, what the data pipeline needs to know about the model.
+
+``OmniModel.data_spec()`` returns one; ``vita.data.spec.PRESETS`` holds named ones for data work
+without a model. The pipeline reads it to resize and normalise image tiles / video frames, to
+compute audio features of the right kind, and to expand each media placeholder to exactly as
+many token positions as the model fills::
+
+    n_img = tiles * spec.tokens_per_tile              # <|image_pad|> positions per image
+    n_aud = spec.audio_num_tokens(fbank.shape[0])     # <|audio_pad|> positions per clip
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from vita.errors import ConfigError
+
+IMAGE_TOKEN = "<|image_pad|>"
+VIDEO_TOKEN = "<|video_pad|>"
+AUDIO_TOKEN = "<|audio_pad|>"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def vita_audio_num_tokens(n_frames: int) -> int:
+    """LLM tokens of one clip for VITA's audio encoder: ``len(ones(T)[2::2][2::2][0::2])`` (about T/8)."""
+    return len(range(n_frames)[2::2][2::2][0::2])
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Encoder facts the data side uses to cut media and count placeholder tokens."""
+
+    image_size: int = 448
+    """Side of one square tile (and of one video frame)."""
+    image_mean: tuple[float, float, float] = IMAGENET_MEAN
+    image_std: tuple[float, float, float] = IMAGENET_STD
+    tokens_per_tile: int = 256
+    """LLM tokens per image tile and per video frame."""
+    audio_feature: str = "fbank"
+    """``fbank`` (Kaldi fbank, VITA's encoder) or ``whisper`` (Whisper log-mel)."""
+    n_mels: int = 80
+    audio_num_tokens: Callable[[int], int] = field(default=vita_audio_num_tokens)
+    """Feature frames of one clip -> LLM tokens (a module-level function, so workers can pickle it)."""
+    image_token_id: int | None = None
+    video_token_id: int | None = None
+    audio_token_id: int | None = None
+
+    def with_token_ids(self, tokenizer) -> DataSpec:
+        """Fill the placeholder ids from ``tokenizer`` (each placeholder must be one token)."""
+        ids = {}
+        for key, text in (("image_token_id", IMAGE_TOKEN), ("video_token_id", VIDEO_TOKEN),
+                          ("audio_token_id", AUDIO_TOKEN)):
+            if getattr(self, key) is not None:
+                continue
+            got = tokenizer(text, add_special_tokens=False)["input_ids"]
+            if len(got) != 1:
+                raise ConfigError(f"the tokenizer splits {text} into {len(got)} tokens; call "
+                                  "vita.model.ensure_media_tokens(tokenizer, model) to add it as a special token")
+            ids[key] = got[0]
+        return replace(self, **ids)
