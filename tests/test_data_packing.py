@@ -13,10 +13,11 @@ from vita.model.omni import IGNORE_INDEX, OmniModel
 def tiny_model() -> OmniModel:
     from transformers import AutoModelForCausalLM
 
-    from vita.model.backbones import tiny_qwen2
+    import vita.model.backbones  # noqa: F401
+    from vita.registry import BACKBONES
 
     torch.manual_seed(0)
-    cfg = tiny_qwen2(vocab_size=64)
+    cfg = BACKBONES.build("tiny-qwen2", vocab_size=64)
     cfg._attn_implementation = "sdpa"
     return OmniModel(AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa")).eval()
 

@@ -38,7 +38,11 @@ def test_recipe_failure_names_the_step(out_root):
 def test_init_from_plain_hf_folder_and_mismatch(out_root, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from vita.model.backbones import TINY_QWEN2, tiny_qwen2
+    from vita.model.backbones import TINY_QWEN2
+    from vita.registry import BACKBONES
+
+    def tiny_qwen2(**kw):
+        return BACKBONES.build("tiny-qwen2", **kw)
 
     torch.manual_seed(3)
     hf = tmp_path / "plain"
