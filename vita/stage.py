@@ -7,7 +7,6 @@ import logging
 from torch import nn
 
 from vita.config import GroupConfig
-from vita.errors import ConfigError
 from vita.model.lora import attach_lora
 
 log = logging.getLogger("vita")
@@ -22,13 +21,11 @@ def apply_stage(model: nn.Module, stage_cfg, base_lr: float) -> dict[str, float]
     """
     groups = model.module_groups()
     default = GroupConfig()
-    unknown = {n for n, g in stage_cfg.groups.items() if n not in groups and
-               (g.mode != default.mode or g.lr is not None)}
-    if unknown:
-        raise ConfigError(
-            f"stage '{stage_cfg.name}' names module group(s) {sorted(unknown)} that this model lacks; "
-            f"its groups: {', '.join(groups)}"
-        )
+    absent = sorted(n for n, g in stage_cfg.groups.items() if n not in groups and
+                    (g.mode != default.mode or g.lr is not None))
+    if absent:  # one stage file serves models with and without, e.g., a user-state head
+        log.info("stage '%s' sets %s, which this model lacks (its groups: %s); ignored", stage_cfg.name,
+                 ", ".join(absent), ", ".join(groups))
     lrs: dict[str, float] = {}
     model.lora_wrapped = {}
     for name, module in groups.items():
