@@ -70,6 +70,30 @@ def test_lora_export_is_peft_and_matches_the_checkpoint(lora_run):
     assert (_logits(model.llm, ids) - peft_logits).abs().max() < 1e-5
 
 
+def test_lora_init_from_a_saved_adapter(lora_run):
+    """stage.groups.llm.lora.init_from loads a saved PEFT adapter into the new LoRA layers."""
+    from hydra import compose, initialize_config_dir
+    from safetensors.torch import load_file
+
+    from vita.config import CONF_DIR, register_configs, register_resolvers
+    from vita.model import build_model
+    from vita.stage import apply_stage
+
+    register_configs()
+    register_resolvers()
+    adapter = lora_run / "final" / "adapters" / "llm"
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[*LORA, f"stage.groups.llm.lora.init_from={adapter}"])
+    model = build_model(cfg.model, vocab_size=1024)
+    apply_stage(model, cfg.stage, cfg.optim.lr)
+    saved = load_file(str(adapter / "adapter_model.safetensors"))
+    own = dict(model.llm.named_parameters())
+    for k, v in saved.items():
+        name = k.removeprefix("base_model.model.").replace(".lora_A.", ".lora_A.default.").replace(".lora_B.", ".lora_B.default.")
+        assert torch.equal(own[name].detach(), v), name
+    assert any(v.abs().sum() > 0 for k, v in saved.items() if "lora_B" in k)
+
+
 def test_merged_export_gives_the_unmerged_logits(lora_run, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer

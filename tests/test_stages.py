@@ -80,3 +80,19 @@ def test_tiny_omni_recipe_hands_the_vision_projector_on(out_root):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # frozen in stage 2, from stage 1
     proc = run_vita([*quiet("omni", out_root), "experiment=tiny_omni_recipe", "name=omni"])
     assert proc.stdout.count("already complete") == 2
+
+
+def test_vita15_recipe_steps_compose_with_their_stage_and_data():
+    from vita.config import validate
+    from vita.recipe import step_overrides
+
+    cfg = _cfg(["experiment=vita15_recipe"])
+    seen = []
+    for step in cfg.recipe:
+        step_cfg = _cfg(step_overrides(["experiment=vita15_recipe"], step))
+        validate(step_cfg)
+        assert not step_cfg.recipe and step_cfg.model.backbone == "qwen2.5-7b"
+        seen.append((step_cfg.stage.name, step_cfg.data.name))
+    assert seen == [("stage1_1_vision_align", "vita15_stage1_vision"), ("stage1_2_vision_sft", "vita15_stage1_vision"),
+                    ("stage1_3_vision_task", "vita15_stage1_vision"), ("stage2_1_audio_align", "vita15_stage2_audio"),
+                    ("stage2_2_audio_sft", "vita15_stage2_audio")]
