@@ -4,7 +4,9 @@ runs 5 steps on SmolLM2 (the tiny-model QLoRA run is in test_lora_export.py).
 The variants are found by globbing ``conf/model/`` for names holding ``tiny`` or ``smol``, so a new
 one is covered without editing this file. Text-only models train on chatterbot; models with a vision
 tower or an audio encoder train on the demo set without its text-only dataset, so every sample
-carries real media (image, video or speech) and the encoders run on it, not on their dummy inputs.
+carries real media (image, video or speech) and the encoders run on it, not on their dummy inputs:
+a batch without a modality runs that encoder on a dummy x 0, which gives it a zero gradient, so
+(weight decay 0) its weights move between the step-1 and step-2 checkpoints only if it saw media.
 """
 
 from __future__ import annotations
@@ -47,6 +49,17 @@ def _media_data() -> list[str]:
     return ["data=demo", *(f"data.datasets.{i}.ratio=0" for i in text_only)]
 
 
+def _groups_moved(run_dir) -> set[str]:
+    """Groups whose weights differ between the step-1 and step-2 checkpoints (ZeRO-0 model states)."""
+    import torch
+
+    ckpts = run_dir / "checkpoints"
+    a, b = (torch.load(ckpts / f"step_{s:08d}" / "mp_rank_00_model_states.pt", map_location="cpu", mmap=True,
+                       weights_only=False)["module"] for s in (1, 2))
+    assert a.keys() == b.keys()
+    return {k.split(".")[0] for k in a if not torch.equal(a[k], b[k])}
+
+
 def _finite(traj: list[float], n: int) -> None:
     assert len(traj) == n and all(math.isfinite(x) for x in traj), traj
 
@@ -60,7 +73,8 @@ def test_variant_trains_two_steps(model, out_root):
     model_cfg = _compose([f"model={model}"]).model
     multimodal = bool(model_cfg.vision.tower or model_cfg.audio.encoder)
     data = _media_data() if multimodal else ["data=chatterbot"]
-    run_vita([*quiet(model, out_root), f"model={model}", *SMALL, *data, "data.limit=16", "train.max_steps=2"])
+    ckpt = ["train.ckpt_every=1"] if multimodal else []
+    run_vita([*quiet(model, out_root), f"model={model}", *SMALL, *data, *ckpt, "data.limit=16", "train.max_steps=2"])
     run_dir = find_run(out_root, model)
     _finite(losses(run_dir), 2)
     meta = read_json(run_dir / "final" / "vita_export.json")
@@ -69,6 +83,9 @@ def test_variant_trains_two_steps(model, out_root):
     for group in meta["groups"][1:]:
         assert (run_dir / "final" / f"{group}.safetensors").is_file(), group
     assert (run_dir / "final" / "config.json").is_file()
+    if multimodal:  # every encoder and projector learned from real media (see the module docstring)
+        moved = _groups_moved(run_dir)
+        assert moved >= {{"heads": "state_head"}.get(g, g) for g in meta["groups"]}, moved
 
 
 def test_qlora_on_smollm2_runs_five_steps(out_root):
