@@ -14,8 +14,10 @@ def load_quantized_llm(model_cfg, vocab_size: int | None, work_dir: Path, comput
                        gradient_checkpointing: bool) -> torch.nn.Module:
     """A k-bit LLM ready for LoRA training.
 
-    A random-init backbone (no ``model.pretrained``) is first saved to ``work_dir/base_model`` so
-    bitsandbytes can quantise it on load; that folder is the base of the exported adapter.
+    A random-init backbone (no ``model.pretrained``) or a GGUF one (``model.gguf_file``: transformers
+    cannot quantise while loading a GGUF) is first built in full precision and saved to
+    ``work_dir/base_model`` so bitsandbytes can quantise it on load; that folder is the base of the
+    exported adapter.
     """
     try:
         from peft import prepare_model_for_kbit_training
@@ -25,7 +27,7 @@ def load_quantized_llm(model_cfg, vocab_size: int | None, work_dir: Path, comput
     from vita.model.backbones import build_backbone
 
     path = model_cfg.pretrained
-    if not path:
+    if not path or model_cfg.gguf_file:
         path = str(work_dir / "base_model")
         if not dist.is_initialized() or dist.get_rank() == 0:
             build_backbone(model_cfg, vocab_size=vocab_size).save_pretrained(path)
@@ -37,10 +39,9 @@ def load_quantized_llm(model_cfg, vocab_size: int | None, work_dir: Path, comput
     else:
         bnb = BitsAndBytesConfig(load_in_8bit=True)
     device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
-    kw = {"gguf_file": model_cfg.gguf_file} if model_cfg.gguf_file else {}
     llm = AutoModelForCausalLM.from_pretrained(
         path, quantization_config=bnb, device_map={"": device}, attn_implementation=model_cfg.attn_implementation,
-        trust_remote_code=bool(model_cfg.trust_remote_code) or None, **kw)
+        trust_remote_code=bool(model_cfg.trust_remote_code) or None)
     # Train mode before any forward: a no-grad eval forward makes bitsandbytes repack 4-bit weights
     # into an inference-only CPU layout that cannot be trained (reference/stack.md §4).
     llm.train()
