@@ -25,3 +25,24 @@ def test_step_time_bench_reports_both_loops(tmp_path: Path) -> None:
         assert result[loop]["steps"] == 20
         assert result[loop]["median_ms"] > 0 and result[loop]["mean_ms"] > 0
     assert math.isfinite(result["ratio_vita_over_plain_median"])
+
+
+def test_bench_cli_writes_every_suite_and_the_arms_do_equal_work(tmp_path: Path) -> None:
+    """`python -m vita.bench engine tokens` writes both sections; the four engine arms train the same
+    weights on the same batches, so their losses agree (a timing is never asserted)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "vita.bench", "engine", "tokens", "--steps", "2", "--warmup", "1", "--block", "1",
+         "--docs", str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    record = json.loads((tmp_path / "benchmarks.json").read_text())
+    arms = record["engine"]["result"]["arms"]
+    assert set(arms) == {"vita ZeRO-0", "vita ZeRO-2", "plain torch", "HF Trainer"}
+    losses = [a["last_loss"] for a in arms.values()]
+    assert max(losses) - min(losses) < 1e-3, arms
+    assert all(a["steps"] == 2 and a["median_ms"] > 0 for a in arms.values())
+    md = (tmp_path / "BENCHMARKS.md").read_text()
+    for text in ("## Engine overhead", "| HF Trainer |", "## Token efficiency", "| token_budget + packing |",
+                 "python -m vita.bench engine tokens", "torch "):
+        assert text in md
+    assert "## Data throughput" not in md  # not run
