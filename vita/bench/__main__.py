@@ -96,7 +96,11 @@ def render(record: dict) -> str:
             "`engine.peak_tflops` set, `mfu`. The formula (6·N·t + 12·L·d·s² per sequence for trained parts, "
             "less for frozen ones, vision and audio encoders included) is documented in `vita/engine/flops.py` "
             "and checked against `torch.utils.flop_counter.FlopCounterMode` in `tests/test_flops.py` (within 5%).",
-            "", "GPU figures: `launch/gpu_bench.sh` (tokens/s and MFU, packing on vs off) — see that script.", ""]
+            "", "## GPU (one device)", "",
+            "`launch/gpu_bench.sh` measures tokens/s and MFU for a Qwen2.5-0.5B-shaped LLM + InternViT-300M-shaped "
+            "tower (random init, bf16, ZeRO-2), packing off vs on, and prints one table (`vita/bench/gpu.py`). "
+            "**Not yet run on a GPU**: no figures here until someone with one runs it (`SMOKE=1` checks the "
+            "script's path on CPU).", ""]
     return "\n".join(out)
 
 
@@ -113,8 +117,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--micro-batch", type=int, default=4, help="engine: samples per step")
     ap.add_argument("--seconds", type=float, default=3.0, help="data: seconds per media measurement")
     ap.add_argument("--docs", type=Path, default=DOCS, help="folder of BENCHMARKS.md and benchmarks.json")
+    ap.add_argument("--render", action="store_true", help="only rewrite BENCHMARKS.md from benchmarks.json")
     args = ap.parse_args(argv)
-    suites = args.suites or list(SUITES)
+    suites = [] if args.render else (args.suites or list(SUITES))
     store = args.docs / "benchmarks.json"
     record = json.loads(store.read_text()) if store.is_file() else {}
     argv_str = " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
