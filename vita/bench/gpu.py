@@ -64,8 +64,9 @@ def overrides(a, data: Path, out: Path, packing: bool) -> list[str]:
 
         attn = "flash_attention_2" if importlib.util.find_spec("flash_attn") else "sdpa"
     shape = "{vocab_size:1024}" if smoke else "{vocab_size:151936}"
+    name = f"gpu-bench-{'packed' if packing else 'padded'}"
     return [
-        f"name=gpu-bench-{'packed' if packing else 'padded'}", f"output_root={out}", "model=tiny_omni",
+        f"name={name}", f"output_root={out}", f"hydra.run.dir={out / name}", "model=tiny_omni",
         f"model.backbone={'tiny-qwen2' if smoke else 'qwen2.5-0.5b'}", f"++model.overrides={shape}",
         f"model.vision.tower={'tiny-internvit' if smoke else 'internvit'}", "model.audio.encoder=null",
         f"model.attn_implementation={attn}", "data=demo", "data.name=synthetic", "data.state_tokens=false",
@@ -115,8 +116,8 @@ def main(argv: list[str] | None = None) -> dict:
                            env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
             (metrics,) = (out / f"gpu-bench-{'packed' if packing else 'padded'}").rglob("metrics.jsonl")
             results["packed" if packing else "padded"] = summarize(metrics, a.skip)
-    print(f"\nQwen2.5-0.5B + InternViT-300M shapes, bf16, ZeRO-2, micro-batch {a.micro_batch}, "
-          f"max_length {a.max_length}, peak {a.peak_tflops} TFLOP/s{' (SMOKE: tiny, CPU)' if a.smoke else ''}")
+    what = "SMOKE: tiny-qwen2 + tiny-internvit, fp32, CPU" if a.smoke else "Qwen2.5-0.5B + InternViT-300M shapes, bf16"
+    print(f"\n{what}, ZeRO-2, micro-batch {a.micro_batch}, max_length {a.max_length}, peak {a.peak_tflops} TFLOP/s")
     print(f"| {'packing':8} | {'steps':>5} | {'ms/step':>8} | {'tokens/s':>9} | {'samples/s':>9} | {'TFLOP/s':>8} "
           f"| {'MFU':>6} | {'last loss':>9} |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
