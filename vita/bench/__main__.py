@@ -40,7 +40,8 @@ def machine() -> dict:
         pass
     return {"nproc": os.cpu_count(), "cpu": model, "torch": torch.__version__,
             "transformers": transformers.__version__, "python": platform.python_version(),
-            "torch_threads": torch.get_num_threads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "unset")}
+            "torch_threads": torch.get_num_threads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "unset"),
+            "loadavg_1min": os.getloadavg()[0]}  # other processes on a shared machine skew the timings
 
 
 def run_suite(name: str, args) -> dict:
@@ -69,7 +70,8 @@ def render(record: dict) -> str:
         m = r["machine"]
         out += [f"## {TITLES[name]}", "", f"Measured {r['date']} with `{r['command']}`  ",
                 f"on {m['nproc']} × {m['cpu']}, torch {m['torch']}, transformers {m['transformers']}, "
-                f"{m['torch_threads']} torch thread(s) (OMP_NUM_THREADS={m['OMP_NUM_THREADS']}).", ""]
+                f"{m['torch_threads']} torch thread(s) (OMP_NUM_THREADS={m['OMP_NUM_THREADS']}), "
+                f"load average {m.get('loadavg_1min', float('nan')):.1f} when the suite ended.", ""]
         res = r["result"]
         if name == "engine":
             s = res["setup"]
@@ -81,7 +83,10 @@ def render(record: dict) -> str:
                     "All arms start from the same weights and see the same batches (equal last losses = equal "
                     "work). The HF Trainer runs **without DeepSpeed** (CPU; its DeepSpeed path is not run here) "
                     "and, since the process holds a world-1 process group, under accelerate's DDP wrapper. "
-                    "vita runs DeepSpeed on CPU (gloo, torch AdamW). Target of issue 7: vita ≤ 1.10 × plain torch.", ""]
+                    "vita runs DeepSpeed on CPU (gloo, torch AdamW). Target of issue 7: vita ≤ 1.10 × plain torch. "
+                    "With a load average near or above the core count (other jobs on a shared machine) these "
+                    "ratios move by tens of percent from run to run; judge the target on a quiet machine, "
+                    "or with more steps (`--steps`).", ""]
         elif name == "tokens":
             out += ["VITA-like mixture: images 1–13 tiles × 256, video 4–16 frames × 256, audio 2–30 s at "
                     "12.5 tokens/s, text 50–2,000 tokens; max_length 6,200; 8 ranks × micro-batch 4; 20,000 samples.",

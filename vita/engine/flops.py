@@ -180,10 +180,4 @@ def throughput(flops: float, step_time_s: float, world_size: int, peak_tflops: f
     return out
 
 
-def count_step(model: nn.Module, micro_batches: list[dict]) -> int:
-    """Convenience: FLOPs of one step on these micro-batches (builds a :class:`StepFlops`)."""
-    sf = StepFlops(model)
-    return sum(sf.micro_batch(mb) for mb in micro_batches)
-
-
-__all__ = ["StepFlops", "count_step", "throughput"]
+__all__ = ["StepFlops", "throughput"]
