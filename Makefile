@@ -55,7 +55,10 @@ apt:
 lint: install
 	$(PY) -m ruff check vita tests
 
-bench: install
+bench: demo-data
+	$(PY) -m vita.bench
+
+bench-step: install
 	$(PY) -m vita.bench.step_time
 
 bench-data: demo-data

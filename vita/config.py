@@ -243,6 +243,10 @@ class EngineConfig:
     """ZeRO-3: parameters smaller than this stay unpartitioned."""
     timeout_min: int = 30
     """Collective timeout; a rank that waits longer fails instead of hanging."""
+    peak_tflops: Optional[float] = None
+    """Peak TFLOP/s of one device at the training precision (e.g. 989 for an H100 SXM in bf16 dense);
+    set, the log reports ``mfu`` = achieved model TFLOP/s per device / this. ``null`` = no MFU
+    (``flops_per_step`` and ``tflops`` are logged anyway; formula in ``vita/engine/flops.py``)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Raw DeepSpeed config entries merged last (expert use)."""
 

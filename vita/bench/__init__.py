@@ -1,1 +1,1 @@
-"""Benchmarks: ``python -m vita.bench.step_time`` (engine overhead against a plain torch loop)."""
+"""Benchmarks: ``python -m vita.bench [engine] [tokens] [data]`` writes docs/BENCHMARKS.md (see __main__)."""

@@ -23,6 +23,7 @@ from vita.engine import checkpoint as ckpt
 from vita.engine.distributed import DistInfo, all_reduce_sum
 from vita.engine.ds_config import build_ds_config
 from vita.engine.export import export_model
+from vita.engine.flops import StepFlops, throughput
 from vita.engine.metrics import MetricsLogger, plot_loss
 from vita.engine.optim import make_scheduler_factory, param_groups, warmup_steps
 from vita.engine.preemption import StopSignals
@@ -62,6 +63,7 @@ class Trainer:
         self.engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=groups, config=self.ds_config,
                                                     lr_scheduler=sched)
         self.trainable = [p for p in model.parameters() if p.requires_grad]
+        self.step_flops = StepFlops(model)  # model FLOPs per micro-batch (vita/engine/flops.py)
         self.stop_signals = StopSignals()  # SLURM's warning before the time limit, or SIGTERM
         self.metrics = MetricsLogger(run_dir, list(cfg.logging.loggers), dist_info.is_main, cfg.name,
                                      OmegaConf.to_container(cfg, resolve=True), cfg.logging.wandb_project,
@@ -81,6 +83,8 @@ class Trainer:
             last["step_time_s"] = time.perf_counter() - t0
             last["tokens_per_s"] = last.pop("tokens") / last["step_time_s"]
             last["samples_per_s"] = last.pop("samples") / last["step_time_s"]
+            last.update(throughput(last.pop("flops"), last["step_time_s"], self.dist.world_size,
+                                   self.cfg.engine.peak_tflops))  # flops_per_step, tflops, mfu
             last["epoch"] = position.epoch
             last.update(self.data.skip_counts())  # bad samples dropped so far, per reason (this rank)
             self.step += 1
@@ -130,6 +134,7 @@ class Trainer:
             "tokens": all_reduce_sum(sum(int(mb["attention_mask"].sum()) for mb in micro_batches)),
             "samples": all_reduce_sum(sum(len(mb["ids"]) for mb in micro_batches)),
             "label_tokens": int(global_tokens),
+            "flops": all_reduce_sum(sum(self.step_flops.micro_batch(mb) for mb in micro_batches)),
         }
 
     # -- side concerns ----------------------------------------------------------------------------

@@ -23,7 +23,7 @@ def _fmt(v: Any) -> str:
 class MetricsLogger:
     """Fan out ``log(step, metrics)`` to the configured sinks."""
 
-    CONSOLE_KEYS = ("loss", "lr", "grad_norm", "tokens_per_s", "samples_per_s", "step_time_s")
+    CONSOLE_KEYS = ("loss", "lr", "grad_norm", "tokens_per_s", "samples_per_s", "step_time_s", "tflops", "mfu")
 
     def __init__(self, run_dir: Path, loggers: list[str], enabled: bool, run_name: str, config: dict,
                  wandb_project: str = "vita", wandb_entity: str | None = None, console_every_line: bool = False) -> None:

@@ -1,0 +1,146 @@
+"""``python -m vita.bench [engine] [tokens] [data]``: run benchmark suites (all by default) and
+rewrite ``docs/BENCHMARKS.md``.
+
+Each suite's figures, with the exact command, the machine and the date, are kept in
+``docs/benchmarks.json``; the Markdown file is rendered from it in full on every run, so running
+one suite refreshes its section and keeps the others' last figures (each with its own date).
+
+- ``engine``: ms/step of vita ZeRO-0 / ZeRO-2 vs plain torch vs the HF Trainer (vita.bench.overhead).
+- ``tokens``: non-pad token share per sampler and with packing, VITA-like mixture (vita.bench.data).
+- ``data``: samples/s of one data worker for 13-tile images, 16-frame video, 30 s audio (vita.bench.data).
+Figures are measured, never asserted. Set ``OMP_NUM_THREADS`` (the command records it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+DOCS = REPO / "docs"
+SUITES = ("engine", "tokens", "data")
+
+
+def machine() -> dict:
+    """CPU count, CPU model, torch and transformers versions, threads."""
+    import torch
+    import transformers
+
+    model = "unknown"
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"nproc": os.cpu_count(), "cpu": model, "torch": torch.__version__,
+            "transformers": transformers.__version__, "python": platform.python_version(),
+            "torch_threads": torch.get_num_threads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "unset"),
+            "loadavg_1min": os.getloadavg()[0]}  # other processes on a shared machine skew the timings
+
+
+def run_suite(name: str, args) -> dict:
+    if name == "engine":
+        from vita.bench.overhead import run
+
+        return run(steps=args.steps, warmup=args.warmup, block=args.block, micro_batch=args.micro_batch)
+    from vita.bench.data import media_throughput, padding_shares
+
+    if name == "tokens":
+        return {"shares": padding_shares()}
+    return {"samples_per_s": media_throughput(args.seconds)}
+
+
+def render(record: dict) -> str:
+    """The whole of BENCHMARKS.md from the stored records."""
+    from vita.bench.overhead import table
+
+    out = ["# Benchmarks", "",
+           "Written by `python -m vita.bench` (do not edit by hand; figures come from `docs/benchmarks.json`).",
+           "Timings are measured on shared machines: compare the ratios within one run, not absolute times.", ""]
+    for name in SUITES:
+        r = record.get(name)
+        if r is None:
+            continue
+        m = r["machine"]
+        out += [f"## {TITLES[name]}", "", f"Measured {r['date']} with `{r['command']}`  ",
+                f"on {m['nproc']} × {m['cpu']}, torch {m['torch']}, transformers {m['transformers']}, "
+                f"{m['torch_threads']} torch thread(s) (OMP_NUM_THREADS={m['OMP_NUM_THREADS']}), "
+                f"load average {m.get('loadavg_1min', float('nan')):.1f} when the suite ended.", ""]
+        res = r["result"]
+        if name == "engine":
+            s = res["setup"]
+            out += [f"Model: Qwen2-shaped, {s['params'] / 1e6:.1f} M parameters ({s['shape']}, vocab 1024), fp32, "
+                    f"micro-batch {s['micro_batch']} of the demo data ({s['tokens_per_step']:.0f} tokens/step, "
+                    f"{s['flops_per_step'] / 1e9:.1f} model GFLOP/step by vita.engine.flops); {s['steps']} timed "
+                    f"steps per arm after {s['warmup']} warm-up, in alternating blocks of {s['block']}.", "",
+                    *table(res), "",
+                    "All arms start from the same weights and see the same batches (equal last losses = equal "
+                    "work). The HF Trainer runs **without DeepSpeed** (CPU; its DeepSpeed path is not run here) "
+                    "and, since the process holds a world-1 process group, under accelerate's DDP wrapper. "
+                    "vita runs DeepSpeed on CPU (gloo, torch AdamW). Target of issue 7: vita ≤ 1.10 × plain torch. "
+                    "With a load average near or above the core count (other jobs on a shared machine) these "
+                    "ratios move by tens of percent from run to run; judge the target on a quiet machine, "
+                    "or with more steps (`--steps`).", ""]
+        elif name == "tokens":
+            out += ["VITA-like mixture: images 1–13 tiles × 256, video 4–16 frames × 256, audio 2–30 s at "
+                    "12.5 tokens/s, text 50–2,000 tokens; max_length 6,200; 8 ranks × micro-batch 4; 20,000 samples.",
+                    "", "| sampler | non-pad token share |", "|---|---:|",
+                    *[f"| {k} | {v:.3f} |" for k, v in res["shares"].items()], ""]
+        else:
+            out += ["One process (= one data worker), 448-px tiles, from the demo's real media.", "",
+                    "| sample | samples/s |", "|---|---:|",
+                    *[f"| {k} | {v:.2f} |" for k, v in res["samples_per_s"].items()], ""]
+    out += ["## FLOPs and MFU", "",
+            "Training logs carry `flops_per_step`, `tflops` (achieved model TFLOP/s per device) and, with "
+            "`engine.peak_tflops` set, `mfu`. The formula (6·N·t + 12·L·d·s² per sequence for trained parts, "
+            "less for frozen ones, vision and audio encoders included) is documented in `vita/engine/flops.py` "
+            "and checked against `torch.utils.flop_counter.FlopCounterMode` in `tests/test_flops.py` (within 5%).",
+            "", "## GPU (one device)", "",
+            "`launch/gpu_bench.sh` measures tokens/s and MFU for a Qwen2.5-0.5B-shaped LLM + InternViT-300M-shaped "
+            "tower (random init, bf16, ZeRO-2), packing off vs on, and prints one table (`vita/bench/gpu.py`). "
+            "**Not yet run on a GPU**: no figures here until someone with one runs it (`SMOKE=1` checks the "
+            "script's path on CPU).", ""]
+    return "\n".join(out)
+
+
+TITLES = {"engine": "Engine overhead (step time, world 1)", "tokens": "Token efficiency (non-pad share)",
+          "data": "Data throughput per worker"}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("suites", nargs="*", choices=[*SUITES, []], help="suites to run (default: all)")
+    ap.add_argument("--steps", type=int, default=20, help="engine: timed steps per arm")
+    ap.add_argument("--warmup", type=int, default=2, help="engine: untimed steps per arm first")
+    ap.add_argument("--block", type=int, default=5, help="engine: steps per alternating block")
+    ap.add_argument("--micro-batch", type=int, default=4, help="engine: samples per step")
+    ap.add_argument("--seconds", type=float, default=3.0, help="data: seconds per media measurement")
+    ap.add_argument("--docs", type=Path, default=DOCS, help="folder of BENCHMARKS.md and benchmarks.json")
+    ap.add_argument("--render", action="store_true", help="only rewrite BENCHMARKS.md from benchmarks.json")
+    args = ap.parse_args(argv)
+    suites = [] if args.render else (args.suites or list(SUITES))
+    store = args.docs / "benchmarks.json"
+    record = json.loads(store.read_text()) if store.is_file() else {}
+    argv_str = " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    command = f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} python -m vita.bench {argv_str}".strip()
+    for name in suites:
+        print(f"== {name}", flush=True)
+        result = run_suite(name, args)
+        record[name] = {"date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                        "command": command, "machine": machine(), "result": result}
+    args.docs.mkdir(parents=True, exist_ok=True)
+    store.write_text(json.dumps(record, indent=2) + "\n")
+    text = render(record)
+    (args.docs / "BENCHMARKS.md").write_text(text)
+    print(text)
+    return record
+
+
+if __name__ == "__main__":
+    main()
