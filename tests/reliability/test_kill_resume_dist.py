@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import TORCHRUN, ROOT, _free_port, load_final, losses, quiet, run_vita, vita_env
+from tests.conftest import ROOT, TORCHRUN, _free_port, load_final, losses, quiet, run_vita, vita_env
 
 STEPS = 24
 COMMON = ["experiment=smoke", "data.limit=256", f"train.max_steps={STEPS}", "train.ckpt_every=4",
