@@ -1,8 +1,8 @@
 """Two ranks, ZeRO-3 on gloo, each step each rank given a different modality mix.
 
 Usage: torchrun --nproc_per_node 2 tests/reliability/dist_modality_mix.py BACKBONE STEPS [lora]
-At step s rank r trains on MIXES[(s + 2r) % 4] (text-only, image-only, audio-only, video), so the
-two ranks never hold the same mix and every mix meets every other. Every collective has a 120 s
+At step s rank r trains on ``mix_of(s, r)`` (text-only, image-only, audio-only, video): the two
+ranks never hold the same mix, and within 8 steps every mix has met every other. Every collective has a 120 s
 timeout (gloo), and the caller a wall-clock one: a hang ends as a failure.
 """
 
@@ -25,6 +25,11 @@ from vita.config import ModelConfig
 from vita.model import build_model
 
 MIXES = ("text", "image", "audio", "video")
+
+
+def mix_of(step: int, rank: int) -> str:
+    offset = 1 + (step // 4) % 3  # rank 1 runs 1, 2 or 3 mixes ahead of rank 0, 4 steps each
+    return MIXES[(step + rank * offset) % 4]
 
 
 def make_batch(model, mix: str) -> dict:
@@ -70,7 +75,7 @@ def main() -> None:
                                       config=ds_cfg)
     losses, mixes = [], []
     for step in range(steps):
-        mix = MIXES[(step + 2 * rank) % 4]
+        mix = mix_of(step, rank)
         print(f"rank {rank} step {step} {mix}", flush=True)
         out = engine(**make_batch(model, mix))
         loss = out["ce_sum"] / out["num_tokens"] + sum(out["aux"].values())

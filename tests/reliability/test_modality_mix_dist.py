@@ -39,7 +39,7 @@ def _check(results: list[dict], steps: int) -> None:
         assert len(r["losses"]) == steps and all(math.isfinite(x) for x in r["losses"]), r
         assert r["local_params_finite"]
     assert all(a != b for a, b in zip(r0["mixes"], r1["mixes"]))  # the ranks never share a mix
-    assert set(r0["mixes"]) == {"text", "image", "audio", "video"}
+    assert len({frozenset(pair) for pair in zip(r0["mixes"], r1["mixes"])}) == 6  # every mix met every other
 
 
 @pytest.mark.parametrize("backbone,extra", VARIANTS, ids=IDS)
