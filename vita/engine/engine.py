@@ -36,7 +36,7 @@ log = logging.getLogger("vita")
 
 
 class NonFiniteLoss(VitaError):
-    """A NaN or inf loss under ``train.nan_policy=stop``."""
+    """A NaN or inf loss, or gradient, under ``train.nan_policy=stop``."""
 
 
 class Trainer:
@@ -51,7 +51,8 @@ class Trainer:
         self.position = Position()
         steps_per_epoch = data.sampler.steps_per_epoch
         self.total_steps = cfg.train.max_steps if cfg.train.max_steps > 0 else cfg.train.epochs * steps_per_epoch
-        self.skipped_micro_batches = 0
+        self.skipped_micro_batches = 0  # non-finite losses dropped (nan_policy=skip)
+        self.skipped_steps = 0  # optimizer updates skipped for a non-finite gradient (nan_policy=skip)
         self.group_lrs = group_lrs
 
         if cfg.engine.gradient_checkpointing:
@@ -121,9 +122,18 @@ class Trainer:
             if not self._all_finite(loss):
                 loss = self._handle_non_finite(mb)
             self.engine.backward(loss)
-            if self.engine.is_gradient_accumulation_boundary() and self.cfg.engine.zero_stage == 0:
+            boundary = self.engine.is_gradient_accumulation_boundary()
+            if boundary and self.cfg.engine.zero_stage == 0:
                 grad_norm = self._grad_norm()  # ZeRO-0 with a torch optimizer reports None
-            self.engine.step()
+                if not math.isfinite(grad_norm):  # a torch optimizer would apply it: zero it first
+                    self._handle_non_finite_grad(micro_batches)
+                    for p in self.trainable:  # (Adam moments still decay and weight decay applies)
+                        if p.grad is not None:
+                            p.grad.zero_()
+            skipped_before = self.engine.skipped_steps
+            self.engine.step()  # ZeRO 1-3 discard a non-finite gradient themselves and count it
+            if boundary and self.engine.skipped_steps > skipped_before:
+                self._handle_non_finite_grad(micro_batches)
             ce_total += float(out["ce_sum"].detach())
         ds_norm = self.engine.get_global_grad_norm()
         grad_norm = float(ds_norm) if ds_norm is not None else grad_norm
@@ -135,6 +145,8 @@ class Trainer:
             "samples": all_reduce_sum(sum(len(mb["ids"]) for mb in micro_batches)),
             "label_tokens": int(global_tokens),
             "flops": all_reduce_sum(sum(self.step_flops.micro_batch(mb) for mb in micro_batches)),
+            "nonfinite_skipped_micro_batches": self.skipped_micro_batches,
+            "nonfinite_skipped_steps": self.skipped_steps,
         }
 
     # -- side concerns ----------------------------------------------------------------------------
@@ -151,6 +163,16 @@ class Trainer:
         self.skipped_micro_batches += 1
         log.warning("step %d: non-finite loss, micro-batch %s contributes no gradient", self.step + 1, mb["ids"])
         return sum((p * 0.0).sum() for p in self.trainable)
+
+    def _handle_non_finite_grad(self, micro_batches: list[dict]) -> None:
+        """A finite loss gave a NaN/inf gradient (agreed over ranks): stop, or count the update as skipped."""
+        ids = ", ".join(i for mb in micro_batches for i in mb["ids"])
+        if self.cfg.train.nan_policy == "stop":
+            raise NonFiniteLoss(
+                f"non-finite gradient at step {self.step + 1} (the weights were not updated; this rank's batch: "
+                f"{ids}); set train.nan_policy=skip to skip such steps, or lower optim.lr")
+        self.skipped_steps += 1
+        log.warning("step %d: non-finite gradient, optimizer update skipped (batch %s)", self.step + 1, ids)
 
     def _grad_norm(self) -> float:
         sq = sum(float(p.grad.detach().float().pow(2).sum()) for p in self.trainable if p.grad is not None)

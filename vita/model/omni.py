@@ -169,7 +169,7 @@ class OmniModel(nn.Module):
         """
         if position_ids is not None:
             attention_mask = None
-        embeds, zero = self.embed(input_ids, pixel_values, audio_features, audio_lengths, sample_ids)
+        embeds, _ = self.embed(input_ids, pixel_values, audio_features, audio_lengths, sample_ids)
         lm_labels, state_labels = labels, None
         if self.state_head is not None:
             # VITA-FO: labels below -100 are user-state labels (-101 -> class 0, -102 -> class 1, ...)
@@ -189,7 +189,7 @@ class OmniModel(nn.Module):
             aux["router"] = self.router_aux_loss_coef * out.aux_loss
         if self.state_head is not None:
             aux["state"] = self.state_loss_weight * self._state_loss(out.hidden_states[-1], state_labels)
-        return {"ce_sum": ce_sum + zero, "num_tokens": (target != IGNORE_INDEX).sum(), "aux": aux}
+        return {"ce_sum": ce_sum, "num_tokens": (target != IGNORE_INDEX).sum(), "aux": aux}
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -211,7 +211,8 @@ class OmniModel(nn.Module):
     def embed(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None,
               audio_features: torch.Tensor | None = None, audio_lengths: torch.Tensor | None = None,
               sample_ids: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token embeddings with media features spliced in; also a zero scalar tied to every unused encoder."""
+        """Token embeddings with media features spliced in and every unused encoder tied in at zero;
+        also that zero scalar."""
         embeds = self.llm.get_input_embeddings()(input_ids)
         zero = embeds.new_zeros((), dtype=torch.float32)
         has_media = (pixel_values is not None and pixel_values.shape[0] > 0) or (
@@ -245,7 +246,10 @@ class OmniModel(nn.Module):
                 zero = zero + 0.0 * x.float().sum()
         elif audio_features is not None and audio_features.shape[0] > 0:
             raise DataError("the batch has audio_features but the model has no audio encoder (set model.audio.encoder)")
-        return embeds, zero
+        # The unused encoders are tied in through the embeddings, not the loss: then on every rank their
+        # backward runs after the LLM's, in one order, as ZeRO-3's per-module parameter gathers require
+        # (tied in at the loss, a text-only rank next to a media rank broke that with LoRA).
+        return embeds + zero.to(embeds.dtype), zero
 
     def _mask(self, input_ids: torch.Tensor, *token_ids: int | None) -> torch.Tensor:
         mask = torch.zeros_like(input_ids, dtype=torch.bool)

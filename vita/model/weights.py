@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vita.errors import CheckpointError
+from vita.errors import CheckpointError, VitaError
 
 StateDict = dict[str, torch.Tensor]
 
@@ -31,11 +31,17 @@ def read_state_dict(path: str | Path) -> StateDict:
         return sd
     if not p.is_file():
         raise CheckpointError(f"{p}: no such weights file")
-    if p.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        return load_file(str(p))
-    obj = torch.load(p, map_location="cpu", weights_only=True)
+            return load_file(str(p))
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated / corrupted / not a weights file: name it, keep the cause
+        if isinstance(e, VitaError):
+            raise
+        raise CheckpointError(f"{p}: unreadable weights file ({type(e).__name__}: {str(e)[:300]}); "
+                              "re-download or re-export it") from e
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict):
