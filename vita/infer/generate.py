@@ -121,10 +121,12 @@ def generate(model, batch: dict, gen: GenerationConfig, stop: Sequence[Sequence[
         lockstep: step until *every rank* is done (all-reduce per step); needed under ZeRO-3.
         dummy: this rank has no data and ``batch`` is a stand-in: its rows start done and return nothing.
     """
-    dev = next(model.parameters()).device
+    param = next(model.parameters())
+    dev = param.device
     ids = batch["input_ids"].to(dev)
     mask = batch["attention_mask"].to(dev)
-    media = {k: batch[k].to(dev) for k in ("pixel_values", "audio_features", "audio_lengths") if k in batch}
+    media = {k: batch[k].to(dev, param.dtype) if batch[k].is_floating_point() else batch[k].to(dev)
+             for k in ("pixel_values", "audio_features", "audio_lengths") if k in batch}
     bsz = ids.shape[0]
     llm = model.llm
     embed_tokens = llm.get_input_embeddings()
