@@ -109,6 +109,29 @@ class SourceConfig:
 
 
 @dataclass(kw_only=True)
+class EvalSetConfig:
+    """One named eval set (``data.eval.<name>``): VITA-format records whose last turn is the reference answer."""
+
+    annotations: list[str] = field(default_factory=list)
+    """VITA/LLaVA ``.json`` / ``.jsonl`` files; each record's last assistant turn is the reference."""
+    image_root: Optional[str] = None
+    """Folder that image paths are relative to."""
+    video_root: Optional[str] = None
+    """Folder that video paths are relative to."""
+    audio_root: Optional[str] = None
+    """Folder that audio paths are relative to."""
+    metric: str = "loss"
+    """Comma-separated metrics: ``loss`` / ``ppl`` (forward only) and generation metrics ``wer``, ``cer``,
+    ``exact``, ``contains``, ``choice`` (``vita.eval.metrics.METRICS``). ``loss`` and ``ppl`` are always reported."""
+    limit: int = 0
+    """Use only the first N records (0 = all)."""
+    max_new_tokens: int = 64
+    """Longest generated answer (generation metrics)."""
+    batch_size: int = 4
+    """Samples per forward / generate call on each rank."""
+
+
+@dataclass(kw_only=True)
 class DataConfig:
     name: str = MISSING
     """A label for logs and run dirs."""
@@ -165,6 +188,10 @@ class DataConfig:
     """Pack each micro-batch's samples into rows of ``max_length``; position ids restart per sample."""
     token_budget: int = 0
     """``sampler: token_budget``: tokens per micro-batch (padding-aware, or summed when packing)."""
+    eval: dict[str, EvalSetConfig] = field(default_factory=dict)
+    """Named eval sets run every ``train.eval_every`` steps and by ``python -m vita.eval`` (metrics
+    ``eval/<name>/<metric>``). Add one from the command line with
+    ``+data.eval.speech.annotations=[a.jsonl] +data.eval.speech.metric=wer``."""
 
 
 @dataclass(kw_only=True)
@@ -288,6 +315,13 @@ class TrainConfig:
     """A checkpoint folder (``.../checkpoints/step_00000100``) to start from."""
     nan_policy: str = "stop"
     """A NaN/inf loss or gradient: ``stop`` with the step and sample ids, or ``skip`` the step."""
+    eval_every: int = 0
+    """Run the ``data.eval`` sets every N steps and at the last step (0 = never during training)."""
+    eval_at_start: bool = False
+    """Also run them before the first step (step 0), for a before/after comparison."""
+    keep_best: Optional[str] = None
+    """``<set>/<metric>`` (e.g. ``speech/wer``): keep the checkpoint with the best value of that eval metric
+    (``checkpoints/best``); ``train.keep_last`` never deletes it."""
 
 
 @dataclass(kw_only=True)
@@ -478,8 +512,39 @@ def validate(cfg: DictConfig) -> None:
                 "model.attn_implementation=flash_attention_2 needs flash-attn: `pip install -e .[flash]` on a "
                 "CUDA machine, or use sdpa"
             )
+    _validate_eval(cfg)
     if cfg.train.resume_from is not None and not os.path.isdir(cfg.train.resume_from):
         raise ConfigError(f"train.resume_from={cfg.train.resume_from}: no such checkpoint folder")
+
+
+def _validate_eval(cfg: DictConfig) -> None:
+    from vita.eval.metrics import parse_metrics
+
+    sets = OmegaConf.select(cfg, "data.eval") or {}
+    for name, es in sets.items():
+        try:
+            parse_metrics(es.metric)
+        except ConfigError as e:
+            raise ConfigError(f"config key 'data.eval.{name}.metric': {e}") from None
+        if not es.annotations:
+            raise ConfigError(f"eval set 'data.eval.{name}' has no annotations; set data.eval.{name}.annotations")
+        for key in ("max_new_tokens", "batch_size"):
+            if es[key] < 1:
+                raise ConfigError(f"config key 'data.eval.{name}.{key}' must be >= 1, got {es[key]}")
+    best = cfg.train.keep_best
+    if best:
+        set_name, _, met = str(best).partition("/")
+        if set_name not in sets or not met:
+            raise ConfigError(f"train.keep_best={best!r} must be <set>/<metric> of a data.eval set "
+                              f"(sets: {', '.join(sets) or 'none'})")
+        if met not in ("loss", "ppl") and met not in parse_metrics(sets[set_name].metric):
+            raise ConfigError(f"train.keep_best={best!r}: set '{set_name}' computes "
+                              f"{', '.join(['loss', 'ppl', *parse_metrics(sets[set_name].metric)])}, not {met}")
+    if cfg.train.eval_every < 0:
+        raise ConfigError(f"train.eval_every must be >= 0, got {cfg.train.eval_every}")
+    if (cfg.train.eval_every or cfg.train.eval_at_start or best) and not sets:
+        raise ConfigError("train.eval_every / eval_at_start / keep_best need eval sets: add data.eval.<name> "
+                          "(annotations, metric)")
 
 
 def _projector_key(name: str, key: str) -> None:

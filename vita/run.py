@@ -26,14 +26,13 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     """Run one training job described by ``cfg`` in ``run_dir`` (default: Hydra's); returns its final metrics."""
     import torch
     from hydra.core.hydra_config import HydraConfig
-    from transformers import AutoTokenizer
-
     from vita.data import build_data
     from vita.engine.distributed import broadcast_object, close_distributed, init_distributed
     from vita.engine.engine import Trainer
     from vita.engine.run_dir import prepare_run_dir
     from vita.model import build_model, ensure_media_tokens
     from vita.model.init_from import load_init
+    from vita.model.tokens import load_tokenizer
     from vita.stage import apply_stage, trainable_table
 
     validate(cfg)
@@ -44,11 +43,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict:
         if prepare_run_dir(run_dir, cfg, dist_info) == "complete":
             return {}
         torch.manual_seed(cfg.train.seed)
-        tok_path = cfg.model.tokenizer or cfg.model.pretrained
-        tok_kw = {"gguf_file": cfg.model.gguf_file} if cfg.model.gguf_file and not cfg.model.tokenizer else {}
-        if cfg.model.trust_remote_code:
-            tok_kw["trust_remote_code"] = True
-        tokenizer = AutoTokenizer.from_pretrained(tok_path, **tok_kw)
+        tokenizer = load_tokenizer(cfg.model)
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.engine.precision, torch.float32)
         model = build_model(cfg.model, vocab_size=len(tokenizer), work_dir=run_dir, compute_dtype=dtype,
                             gradient_checkpointing=cfg.engine.gradient_checkpointing)

@@ -47,16 +47,38 @@ class Processor:
     """Turns one raw record into a tokenised sample (with or without decoding its media)."""
 
     def __init__(self, template, tokenizer, spec: DataSpec | None, opts: MediaOptions, max_length: int,
-                 state_tokens: bool = False, layout: bool = False) -> None:
+                 state_tokens: bool = False, layout: bool = False, prompt_max_length: int = 0) -> None:
         self.template, self.tokenizer, self.spec, self.opts = template, tokenizer, spec, opts
         self.max_length, self.state_tokens, self.layout = max_length, state_tokens, layout
+        self.prompt_max_length = prompt_max_length
+        """Longest prompt in ``prompt_only`` mode (the model's context); 0 = ``max_length``."""
 
-    def parse(self, raw, where: str, roots: dict) -> Sample:
-        s = parse_sample(raw, where, roots)
+    def parse(self, raw, where: str, roots: dict, prompt_only: bool = False) -> Sample:
+        s = parse_sample(raw, where, roots, prompt_only=prompt_only)
         if s.media and self.spec is None:
             raise BadSample("media without encoder", where, s.id, "the sample has media but the model has no "
                             "encoders; use a multimodal model or set data.media_spec")
+        for mod in s.media:
+            if not self.supports(mod):
+                enc = "audio encoder (model.audio.encoder)" if mod == "audio" else "vision tower (model.vision.tower)"
+                raise BadSample("media without encoder", where, s.id, f"{s.media[mod][0]}: the model has no {enc} "
+                                f"for {mod} input; use a model that has one or drop the {mod}")
         return s
+
+    def with_system(self, system: str) -> Processor:
+        """A copy whose template uses ``system`` as the system prompt for every modality (``""`` = none)."""
+        from dataclasses import replace
+
+        return Processor(replace(self.template, prompts={"lang": system}), self.tokenizer, self.spec, self.opts,
+                         self.max_length, self.state_tokens, self.layout, self.prompt_max_length)
+
+    def supports(self, modality: str) -> bool:
+        """Whether this processor (its model's encoders) can take ``image``, ``video`` or ``audio`` input."""
+        if self.spec is None:
+            return False
+        if modality == "audio":
+            return self.spec.audio_feature is not None
+        return self.spec.image_size is not None
 
     def _media_error(self, s: Sample, e: MediaError) -> BadSample:
         return BadSample(e.kind, s.where, s.id, f"{e.path}: {e.detail}")
@@ -73,7 +95,7 @@ class Processor:
         except MediaError as e:
             raise self._media_error(s, e) from None
 
-    def tokens(self, s: Sample, counts: dict[str, list[int]]) -> dict:
+    def tokens(self, s: Sample, counts: dict[str, list[int]], prompt_only: bool = False) -> dict:
         segs = self.template.render(s.turns, modality=s.modality, state_tokens=self.state_tokens,
                                     inserted_id=s.inserted_id, end_tag=s.end_tag, layout=self.layout)
         blocks = {}
@@ -83,7 +105,9 @@ class Processor:
         for m, c in counts.items():
             if any(n < 1 for n in c):
                 raise BadSample("empty media", s.where, s.id, f"a {m} item gives 0 tokens (too short?); drop it")
-        return tokenize_segments(segs, self.tokenizer, self.max_length, s.id, blocks, where=s.where or s.id)
+        limit = self.prompt_max_length if prompt_only and self.prompt_max_length else self.max_length
+        return tokenize_segments(segs, self.tokenizer, limit, s.id, blocks, where=s.where or s.id,
+                                 prompt_only=prompt_only)
 
     def measure(self, raw, where: str, roots: dict) -> tuple[int, bool]:
         """(token length, has image/video) of a record without decoding media; raises ``BadSample``."""
@@ -91,12 +115,16 @@ class Processor:
         counts = self.counts(s) if s.media else {}
         return len(self.tokens(s, counts)["input_ids"]), bool(s.media.get("image") or s.media.get("video"))
 
-    def load(self, raw, where: str, roots: dict) -> dict:
-        """The training item: ids, labels and decoded media in placeholder order; raises ``BadSample``."""
-        s = self.parse(raw, where, roots)
+    def load(self, raw, where: str, roots: dict, prompt_only: bool = False) -> dict:
+        """The training item: ids, labels and decoded media in placeholder order; raises ``BadSample``.
+
+        ``prompt_only`` (inference): ``raw`` ends with the user's turn and the item is the prompt up to
+        the assistant header, nothing cut (see :func:`vita.data.tokenize.tokenize_segments`).
+        """
+        s = self.parse(raw, where, roots, prompt_only)
         item: dict = {"id": s.id}
         if not s.media:
-            item.update(self.tokens(s, {}))
+            item.update(self.tokens(s, {}, prompt_only))
             return item
         sp, o = self.spec, self.opts
         nxt = {m: 0 for m in s.media}
@@ -121,7 +149,7 @@ class Processor:
                     counts[mod].append(t.shape[0] * sp.tokens_per_tile)
         except MediaError as e:
             raise self._media_error(s, e) from None
-        item.update(self.tokens(s, counts))
+        item.update(self.tokens(s, counts, prompt_only))
         if visual:
             item["pixel_values"] = torch.cat(visual)
         if audio:

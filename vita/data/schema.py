@@ -88,8 +88,11 @@ def resolve_media(rel: str, root: Path | None, modality: str, where: str, sid: s
     return path
 
 
-def parse_sample(raw, where: str, roots: dict[str, Path | None], check_files: bool = True) -> Sample:
-    """Validate one raw record; raises :class:`BadSample` naming the location and the fix."""
+def parse_sample(raw, where: str, roots: dict[str, Path | None], check_files: bool = True,
+                 prompt_only: bool = False) -> Sample:
+    """Validate one raw record; raises :class:`BadSample` naming the location and the fix.
+
+    ``prompt_only`` (inference): the conversation must end with the user's turn (the one to answer)."""
     if not isinstance(raw, dict):
         raise BadSample("not an object", where, None, f"a sample must be a JSON object, got {type(raw).__name__}")
     sid = str(raw.get("id", where))
@@ -107,8 +110,10 @@ def parse_sample(raw, where: str, roots: dict[str, Path | None], check_files: bo
             raise BadSample(kind, where, sid, f"turn {i} is from '{t.get('from')}'; turns must alternate user "
                             "(human|user) then assistant (gpt|assistant), starting with the user")
         turns.append((role, t["value"]))
-    if len(turns) % 2:
+    if len(turns) % 2 and not prompt_only:
         raise BadSample("no answer", where, sid, "the last turn is the user's; end with an assistant turn")
+    if prompt_only and not len(turns) % 2:
+        raise BadSample("no question", where, sid, "a prompt must end with the user's turn (the one to answer)")
     media: dict[str, list[Path]] = {}
     for m in MODALITIES:
         rels = _as_list(raw.get(m), m, where, sid)

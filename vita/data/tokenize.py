@@ -18,11 +18,13 @@ Block = tuple[int, int]  # (placeholder token id, number of tokens)
 
 
 def tokenize_segments(segments: list[Segment], tokenizer, max_length: int, sample_id: str,
-                      blocks: dict[str, list[Block]] | None = None, where: str = "") -> dict:
+                      blocks: dict[str, list[Block]] | None = None, where: str = "", prompt_only: bool = False) -> dict:
     """Tokenise ``segments``, expanding the n-th marker of a modality to ``blocks[modality][n]``.
 
     Truncates text past ``max_length``; a sample whose cut would remove part of a media block,
     or that keeps no supervised token, raises (``BadSample`` when media are involved).
+    ``prompt_only`` (inference: segments that end with the assistant header): nothing is cut and
+    no supervised token is required; a prompt longer than ``max_length`` raises instead.
     """
     queues = {m: list(v) for m, v in (blocks or {}).items()}
     used = {m: 0 for m in queues}
@@ -55,6 +57,12 @@ def tokenize_segments(segments: list[Segment], tokenizer, max_length: int, sampl
         raise BadSample("tokenization mismatch", where, sample_id,
                         "the text itself contains a placeholder token (<|image_pad|> etc.); remove it")
     truncated = len(input_ids) > max_length
+    if prompt_only:
+        if truncated:
+            raise BadSample("over-long prompt", where, sample_id,
+                            f"{len(input_ids)} prompt tokens > {max_length} (the model's context); shorten the "
+                            "conversation (/reset), use fewer media, or lower data.max_tiles")
+        return {"input_ids": input_ids, "labels": labels}
     if truncated and placeholder_ids and any(t in placeholder_ids for t in input_ids[max_length:]):
         raise BadSample("over-long sample", where, sample_id,
                         f"{len(input_ids)} tokens after media expansion > data.max_length={max_length}, and cutting "

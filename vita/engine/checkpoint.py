@@ -4,6 +4,7 @@ Layout of ``<run_dir>/checkpoints``::
 
     step_00000100/       DeepSpeed files + rng_rank<r>.json + MANIFEST.json (written last)
     latest               the tag of the newest complete checkpoint (moved last)
+    best, best.json      with train.keep_best: the tag of the best checkpoint, its metric and value
 
 A checkpoint is written as ``.tmp-step_XXXXXXXX``, completed with a manifest of file sizes,
 renamed to its tag, and only then does ``latest`` move. A crash at any point leaves either
@@ -27,6 +28,7 @@ from vita.errors import CheckpointError
 
 log = logging.getLogger("vita")
 MANIFEST = "MANIFEST.json"
+BEST = "best"  # the tag of the checkpoint with the best train.keep_best metric
 
 
 def _barrier() -> None:
@@ -105,12 +107,21 @@ def save_checkpoint(engine, ckpt_root: Path, step: int, client_state: dict, keep
 
 
 def prune(ckpt_root: Path, keep_last: int) -> None:
-    """Delete all but the newest ``keep_last`` complete checkpoints (and stale temp folders)."""
+    """Delete all but the newest ``keep_last`` complete checkpoints (and stale temp folders);
+    the one named in ``best`` (``train.keep_best``) is always kept."""
+    best = (ckpt_root / BEST).read_text().strip() if (ckpt_root / BEST).is_file() else None
     tags = sorted(p for p in ckpt_root.glob("step_*") if p.is_dir())
     for old in tags[: max(0, len(tags) - max(1, keep_last))]:
-        shutil.rmtree(old, ignore_errors=True)
+        if old.name != best:
+            shutil.rmtree(old, ignore_errors=True)
     for tmp in ckpt_root.glob(".tmp-*"):
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def mark_best(ckpt_root: Path, tag: str, info: dict) -> None:
+    """Record ``tag`` as the best checkpoint (``best`` holds the tag, ``best.json`` the metric and value)."""
+    _write_atomic(ckpt_root / "best.json", json.dumps({"tag": tag, **info}))
+    _write_atomic(ckpt_root / BEST, tag)
 
 
 def check_complete(path: Path) -> str | None:

@@ -29,6 +29,7 @@ from vita.engine.optim import make_scheduler_factory, param_groups, warmup_steps
 from vita.engine.preemption import StopSignals
 from vita.engine.run_dir import mark_complete
 from vita.errors import CheckpointError, VitaError
+from vita.eval.loop import build_evaluator, prompt_settings
 from vita.model.omni import count_label_tokens
 from vita.stage import lora_groups
 
@@ -47,6 +48,7 @@ class Trainer:
         self.cfg, self.model, self.data, self.tokenizer = cfg, model, data, tokenizer
         self.dist, self.run_dir = dist_info, run_dir
         self.ckpt_root = run_dir / "checkpoints"
+        self.evaluator = build_evaluator(cfg, model, tokenizer, dist_info, self.ckpt_root)  # data.eval; fails now
         self.step = 0
         self.position = Position()
         steps_per_epoch = data.sampler.steps_per_epoch
@@ -74,6 +76,8 @@ class Trainer:
     def train(self) -> dict:
         """Train to ``total_steps`` (resuming if a checkpoint exists); returns the last metrics."""
         self.resume()
+        if self.evaluator is not None:
+            self.evaluator.maybe_run(self, start=True)  # train.eval_at_start
         bar = self._progress_bar()
         last: dict = {}
         for position, micro_batches in self.data.loader.iterate(self.position):
@@ -97,6 +101,8 @@ class Trainer:
                 bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{last['lr']:.2e}")
             if self.cfg.train.ckpt_every and self.step % self.cfg.train.ckpt_every == 0 and self.step < self.total_steps:
                 self.save()
+            if self.evaluator is not None:
+                self.evaluator.maybe_run(self)  # train.eval_every, train.keep_best
             signum = self.stop_signals.requested() if self.step < self.total_steps else 0
             if signum:
                 self.stop(signum)
@@ -234,7 +240,8 @@ class Trainer:
         if not (self.ckpt_root / ckpt.tag_for(self.step)).is_dir():
             self.save()
         meta = {"step": self.step, "stage": self.cfg.stage.name, "template": self.cfg.data.template,
-                "model": OmegaConf.to_container(self.cfg.model, resolve=True)}
+                "model": OmegaConf.to_container(self.cfg.model, resolve=True),
+                "data": prompt_settings(self.cfg.data)}  # how vita.infer builds prompts for this export
         export_model(self.model, self.tokenizer, self.run_dir / "final", self.cfg.engine.zero_stage, self.dist.rank,
                      meta, lora=lora_groups(self.cfg.stage),
                      trainable=set(self.group_lrs) if self.cfg.stage.export == "trainable" else None)

@@ -81,13 +81,14 @@ def read_metrics(path: Path) -> list[dict]:
         for line in path.read_text().splitlines():
             if line.strip():
                 row = json.loads(line)
-                rows[row["step"]] = row
+                rows.setdefault(row["step"], {}).update(row)  # eval rows join the step's training row
     return [rows[k] for k in sorted(rows)]
 
 
 def plot_loss(metrics_path: Path, out: Path) -> Path | None:
-    """Write ``loss.png`` (loss and lr against step) from ``metrics.jsonl``."""
-    rows = [r for r in read_metrics(metrics_path) if "loss" in r]
+    """Write ``loss.png`` (loss and lr against step; the ``eval/*`` metrics in a panel beside) from ``metrics.jsonl``."""
+    every = read_metrics(metrics_path)
+    rows = [r for r in every if "loss" in r]
     if not rows:
         return None
     import matplotlib
@@ -96,7 +97,18 @@ def plot_loss(metrics_path: Path, out: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     steps = [r["step"] for r in rows]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    eval_keys = sorted({k for r in every for k in r if k.startswith("eval/") and not k.endswith("/ppl")})
+    if eval_keys:
+        fig, (ax, ax_eval) = plt.subplots(1, 2, figsize=(12, 4))
+        for k in eval_keys:
+            pts = [(r["step"], r[k]) for r in every if k in r]
+            ax_eval.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=k[5:])
+        ax_eval.set_xlabel("step")
+        ax_eval.set_title("eval")
+        ax_eval.grid(alpha=0.3)
+        ax_eval.legend(fontsize=8)
+    else:
+        fig, ax = plt.subplots(figsize=(7, 4))
     loss = [r["loss"] for r in rows]
     ax.plot(steps, loss, color="tab:blue", alpha=0.3, linewidth=0.8)
     window = max(1, len(loss) // 50)  # a running mean over ~2% of the run

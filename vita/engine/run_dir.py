@@ -13,7 +13,8 @@ from vita.errors import ConfigError
 
 # Keys that may change between a run and its resumption (length, logging, housekeeping).
 RESUMABLE_CHANGES = ("train.max_steps", "train.epochs", "train.resume", "train.resume_from", "train.ckpt_every",
-                     "train.keep_last", "train.log_every", "logging.", "data.num_workers", "engine.timeout_min", "slurm.")
+                     "train.keep_last", "train.log_every",
+                     "train.eval_every", "train.eval_at_start", "train.keep_best", "data.eval", "logging.", "data.num_workers", "engine.timeout_min", "slurm.")
 CONFIG_FILE = "vita_config.json"
 COMPLETE_FILE = "COMPLETE.json"
 

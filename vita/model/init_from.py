@@ -78,14 +78,22 @@ def _with_adapter(path: Path, group: str, sd: dict[str, torch.Tensor]) -> dict[s
     return merge_lora_keys({**plain, **lora}, {"default": conf["lora_alpha"] / conf["r"]})
 
 
-def load_init(model: nn.Module, path: str | Path) -> list[str]:
-    """Load weights from ``path`` into ``model`` (before the stage is applied); returns the groups loaded."""
+def load_init(model: nn.Module, path: str | Path, lora_scale: dict[str, float] | None = None) -> list[str]:
+    """Load weights from ``path`` into ``model`` (before the stage is applied); returns the groups loaded.
+
+    Args:
+        lora_scale: ``group -> alpha / r`` of the run that wrote a checkpoint ``path`` with LoRA weights
+            (e.g. from its saved config); they are merged into the base weights. Without it such a
+            checkpoint is refused (the scale is not in the DeepSpeed files).
+    """
     path = Path(path)
     groups = model.module_groups()
     if (path / "MANIFEST.json").is_file() or (path / "mp_rank_00_model_states.pt").is_file():
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
         sd = get_fp32_state_dict_from_zero_checkpoint(str(path.parent), tag=path.name)
+        if any(".lora_" in k for k in sd) and lora_scale:
+            sd = _merge_checkpoint_lora(model, sd, lora_scale)
         if any(".lora_" in k for k in sd):
             raise CheckpointError(f"stage.init_from={path} holds LoRA weights; start from that run's export "
                                   "(<run dir>/final), which records the LoRA scale needed to merge them")
@@ -118,6 +126,19 @@ def load_init(model: nn.Module, path: str | Path) -> list[str]:
         raise CheckpointError(f"stage.init_from={path}: nothing in it matches this model's groups "
                               f"({', '.join(groups)})")
     return loaded
+
+
+def _merge_checkpoint_lora(model: nn.Module, sd: dict[str, torch.Tensor], lora_scale: dict[str, float]) -> dict:
+    from vita.engine.export import group_prefixes
+
+    scale_of = {}
+    for group, prefix in group_prefixes(model).items():
+        for k in sd:
+            if k.startswith(prefix) and ".lora_A." in k and group in lora_scale:
+                scale_of[k.split(".lora_A.")[0]] = lora_scale[group]
+    if any(k.split(".lora_A.")[0] not in scale_of for k in sd if ".lora_A." in k):
+        return sd  # a group without its scale: refused by the caller
+    return merge_lora_keys(sd, scale_of)
 
 
 def _load_llm(llm: nn.Module, path: Path, llm_files: list[Path]) -> None:

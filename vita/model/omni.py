@@ -194,12 +194,35 @@ class OmniModel(nn.Module):
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                  pixel_values: torch.Tensor | None = None, audio_features: torch.Tensor | None = None,
-                 audio_lengths: torch.Tensor | None = None, **generate_kwargs) -> torch.Tensor:
-        """Splice media into the prompt, then ``llm.generate(inputs_embeds=...)``; returns only the new tokens."""
-        embeds, _ = self.embed(input_ids, pixel_values, audio_features, audio_lengths)
+                 audio_lengths: torch.Tensor | None = None, *, max_new_tokens: int = 128, do_sample: bool = False,
+                 temperature: float = 1.0, top_p: float = 1.0, repetition_penalty: float = 1.0,
+                 stop: list[list[int]] | None = None, pad_token_id: int | None = None,
+                 use_cache: bool = True, seed: int | None = None) -> torch.Tensor:
+        """New tokens for a left-padded prompt batch, padded to [B, T] with ``pad_token_id``.
+
+        A thin tensor front of :func:`vita.infer.generate.generate` (the one generation loop):
+        ``stop`` defaults to the LLM's EOS id(s); ``do_sample=False`` is greedy.
+        """
+        from vita.infer.generate import GenerationConfig, generate
+
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        return self.llm.generate(inputs_embeds=embeds, attention_mask=attention_mask, **generate_kwargs)
+        if stop is None:
+            eos = self.llm.generation_config.eos_token_id if self.llm.generation_config is not None else None
+            eos = self.llm.config.eos_token_id if eos is None else eos
+            stop = [[int(e)] for e in (eos if isinstance(eos, (list, tuple)) else [eos]) if e is not None]
+        pad = pad_token_id if pad_token_id is not None else (stop[0][0] if stop else 0)
+        gen = GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature if do_sample else 0.0,
+                               top_p=top_p, repetition_penalty=repetition_penalty, use_cache=use_cache, seed=seed)
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+        for k, v in (("pixel_values", pixel_values), ("audio_features", audio_features), ("audio_lengths", audio_lengths)):
+            if v is not None:
+                batch[k] = v
+        rows = generate(self, batch, gen, stop, pad)
+        out = torch.full((len(rows), max((len(r) for r in rows), default=0)), pad, dtype=torch.long)
+        for i, r in enumerate(rows):
+            out[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+        return out
 
     def _state_loss(self, hidden: torch.Tensor, state_labels: torch.Tensor) -> torch.Tensor:
         logits = self.state_head(hidden).float()

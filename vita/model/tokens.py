@@ -28,3 +28,17 @@ def ensure_media_tokens(tokenizer, model=None) -> dict[str, int]:
             model.llm.resize_token_embeddings(len(tokenizer))
         model.set_media_token_ids(image=ids[IMAGE_TOKEN], video=ids[VIDEO_TOKEN], audio=ids[AUDIO_TOKEN])
     return ids
+
+
+def load_tokenizer(model_cfg, path: str | None = None):
+    """The tokenizer of ``cfg.model`` (``model.tokenizer``, else ``model.pretrained`` with its GGUF file),
+    or the one saved in ``path`` (an export folder) when given."""
+    from transformers import AutoTokenizer
+
+    kw = {"trust_remote_code": True} if model_cfg.trust_remote_code else {}
+    if path is not None:
+        return AutoTokenizer.from_pretrained(path, **kw)
+    tok_path = model_cfg.tokenizer or model_cfg.pretrained
+    if model_cfg.gguf_file and not model_cfg.tokenizer:
+        kw["gguf_file"] = model_cfg.gguf_file
+    return AutoTokenizer.from_pretrained(tok_path, **kw)

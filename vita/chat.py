@@ -1,0 +1,217 @@
+"""``python -m vita.chat [TARGET] [overrides]``: talk to a model (REPL), ask once, or answer a file.
+
+TARGET is a run dir (newest checkpoint), an export (``<run>/final``), a HF folder, or nothing
+(the model the overrides describe, e.g. ``model=smol_omni``); see :func:`vita.infer.load_target`.
+
+    python -m vita.chat outputs/demo/run                     # REPL
+    python -m vita.chat model=smol_lm --prompt "What is AI?"  # one answer
+    python -m vita.chat RUN --prompt "What is this?" --image cat.png
+    python -m vita.chat RUN --input questions.jsonl --output preds.jsonl   # VITA-format file
+
+REPL commands: ``/image PATH``, ``/video PATH``, ``/audio PATH`` (attach to your next message),
+``/system TEXT``, ``/reset``, ``/quit``. Prompts are built by the training code (template,
+tiling, frames, audio features), so the model sees what it was trained on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from vita.errors import VitaError
+
+COMMANDS = "/image PATH, /video PATH, /audio PATH, /system TEXT, /reset, /quit"
+FIXES = {"image": "pass an image file (PNG, JPEG ...)", "video": "pass a video file PyAV can decode (AVI, MP4 ...)",
+         "audio": "pass an audio file (WAV, FLAC, OGG)"}
+
+
+def media_problem(loaded, modality: str, path: str) -> str | None:
+    """One line saying why ``path`` cannot be attached as ``modality`` (None if it can): missing,
+    undecodable, or no encoder for it. Decodes it with the training code."""
+    from vita.data.schema import BadSample
+    from vita.infer import Conversation, conversation_prompt
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        return f"{p}: no such file; check the path (nothing was attached)"
+    if not loaded.supports(modality):
+        enc = "audio encoder (model.audio.encoder)" if modality == "audio" else "vision tower (model.vision.tower)"
+        return (f"{p}: this model has no {enc}, so it cannot take {modality} input; load a model that has one "
+                "(e.g. model=smol_omni)")
+    conv = Conversation()
+    conv.add_user("", **{modality: [p]})
+    try:
+        conversation_prompt(loaded.processor, conv)
+    except BadSample as e:
+        return f"{p}: {e.kind}: {e.detail.split(': ', 1)[-1]}; {FIXES[modality]}"
+    return None
+
+
+def _gen(args):
+    from vita.infer import GenerationConfig
+
+    return GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                            repetition_penalty=args.repetition_penalty, use_cache=not args.no_cache, seed=args.seed)
+
+
+def _say(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def repl(loaded, args) -> int:
+    """The interactive loop; every error is one line and the loop goes on."""
+    from vita.infer import Conversation, chat_reply
+
+    conv = Conversation(system=args.system)
+    pending: dict[str, list[Path]] = {}
+    print(f"vita.chat: {loaded.source} ({loaded.kind}). Commands: {COMMANDS}", flush=True)
+    while True:
+        try:
+            line = input("you> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return 0
+        if not line:
+            continue
+        if line.startswith("/"):
+            cmd, _, rest = line.partition(" ")
+            rest = rest.strip()
+            if cmd == "/quit":
+                return 0
+            if cmd == "/reset":
+                conv, pending = Conversation(system=conv.system), {}
+                print("(conversation cleared)", flush=True)
+            elif cmd == "/system":
+                conv.system = rest
+                print("(system prompt set)", flush=True)
+            elif cmd in ("/image", "/video", "/audio") and rest:
+                mod = cmd[1:]
+                why = media_problem(loaded, mod, rest)
+                if why:
+                    print(f"error: {why}", flush=True)
+                else:
+                    pending.setdefault(mod, []).append(Path(rest).expanduser())
+                    print(f"({mod} attached to your next message: {rest})", flush=True)
+            else:
+                print(f"error: unknown command {line!r}; commands: {COMMANDS}", flush=True)
+            continue
+        conv.add_user(line, **pending)
+        _say("assistant> ")
+        t0 = time.perf_counter()
+        try:
+            reply, n = chat_reply(loaded, conv, _gen(args), on_text=_say)
+        except VitaError as e:
+            conv.turns.pop()
+            for mod, files in pending.items():
+                del conv.media[mod][-len(files):]
+            print(f"\nerror: {e}", flush=True)
+            pending = {}
+            continue
+        pending = {}
+        conv.add_assistant(reply)
+        dt = time.perf_counter() - t0
+        print(f"\n[{n} tokens, {n / max(dt, 1e-9):.1f} tokens/s]", flush=True)
+
+
+def one_shot(loaded, args) -> int:
+    """``--prompt``: stream one answer (``--json``: print a JSON line with the text and token ids)."""
+    from vita.infer import Conversation, GenerationConfig, collate_prompts, conversation_prompt, decode, generate
+
+    for mod in ("image", "video", "audio"):
+        for p in getattr(args, mod) or []:
+            why = media_problem(loaded, mod, p)
+            if why:
+                print(f"error: {why}", file=sys.stderr)
+                return 2
+    conv = Conversation(system=args.system)
+    conv.add_user(args.prompt, image=args.image, video=args.video, audio=args.audio)
+    gen: GenerationConfig = _gen(args)
+    batch = collate_prompts([conversation_prompt(loaded.processor, conv)], loaded.pad_id)
+    ids = generate(loaded.model, batch, gen, loaded.stop, loaded.pad_id)[0]
+    text = decode(loaded, ids)
+    if args.json:
+        print(json.dumps({"prediction": text, "ids": ids, "prompt_ids": batch["input_ids"][0].tolist()}))
+    else:
+        print(text, flush=True)
+    return 0
+
+
+def batch_file(loaded, args) -> int:
+    """``--input FILE --output PREDS``: answer every record of a VITA-format file (its last user turn;
+    a final assistant turn is kept as ``reference``)."""
+    from omegaconf import OmegaConf
+
+    from vita.config import EvalSetConfig
+    from vita.eval.sets import load_eval_set
+    from vita.infer.answer import answer_items
+    from vita.infer.prompt import build_prompt, split_answer
+
+    src = Path(args.input)
+    root = str(src.resolve().parent)
+    es_cfg = OmegaConf.structured(EvalSetConfig(
+        annotations=[str(src)], image_root=args.media_root or root, video_root=args.media_root or root,
+        audio_root=args.media_root or root, metric="exact", max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size))
+    es = load_eval_set(src.stem, es_cfg, loaded.processor, require_answer=False)  # checks every record first
+    items = [build_prompt(loaded.processor, split_answer(raw)[0], where, roots) for raw, where, roots in es.records]
+    got = answer_items(loaded, items, _gen(args), args.batch_size, progress=True)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w") as f:
+        for i, ((raw, where, _), ids) in enumerate(zip(es.records, got, strict=True)):
+            row = {"index": i, "id": str(raw.get("id", where)),
+                   "prediction": loaded.tokenizer.decode(ids, skip_special_tokens=True).strip(),
+                   "reference": split_answer(raw)[1]}
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    print(f"{len(got)} answers written to {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m vita.chat", description=__doc__.split("\n\n")[0])
+    ap.add_argument("args", nargs="*", help="TARGET (run dir, export, HF folder; optional) and key=value overrides")
+    ap.add_argument("--prompt", help="ask once and print the answer")
+    ap.add_argument("--image", action="append", help="image for --prompt (repeatable)")
+    ap.add_argument("--video", action="append", help="video for --prompt (repeatable)")
+    ap.add_argument("--audio", action="append", help="audio clip for --prompt (repeatable)")
+    ap.add_argument("--system", help="system prompt (default: the template's)")
+    ap.add_argument("--input", help="VITA-format .jsonl/.json file to answer")
+    ap.add_argument("--output", help="predictions .jsonl for --input")
+    ap.add_argument("--media-root", help="folder the --input file's media paths are relative to (default: its folder)")
+    ap.add_argument("--batch-size", type=int, default=4, help="prompts per generate call for --input")
+    ap.add_argument("--max-new-tokens", type=int, default=256)
+    ap.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    ap.add_argument("--top-p", type=float, default=1.0)
+    ap.add_argument("--repetition-penalty", type=float, default=1.0)
+    ap.add_argument("--seed", type=int, default=None, help="sampling seed")
+    ap.add_argument("--no-cache", action="store_true", help="recompute the whole sequence each step (no KV cache)")
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    ap.add_argument("--json", action="store_true", help="--prompt: print a JSON line with the answer and token ids")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_intermixed_args(argv)
+    from vita.infer import load_target, split_target
+
+    try:
+        if bool(args.input) != bool(args.output):
+            raise VitaError("--input and --output go together (a VITA-format file in, predictions JSONL out)")
+        target, overrides = split_target(args.args)
+        loaded = load_target(target, overrides, dtype=args.dtype)
+        if args.input:
+            return batch_file(loaded, args)
+        if args.prompt is not None:
+            return one_shot(loaded, args)
+        return repl(loaded, args)
+    except VitaError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

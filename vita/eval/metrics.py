@@ -1,0 +1,136 @@
+"""Evaluation metrics: a registry of ``(predictions, references) -> float`` functions.
+
+Generation metrics compare the decoded answer with the reference answer (the last assistant
+turn of a sample), after :func:`normalize` (lower case, punctuation removed, spaces collapsed):
+
+* ``wer`` / ``cer``: corpus word / character error rate (jiwer): edits over all samples divided
+  by the reference words / characters of all samples;
+* ``exact``: share of answers equal to the reference;
+* ``contains``: share of answers that contain the reference (as whole words);
+* ``choice``: share of answers whose multiple-choice letter (``B``, ``(B)``, ``B.``, ``Answer: B``)
+  is the reference's letter.
+
+``loss`` and ``ppl`` (exp of the token-mean loss on the supervised tokens) come from the forward
+pass, not from generation; every eval set reports them.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable
+
+from vita.registry import Registry
+
+METRICS = Registry("eval metric")
+"""Generation metrics: name -> ``fn(predictions, references) -> float``."""
+LOSS_METRICS = ("loss", "ppl")
+LOWER_IS_BETTER = {"loss", "ppl", "wer", "cer"}
+
+
+def normalize(text: str) -> str:
+    """Lower case, punctuation (any Unicode P* character) and symbols dropped, whitespace collapsed."""
+    text = "".join(" " if unicodedata.category(c)[0] in "PS" else c for c in text.lower())
+    return " ".join(text.split())
+
+
+def _edits(refs: list[str], preds: list[str], chars: bool) -> float:
+    import jiwer
+
+    r = [normalize(x) for x in refs]
+    p = [normalize(x) for x in preds]
+    total = sum(len(x) if chars else len(x.split()) for x in r)
+    if total == 0:
+        raise ValueError("every reference is empty after normalisation; wer/cer need reference text")
+    keep = [i for i, x in enumerate(r) if x]
+    errors = sum(len(p[i]) if chars else len(p[i].split()) for i, x in enumerate(r) if not x)  # all insertions
+    if keep:
+        fn = jiwer.process_characters if chars else jiwer.process_words
+        o = fn([r[i] for i in keep], [p[i] or "" for i in keep])
+        errors += o.substitutions + o.deletions + o.insertions
+    return errors / total
+
+
+@METRICS.register("wer")
+def wer(preds: list[str], refs: list[str]) -> float:
+    """Corpus word error rate (normalised text)."""
+    return _edits(refs, preds, chars=False)
+
+
+@METRICS.register("cer")
+def cer(preds: list[str], refs: list[str]) -> float:
+    """Corpus character error rate (normalised text, spaces count)."""
+    return _edits(refs, preds, chars=True)
+
+
+def _mean(flags: list[bool]) -> float:
+    return sum(flags) / len(flags) if flags else 0.0
+
+
+@METRICS.register("exact")
+def exact(preds: list[str], refs: list[str]) -> float:
+    """Share of answers equal to the reference (normalised)."""
+    return _mean([normalize(p) == normalize(r) for p, r in zip(preds, refs, strict=True)])
+
+
+@METRICS.register("contains")
+def contains(preds: list[str], refs: list[str]) -> float:
+    """Share of answers that contain the reference as whole words (normalised)."""
+    return _mean([f" {normalize(r)} " in f" {normalize(p)} " for p, r in zip(preds, refs, strict=True)])
+
+
+_CHOICE = [re.compile(p) for p in (
+    r"(?i)\banswer\s*(?:is|:)?\s*\(?([A-Z])\b\)?",  # "The answer is (B)", "Answer: B"
+    r"^\s*\(([A-Z])\)",  # "(B) ..."
+    r"^\s*([A-Z])(?:[.):]|\s*$)",  # "B", "B.", "B) ...", "B: ..."
+)]
+
+
+def choice_letter(text: str) -> str | None:
+    """The multiple-choice letter an answer gives, or None."""
+    for pat in _CHOICE:
+        m = pat.search(text)
+        if m:
+            return m.group(1).upper()
+    return None
+
+
+@METRICS.register("choice")
+def choice(preds: list[str], refs: list[str]) -> float:
+    """Share of answers whose choice letter equals the reference's (an answer without a letter is wrong)."""
+    out = []
+    for p, r in zip(preds, refs, strict=True):
+        want = choice_letter(r)
+        if want is None:
+            raise ValueError(f"reference {r!r} has no choice letter (write it as 'B', '(B)' or 'B. text')")
+        out.append(choice_letter(p) == want)
+    return _mean(out)
+
+
+def metric(name: str) -> Callable[[list[str], list[str]], float]:
+    """The generation metric ``name``; an unknown name lists the known ones (and ``loss``, ``ppl``)."""
+    return METRICS.get(name)
+
+
+def parse_metrics(spec: str) -> list[str]:
+    """``"wer,loss"`` -> ``["wer", "loss"]``, each checked (a typo lists the known metrics)."""
+    names = [m.strip() for m in str(spec).split(",") if m.strip()]
+    for n in names:
+        if n not in LOSS_METRICS:
+            try:
+                METRICS.get(n)
+            except KeyError as e:
+                raise type(e)(f"{e} (and {', '.join(LOSS_METRICS)})") from None
+    return names
+
+
+def better(name: str, new: float, old: float | None) -> bool:
+    """Whether ``new`` beats ``old`` for metric ``name`` (``old`` None: always)."""
+    if old is None:
+        return True
+    return new < old if name in LOWER_IS_BETTER else new > old
+
+
+def compute(names: list[str], preds: list[str], refs: list[str]) -> dict[str, float]:
+    """The generation metrics ``names`` of ``preds`` against ``refs`` (loss metrics are skipped)."""
+    return {n: float(METRICS.get(n)(preds, refs)) for n in names if n not in LOSS_METRICS}
