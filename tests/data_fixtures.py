@@ -16,7 +16,7 @@ def demo_root() -> Path:
     from vita.data.demo import MissingFixture, build
 
     root = Path(demo_data_dir())
-    if not (root / "bad" / "bad.jsonl").is_file() or not (root / "annotations" / "text.jsonl").is_file():
+    if not all((root / p).is_file() for p in ("bad/bad.jsonl", "annotations/text.jsonl", "annotations/speech_train.jsonl")):
         try:
             build(root)
         except MissingFixture as e:

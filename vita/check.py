@@ -41,12 +41,11 @@ def check_one(i: int) -> tuple[str, str | None, int, str, str]:
 def run_check(cfg, workers: int | None = None, examples: int = 3, out=sys.stdout) -> int:
     """Check ``cfg.data``; print the report to ``out``; return the number of problems."""
     from tqdm.auto import tqdm
-    from transformers import AutoTokenizer
 
     from vita.data import make_processor, open_source, resolve_spec
+    from vita.model.tokens import load_tokenizer
 
-    tok_path = cfg.model.tokenizer or cfg.model.pretrained
-    tokenizer = AutoTokenizer.from_pretrained(tok_path, trust_remote_code=cfg.model.trust_remote_code)
+    tokenizer = load_tokenizer(cfg.model)  # model.tokenizer, else model.pretrained (with its GGUF file)
     spec = resolve_spec(cfg.data, tokenizer, None)
     source = open_source(cfg.data)
     proc = make_processor(cfg.data, tokenizer, spec)
