@@ -125,10 +125,16 @@ def compose(overrides: list[str]) -> DictConfig:
 
     from vita.config import CONF_DIR, register_configs, register_resolvers
 
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
     register_configs()
     register_resolvers()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=overrides)
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return hydra_compose(config_name="config", overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(f"config overrides {' '.join(overrides)}: {str(e).splitlines()[0]}") from None
 
 
 def _key(o: str) -> str:
@@ -171,6 +177,7 @@ def assemble(cfg: DictConfig, kind: str, source: str, dtype: str, tokenizer_dir:
     if cfg.model.quantization:
         raise ConfigError("inference loads the LLM unquantised; drop model.quantization (a QLoRA export is "
                           "loaded on its recorded base)")
+    torch.manual_seed(cfg.train.seed)  # randomly initialised parts start as the run's did
     model = build_model(cfg.model, vocab_size=len(tokenizer))
     multimodal = model.vision_tower is not None or model.audio_encoder is not None
     if multimodal:
