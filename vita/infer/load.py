@@ -122,11 +122,10 @@ def compose(overrides: list[str]) -> DictConfig:
     """``conf/config.yaml`` composed with ``overrides`` (as ``python -m vita.run`` would)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
-
-    from vita.config import CONF_DIR, register_configs, register_resolvers
-
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
+
+    from vita.config import CONF_DIR, register_configs, register_resolvers
 
     register_configs()
     register_resolvers()
