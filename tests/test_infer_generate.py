@@ -97,3 +97,21 @@ def test_sampling_is_seeded_and_stops(loaded):
     assert end not in short and len(short) < 40  # stopped at the end-of-turn token, which is cut
     penalised = run(1, repetition_penalty=1.5)
     assert penalised != a
+
+
+def test_vita_eval_predictions_rescore_to_the_same_figures(smollm2_dir, tmp_path):  # noqa: F811
+    """Real answers (SmolLM2 on demo text questions): predictions.jsonl re-scored == metrics.json, every metric."""
+    from tests.data_fixtures import demo_root
+    from vita.eval.__main__ import main, score_predictions
+    from vita.eval.sets import eval_override
+
+    text = demo_root() / "annotations" / "text.jsonl"
+    sets = eval_override({"qa": {"annotations": [text], "metric": "[wer,cer,exact,contains]", "limit": 4,
+                                 "max_new_tokens": 16}})
+    assert main([*_overrides(smollm2_dir), sets, "--output", str(tmp_path)]) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())["metrics"]["qa"]
+    rows = [json.loads(x) for x in (tmp_path / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and all(r["prediction"] for r in rows)  # real, non-empty answers
+    again = score_predictions(tmp_path / "predictions.jsonl", "wer,cer,exact,contains")["qa"]
+    assert again == {m: metrics[m] for m in ("wer", "cer", "exact", "contains")}
+    assert 0 < metrics["wer"] and metrics["loss"] > 0 and metrics["ppl"] == pytest.approx(2.718281828 ** metrics["loss"])

@@ -120,9 +120,10 @@ class EvalSetConfig:
     """Folder that video paths are relative to."""
     audio_root: Optional[str] = None
     """Folder that audio paths are relative to."""
-    metric: str = "loss"
-    """Comma-separated metrics: ``loss`` / ``ppl`` (forward only) and generation metrics ``wer``, ``cer``,
-    ``exact``, ``contains``, ``choice`` (``vita.eval.metrics.METRICS``). ``loss`` and ``ppl`` are always reported."""
+    metric: Any = "loss"
+    """A metric or a list of them (``metric=wer`` or ``metric=[wer,cer]``): ``loss`` / ``ppl`` (forward only)
+    and generation metrics ``wer``, ``cer``, ``exact``, ``contains``, ``choice`` (``vita.eval.metrics.METRICS``).
+    ``loss`` and ``ppl`` are always reported."""
     limit: int = 0
     """Use only the first N records (0 = all)."""
     max_new_tokens: int = 64
@@ -191,7 +192,8 @@ class DataConfig:
     eval: dict[str, EvalSetConfig] = field(default_factory=dict)
     """Named eval sets run every ``train.eval_every`` steps and by ``python -m vita.eval`` (metrics
     ``eval/<name>/<metric>``). Add one from the command line with
-    ``+data.eval.speech.annotations=[a.jsonl] +data.eval.speech.metric=wer``."""
+    ``+data.eval={speech:{annotations:[a.jsonl],audio_root:DIR,metric:wer}}``, then change a key with
+    ``data.eval.speech.limit=8``."""
 
 
 @dataclass(kw_only=True)

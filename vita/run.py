@@ -26,6 +26,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     """Run one training job described by ``cfg`` in ``run_dir`` (default: Hydra's); returns its final metrics."""
     import torch
     from hydra.core.hydra_config import HydraConfig
+
     from vita.data import build_data
     from vita.engine.distributed import broadcast_object, close_distributed, init_distributed
     from vita.engine.engine import Trainer

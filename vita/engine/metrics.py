@@ -50,7 +50,7 @@ class MetricsLogger:
         if "jsonl" in self.loggers:
             with self.path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
-        if "console" in self.loggers:
+        if "console" in self.loggers and any(k in metrics for k in self.CONSOLE_KEYS):  # eval rows: vita.eval.loop
             log.info("step %d  %s", step, "  ".join(f"{k} {_fmt(metrics[k])}" for k in self.CONSOLE_KEYS if k in metrics))
         if self._wandb is not None:
             self._wandb.log({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=step)

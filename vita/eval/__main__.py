@@ -1,15 +1,15 @@
 """``python -m vita.eval TARGET [overrides] [options]``: score a model on eval sets.
 
 TARGET is a run dir, an export, a HF folder, or nothing (the model of the overrides); see
-:func:`vita.infer.load_target`. The sets are ``data.eval`` (``+data.eval.NAME.annotations=[...]
-+data.eval.NAME.metric=wer``), or else every dataset of ``data=...`` as one set. Writes
+:func:`vita.infer.load_target`. The sets are ``data.eval`` (in a data config, or
+``'+data.eval={NAME:{annotations:[FILE],audio_root:DIR,metric:wer}}'``), or else every dataset of
+``data=...`` as one set. Writes
 ``predictions.jsonl`` (one row per generated answer: set, index, id, prediction, reference) and
 ``metrics.json`` to ``--output`` and prints a table. ``--score PREDS.jsonl --metric wer`` re-scores
 a predictions file without a model.
 
     python -m vita.eval outputs/demo/run data=demo --metric wer --limit 8
-    python -m vita.eval model=smol_omni +data.eval.speech.annotations=[speech.jsonl] \\
-        +data.eval.speech.audio_root=... +data.eval.speech.metric=wer
+    python -m vita.eval model=smol_omni '+data.eval={speech:{annotations:[speech.jsonl],audio_root:DIR,metric:wer}}'
 """
 
 from __future__ import annotations

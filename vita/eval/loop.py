@@ -110,6 +110,7 @@ class InLoopEval:
             trainer.save()
         if self.dist.is_main:
             ckpt.mark_best(self.ckpt_root, tag, {"metric": self.keep_best, "value": value, "step": trainer.step})
+            ckpt.prune(self.ckpt_root, self.cfg.train.keep_last)  # the previous best may go now
             log.info("best %s = %.4g at step %d: checkpoints/%s kept", self.keep_best, value, trainer.step, tag)
 
 

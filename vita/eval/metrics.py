@@ -112,9 +112,11 @@ def metric(name: str) -> Callable[[list[str], list[str]], float]:
     return METRICS.get(name)
 
 
-def parse_metrics(spec: str) -> list[str]:
-    """``"wer,loss"`` -> ``["wer", "loss"]``, each checked (a typo lists the known metrics)."""
-    names = [m.strip() for m in str(spec).split(",") if m.strip()]
+def parse_metrics(spec) -> list[str]:
+    """``"wer,loss"`` or ``["wer", "loss"]`` -> ``["wer", "loss"]``, each checked (a typo lists the known metrics)."""
+    parts = spec if isinstance(spec, (list, tuple)) or hasattr(spec, "__iter__") and not isinstance(spec, str) \
+        else str(spec).split(",")
+    names = [str(m).strip() for m in parts if str(m).strip()]
     for n in names:
         if n not in LOSS_METRICS:
             try:

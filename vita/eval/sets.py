@@ -84,3 +84,14 @@ def load_eval_set(name: str, es_cfg, processor, require_answer: bool = True, che
 def load_eval_sets(data_cfg, processor) -> list[EvalSet]:
     """Every set of ``data.eval``, in config order."""
     return [load_eval_set(str(name), es, processor) for name, es in (data_cfg.get("eval") or {}).items()]
+
+
+def eval_override(sets: dict[str, dict]) -> str:
+    """A Hydra override adding eval sets: ``{"speech": {"annotations": [f], "metric": "wer"}}`` ->
+    ``+data.eval={speech:{annotations:[f],metric:wer}}`` (paths must hold no ``,{}[]:``)."""
+
+    def val(v) -> str:
+        return "[" + ",".join(map(str, v)) + "]" if isinstance(v, (list, tuple)) else str(v)
+
+    body = ",".join(f"{n}:{{" + ",".join(f"{k}:{val(v)}" for k, v in kv.items()) + "}" for n, kv in sets.items())
+    return "+data.eval={" + body + "}"

@@ -122,13 +122,18 @@ def compose(overrides: list[str]) -> DictConfig:
     """``conf/config.yaml`` composed with ``overrides`` (as ``python -m vita.run`` would)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
 
     from vita.config import CONF_DIR, register_configs, register_resolvers
 
     register_configs()
     register_resolvers()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=overrides)
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return hydra_compose(config_name="config", overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(f"config overrides {' '.join(overrides)}: {str(e).splitlines()[0]}") from None
 
 
 def _key(o: str) -> str:
@@ -171,6 +176,7 @@ def assemble(cfg: DictConfig, kind: str, source: str, dtype: str, tokenizer_dir:
     if cfg.model.quantization:
         raise ConfigError("inference loads the LLM unquantised; drop model.quantization (a QLoRA export is "
                           "loaded on its recorded base)")
+    torch.manual_seed(cfg.train.seed)  # randomly initialised parts start as the run's did
     model = build_model(cfg.model, vocab_size=len(tokenizer))
     multimodal = model.vision_tower is not None or model.audio_encoder is not None
     if multimodal:

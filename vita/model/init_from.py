@@ -78,6 +78,17 @@ def _with_adapter(path: Path, group: str, sd: dict[str, torch.Tensor]) -> dict[s
     return merge_lora_keys({**plain, **lora}, {"default": conf["lora_alpha"] / conf["r"]})
 
 
+def checkpoint_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The full model state of a DeepSpeed checkpoint folder: under ZeRO-0 the model states file holds
+    it (``torch.load(weights_only=True)``); under ZeRO-1/2/3 it is consolidated from the partitions."""
+    states = path / "mp_rank_00_model_states.pt"
+    if states.is_file() and not any(path.glob("*zero_pp_rank_*")):
+        return torch.load(states, map_location="cpu", weights_only=True)["module"]
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    return get_fp32_state_dict_from_zero_checkpoint(str(path.parent), tag=path.name)
+
+
 def load_init(model: nn.Module, path: str | Path, lora_scale: dict[str, float] | None = None) -> list[str]:
     """Load weights from ``path`` into ``model`` (before the stage is applied); returns the groups loaded.
 
@@ -89,9 +100,7 @@ def load_init(model: nn.Module, path: str | Path, lora_scale: dict[str, float] |
     path = Path(path)
     groups = model.module_groups()
     if (path / "MANIFEST.json").is_file() or (path / "mp_rank_00_model_states.pt").is_file():
-        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-
-        sd = get_fp32_state_dict_from_zero_checkpoint(str(path.parent), tag=path.name)
+        sd = checkpoint_state_dict(path)
         if any(".lora_" in k for k in sd) and lora_scale:
             sd = _merge_checkpoint_lora(model, sd, lora_scale)
         if any(".lora_" in k for k in sd):
