@@ -32,6 +32,7 @@ DEMO_IMAGE ?= $(DEMO_MEDIA)/images/astronaut.png
 
 demo: install demo-data
 	$(PY) -m vita.run hydra.run.dir=$(DEMO_RUN) $(ARGS)
+	$(PY) -m vita.eval.compare $(DEMO_RUN)
 	$(PY) -m vita.chat $(DEMO_RUN) --prompt "Transcribe the speech." --audio $(DEMO_CLIP) --max-new-tokens 32
 	$(PY) -m vita.chat $(DEMO_RUN) --prompt "Describe the image briefly." --image $(DEMO_IMAGE) --max-new-tokens 32
 

@@ -66,3 +66,20 @@ def test_embedded_default_is_the_omni_demo():
     assert cfg.stage.name == "stage2_1_audio_align" and cfg.data.name == "demo_speech"
     assert set(cfg.data.eval) == {"speech_heldout", "speech_train", "images"}
     assert cfg.train.eval_at_start and cfg.train.eval_every == cfg.train.max_steps
+
+
+def test_compare_prints_first_and_last_eval(tmp_path):
+    """vita.eval.compare (the end of make demo): one line per set and metric, first eval row against the last."""
+    from vita.errors import VitaError
+    from vita.eval.compare import compare_table
+
+    rows = [{"step": 0, "eval/speech/wer": 2.5, "eval/speech/ppl": 9.0, "eval/img/loss": 4.0},
+            {"step": 1, "loss": 3.0}, {"step": 4, "loss": 1.0, "eval/speech/wer": 0.5, "eval/img/loss": 4.0}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    lines = compare_table(tmp_path).splitlines()
+    assert "step 0" in lines[0] and "step 4" in lines[0] and len(lines) == 3  # ppl left out
+    assert lines[1].split() == ["img", "loss", "4", "4", "+0"]
+    assert lines[2].split() == ["speech", "wer", "2.5", "0.5", "-2"]
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 3.0}) + "\n")
+    with pytest.raises(VitaError, match="no eval rows"):
+        compare_table(tmp_path)
