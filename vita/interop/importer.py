@@ -69,7 +69,7 @@ def _group_files(path: Path) -> list[Path]:
             if (path / f"{stem}{ext}").is_file()]
 
 
-def _weights(folder: Path, allow_bin: bool) -> tuple[dict, WeightFiles]:
+def read_vita_folder(folder: Path, allow_bin: bool) -> tuple[dict, WeightFiles]:
     if not folder.exists():
         raise CheckpointError(f"{folder}: no such VITA folder")
     config = read_config(folder)
@@ -84,14 +84,14 @@ def compose_from_vita(folder: str | Path, allow_bin: bool = False, **overrides: 
             or plain (``attn_implementation="eager"``).
     """
     folder = Path(folder)
-    config, wf = _weights(folder, allow_bin)
+    config, wf = read_vita_folder(folder, allow_bin)
     imported = model_config_from_vita(folder, wf, config)
     for k, v in overrides.items():
         OmegaConf.update(imported.model, k, v, merge=True)
     return imported, wf
 
 
-def _dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     if dtype in (None, "auto"):
         return None
     if isinstance(dtype, torch.dtype):
@@ -115,12 +115,12 @@ def build_vita_model(model_cfg: DictConfig, folder: str | Path, vocab_size: int 
 
     folder = Path(folder)
     if wf is None:
-        _, wf = _weights(folder, allow_bin)
+        _, wf = read_vita_folder(folder, allow_bin)
     with params_on_meta():
         model = build_model(model_cfg, vocab_size=vocab_size)
     plan = plan_keys(model)
     check_fit(plan, wf, what=str(folder))
-    n = stream_into(model, plan, wf, dtype=_dtype(dtype), progress=progress)
+    n = stream_into(model, plan, wf, dtype=parse_dtype(dtype), progress=progress)
     check_complete(model, str(folder))
     log.info("loaded %s parameters from %s (%d files)", f"{n:,}", folder, len(wf.files))
     return model

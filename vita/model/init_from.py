@@ -78,8 +78,26 @@ def _with_adapter(path: Path, group: str, sd: dict[str, torch.Tensor]) -> dict[s
     return merge_lora_keys({**plain, **lora}, {"default": conf["lora_alpha"] / conf["r"]})
 
 
-def load_init(model: nn.Module, path: str | Path) -> list[str]:
-    """Load weights from ``path`` into ``model`` (before the stage is applied); returns the groups loaded."""
+def load_init(model: nn.Module, path: str | Path, allow_bin: bool = False) -> list[str]:
+    """Load weights from ``path`` into ``model`` (before the stage is applied); returns the groups loaded.
+
+    ``vita:PATH`` is VITA's layout (:mod:`vita.interop`): a whole-model folder, or its stage outputs
+    ``mm_projector.bin`` / ``audio_adpter.bin`` for one group (``.bin`` only with ``allow_bin``).
+    """
+    if str(path).startswith("vita:"):
+        from vita.interop import is_whole_model, load_group_file, vita_path
+        from vita.interop.importer import read_vita_folder
+        from vita.interop.keys import plan_keys
+        from vita.interop.loader import check_fit, stream_into
+
+        src = vita_path(str(path))
+        if is_whole_model(src):  # into an already built model (vita.run builds it from the folder instead)
+            _, wf = read_vita_folder(src, allow_bin)
+            plan = plan_keys(model)
+            check_fit(plan, wf, what=str(src))
+            stream_into(model, plan, wf, progress=False)
+            return list(model.module_groups())
+        return load_group_file(model, src, allow_bin=allow_bin)
     path = Path(path)
     groups = model.module_groups()
     if (path / "MANIFEST.json").is_file() or (path / "mp_rank_00_model_states.pt").is_file():
