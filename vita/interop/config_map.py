@@ -87,6 +87,13 @@ class Imported:
         for g in ("vision", "audio"):
             for k, v in (m[g].get("overrides") or {}).items():
                 out.append(f"+model.{g}.overrides.{k}={json.dumps(v)}")
+        out.append(f"model.tokenizer={m['tokenizer']}")
+        if m["vision"]["tower"] is None:
+            out.append("model.vision.tower=null")
+        if m["audio"]["encoder"] is None:
+            out.append("model.audio.encoder=null")
+        if m["audio"].get("prompt_num"):
+            out.append(f"model.audio.prompt_num={m['audio']['prompt_num']}")
         return out
 
     def summary(self) -> str:

@@ -121,13 +121,14 @@ def _dims(model) -> dict:
     return d
 
 
-def _template(meta: dict) -> dict | None:
+def _source(meta: dict) -> Path | None:
+    """The VITA folder the run started from (``stage.init_from=vita:PATH``), if it is still there."""
     init = str(meta.get("init_from") or "")
     if not init.startswith("vita:"):
         return None
-    f = Path(init[5:]) / "config.json"
-    if f.is_file():
-        return json.loads(f.read_text())
+    folder = Path(init[5:])
+    if (folder / "config.json").is_file():
+        return folder
     log.warning("the run started from %s, which is gone: VITA's mm_vision_tower / mm_audio_encoder paths are "
                 "written as placeholders; set them in config.json", init)
     return None
@@ -180,9 +181,14 @@ def export_vita(src: str | Path, out: str | Path, max_shard_bytes: int = DEFAULT
     entries = [(n, plan.vita15_shapes[n], stored(n)) for n in by15]
     write_shards(out, entries, produce, max_shard_bytes, progress)
     store_dtype = str(entries[0][2]).removeprefix("torch.") if entries else None
-    config = vita_config_from_model(read_config(final), meta["model"], _dims(model), _template(meta), store_dtype)
+    source_folder = _source(meta)
+    template = read_config(source_folder) if source_folder else None
+    config = vita_config_from_model(read_config(final), meta["model"], _dims(model), template, store_dtype)
     write_config(out, config)
+    # VITA's own tokenizer files when the run started from VITA (vita only adds its placeholder tokens)
     copy_tokenizer(final, out)
+    if source_folder is not None:
+        copy_tokenizer(source_folder, out)
     log.info("VITA layout written to %s (%s, %d tensors)", out, config["model_type"], len(entries))
     return out
 
