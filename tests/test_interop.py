@@ -124,6 +124,11 @@ def test_config_fields_vita_cannot_honour_are_named(folders, caplog):
     assert imp.model.vision.overrides.num_attention_heads == 2  # from the tower's config.json beside the folder
     assert imp.model.audio.overrides.heads == 2 and imp.model.audio.overrides.layers == 2  # from pos_bias_u / keys
     assert imp.hydra_overrides()[0] == "model=vita15_qwen2p5_7b"
+    from vita.interop.config_map import model_config_from_vita
+
+    config = json.loads((folders["vita-Qwen2"] / "config.json").read_text())
+    odd = model_config_from_vita(folders["vita-Qwen2"], _, {**config, "mm_speech_decoder": "x", "use_s2": True})
+    assert "mm_speech_decoder (neither a VITA field" in odd.summary() and "use_s2" in odd.summary()
 
 
 # -- the full-size key list --------------------------------------------------------------------------

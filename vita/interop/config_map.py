@@ -262,6 +262,15 @@ def model_config_from_vita(folder: str | Path, wf: WeightFiles, config: dict | N
     entry = OmegaConf.load(CONF_DIR / "model" / f"{FAMILIES[family].conf}.yaml")
     model = OmegaConf.merge(OmegaConf.structured(ModelConfig), entry)
     model.overrides = _llm_fields(config, family)
+    import vita.model.backbones  # noqa: F401  (fills BACKBONES)
+    from vita.registry import BACKBONES
+
+    hf_cls = type(BACKBONES.build(model.backbone))
+    known = set(hf_cls().to_dict()) | {"rope_theta", "rope_scaling", "vita_state_classes"}
+    for k in sorted(set(model.overrides) - known):
+        notes[k] = f"neither a VITA field vita knows nor a {hf_cls.__name__} field; kept on the LLM config, unused"
+    if "router_aux_loss_coef" in config:
+        model.router_aux_loss_coef = float(config["router_aux_loss_coef"])
     model.pretrained = None
     model.tokenizer = str(folder)
     vision = _vision(folder, config, wf, notes)
