@@ -75,9 +75,14 @@ def test_import_export_round_trip_is_bitwise(mt, folders, tmp_path):
 def test_text_logits_equal_plain_transformers(mt, folders, imported, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    ref = AutoModelForCausalLM.from_pretrained(llm_only_folder(folders[mt], tmp_path / "hf"), dtype=torch.float32)
+    from vita.interop import is_vita_folder
+
+    hf = llm_only_folder(folders[mt], tmp_path / "hf")
+    assert is_vita_folder(folders[mt]) and not is_vita_folder(hf)
+    ref = AutoModelForCausalLM.from_pretrained(hf, dtype=torch.float32)
     ref.eval()
     vm = imported(mt)
+    assert vm.template == ("mixtral" if mt == "vita-mixtral" else "qwen2.5")
     ids = _ids()
     with torch.no_grad():
         want = ref(input_ids=ids).logits

@@ -7,6 +7,7 @@ Public API:
 * :func:`compose_from_vita` — the folder's ``cfg.model`` from config.json + headers (no weights read);
 * :func:`export_vita` (src, out) — a vita export / run dir -> VITA's layout (LoRA merged);
 * :func:`load_group_file` — VITA's ``mm_projector.bin`` / ``audio_adpter.bin`` into one group;
+* :func:`is_vita_folder` — a folder with a VITA ``model_type`` (for ``vita.chat`` to pick :func:`load_vita`);
 * :func:`vita_path`, :func:`adopt_vita_config`, :func:`build_vita_model` — ``stage.init_from=vita:PATH``.
 
 Commands: ``python -m vita.interop.convert VITA_DIR --out DIR`` (VITA -> vita export) and
@@ -24,6 +25,7 @@ from vita.interop.importer import (
     adopt_vita_config,
     build_vita_model,
     compose_from_vita,
+    is_vita_folder,
     is_whole_model,
     load_group_file,
     load_vita,
@@ -32,4 +34,4 @@ from vita.interop.importer import (
 from vita.interop.keys import plan_keys
 
 __all__ = ["VitaModel", "load_vita", "compose_from_vita", "export_vita", "load_group_file", "vita_path",
-           "is_whole_model", "adopt_vita_config", "build_vita_model", "plan_keys"]
+           "is_vita_folder", "is_whole_model", "adopt_vita_config", "build_vita_model", "plan_keys"]

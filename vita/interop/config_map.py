@@ -37,13 +37,15 @@ class Family:
     conf: str
     architecture: str
     hf_model_type: str
+    template: str
+    """vita's chat template for it (``vita.data.templates``)."""
 
 
 FAMILIES = {
-    "vita-Qwen2": Family("vita15_qwen2p5_7b", "VITAQwen2ForCausalLM", "qwen2"),
-    "vita-fo-Qwen2": Family("vita15_fo_qwen2p5_7b", "VITAFOQwen2ForCausalLM", "qwen2"),
-    "vita-mixtral": Family("vita10_mixtral_8x7b", "VITAMixtralForCausalLM", "mixtral"),
-    "vita-Mistral": Family("vita_nemo_12b", "VITAMistralForCausalLM", "mistral"),
+    "vita-Qwen2": Family("vita15_qwen2p5_7b", "VITAQwen2ForCausalLM", "qwen2", "qwen2.5"),
+    "vita-fo-Qwen2": Family("vita15_fo_qwen2p5_7b", "VITAFOQwen2ForCausalLM", "qwen2", "qwen2.5"),
+    "vita-mixtral": Family("vita10_mixtral_8x7b", "VITAMixtralForCausalLM", "mixtral", "mixtral"),
+    "vita-Mistral": Family("vita_nemo_12b", "VITAMistralForCausalLM", "mistral", "nemo"),
 }
 BACKBONE_FAMILY = {"qwen2.5-7b": "vita-Qwen2", "qwen2.5-fo-7b": "vita-fo-Qwen2", "mixtral-8x7b": "vita-mixtral",
                    "mistral-nemo-12b": "vita-Mistral", "tiny-qwen2": "vita-Qwen2", "tiny-qwen2.5-fo": "vita-fo-Qwen2",

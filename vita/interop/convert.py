@@ -18,8 +18,6 @@ from omegaconf import OmegaConf
 
 from vita.errors import VitaError
 
-TEMPLATES = {"vita-Qwen2": "qwen2.5", "vita-fo-Qwen2": "qwen2.5", "vita-mixtral": "mixtral", "vita-Mistral": "nemo"}
-
 
 def convert(src: str | Path, out: str | Path, dtype: str = "auto", allow_bin: bool = False) -> Path:
     """Import the VITA folder ``src`` and write it as a vita export in ``out``; returns ``out``."""
@@ -27,7 +25,7 @@ def convert(src: str | Path, out: str | Path, dtype: str = "auto", allow_bin: bo
     from vita.interop.importer import load_vita
 
     vm = load_vita(src, dtype=dtype, allow_bin=allow_bin)
-    meta = {"step": 0, "stage": "vita-import", "template": TEMPLATES[vm.imported.family],
+    meta = {"step": 0, "stage": "vita-import", "template": vm.template,
             "model": OmegaConf.to_container(vm.imported.model, resolve=True), "init_from": f"vita:{Path(src).resolve()}",
             "not_honoured": vm.imported.not_honoured}
     out = Path(out)

@@ -15,6 +15,7 @@ second copy, no random init); loading straight into ZeRO-3 partitions is not imp
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vita.errors import CheckpointError, ConfigError
-from vita.interop.config_map import Imported, model_config_from_vita, read_config
+from vita.interop.config_map import FAMILIES, Imported, model_config_from_vita, read_config
 from vita.interop.keys import plan_keys
 from vita.interop.loader import check_complete, check_fit, stream_into
 from vita.interop.meta import params_on_meta
@@ -47,12 +48,27 @@ class VitaModel:
     imported: Imported
     """The composed model config (``imported.model`` is ``cfg.model``) and the fields vita did not honour."""
 
+    @property
+    def template(self) -> str:
+        """vita's chat template for this VITA model (``qwen2.5`` for VITA-1.5, ``mixtral`` for VITA-1.0)."""
+        return FAMILIES[self.imported.family].template
+
 
 def vita_path(init_from: str | None) -> Path | None:
     """``vita:PATH`` -> PATH; anything else -> None."""
     if init_from and str(init_from).startswith(PREFIX):
         return Path(str(init_from)[len(PREFIX):]).expanduser()
     return None
+
+
+def is_vita_folder(path: str | Path) -> bool:
+    """True for a VITA whole-model folder: ``config.json`` with a VITA ``model_type`` (what ``vita.chat``
+    can test before calling :func:`load_vita`)."""
+    f = Path(path) / "config.json"
+    try:
+        return f.is_file() and json.loads(f.read_text()).get("model_type") in FAMILIES
+    except (OSError, ValueError):
+        return False
 
 
 def is_whole_model(path: Path) -> bool:
@@ -96,10 +112,10 @@ def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
         return None
     if isinstance(dtype, torch.dtype):
         return dtype
-    try:
-        return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype) or getattr(torch, dtype)
-    except AttributeError:
-        raise ConfigError(f"dtype={dtype!r}: use auto, float32, bfloat16 or float16") from None
+    found = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype) or getattr(torch, dtype, None)
+    if not isinstance(found, torch.dtype):
+        raise ConfigError(f"dtype={dtype!r}: use auto, float32, bfloat16 or float16")
+    return found
 
 
 def build_vita_model(model_cfg: DictConfig, folder: str | Path, vocab_size: int | None = None,
