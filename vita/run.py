@@ -57,7 +57,8 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict:
         tokenizer = AutoTokenizer.from_pretrained(tok_path, **tok_kw)
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.engine.precision, torch.float32)
         if vita_src is not None:  # built on the meta device, filled from the shards one tensor at a time
-            model = build_vita_model(cfg.model, vita_src, vocab_size=len(tokenizer), dtype=torch.float32,
+            # in the engine's dtype: DeepSpeed casts to it anyway (its fp32 master copies come from these values)
+            model = build_vita_model(cfg.model, vita_src, vocab_size=len(tokenizer), dtype=dtype,
                                      allow_bin=cfg.stage.init_allow_bin, progress=dist_info.is_main)
         else:
             model = build_model(cfg.model, vocab_size=len(tokenizer), work_dir=run_dir, compute_dtype=dtype,

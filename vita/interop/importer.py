@@ -9,8 +9,9 @@
 
 Memory: parameters are created on the meta device; each tensor is read into its own buffer
 and handed to the model (renamed tensors without a copy), so a process holds one model, not
-two. Under DeepSpeed each rank does this for the whole model before ZeRO partitions it (no
-second copy, no random init); loading straight into ZeRO-3 partitions is not implemented.
+two. Under DeepSpeed each rank does this for the whole model (in the engine's dtype) before
+ZeRO partitions it and frees the rest: no second copy and no random init, but during start-up
+each rank holds one full copy; loading straight into ZeRO-3 partitions is not implemented.
 """
 
 from __future__ import annotations
