@@ -335,3 +335,16 @@ def test_non_safetensors_weights_refused_unless_allowed(folders, tmp_path):
 def test_export_needs_a_vita_export(tmp_path):
     with pytest.raises(CheckpointError, match="neither a vita export"):
         export_vita(tmp_path, tmp_path / "out")
+
+
+def test_bf16_import_runs_image_and_audio(folders):
+    """dtype=bfloat16 (as VITA ships): parameters in bf16, fp32 CMVN statistics still fit the bf16 encoder."""
+    vm = load_vita(folders["vita-Qwen2"], dtype="bfloat16", progress=False)
+    m = vm.model
+    assert {p.dtype for p in m.parameters()} == {torch.bfloat16}
+    ids = torch.cat([torch.tensor([10, 11]), torch.full((m.tokens_per_tile,), m.image_token_id),
+                     torch.full((m.audio_num_tokens(100),), m.audio_token_id), torch.tensor([12, 13])]).unsqueeze(0)
+    labels = torch.where(ids < 10, torch.full_like(ids, -100), ids)
+    out = m(input_ids=ids, labels=labels, pixel_values=torch.randn(1, 3, 56, 56), audio_features=torch.randn(1, 100, 80),
+            audio_lengths=torch.tensor([100]))
+    assert torch.isfinite(out["ce_sum"]) and out["num_tokens"] == 3
