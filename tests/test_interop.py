@@ -210,38 +210,27 @@ def test_full_size_vita15_maps_one_to_one_to_vitas_keys():
 
 
 # -- stage outputs: mm_projector.bin, audio_adpter.bin ------------------------------------------------
-def test_stage_output_bins_load_into_their_group_only_when_allowed(folders, imported, tmp_path):
+def test_stage_output_bins_load_into_their_group_only_when_allowed(folders, tmp_path):
+    from vita.model.init_from import load_init  # what stage.init_from=vita:... calls on a built model
+
     src = read_all(folders["vita-Qwen2"])
     proj = {k: v.clone() * 2 for k, v in src.items() if k.startswith("model.mm_projector.")}
     adp = {k.removeprefix("model."): v.clone() * 3 for k, v in src.items() if k.startswith("model.audio_encoder.adpter.")}
     torch.save(proj, tmp_path / "mm_projector.bin")
     torch.save(adp, tmp_path / "audio_adpter.bin")
-    model = imported("vita-Qwen2").model
+    model = load_vita(folders["vita-Qwen2"], progress=False).model
     before_llm = model.llm.lm_head.weight.clone()
     with pytest.raises(CheckpointError, match=r"mm_projector\.bin.*weights_only"):
         load_group_file(model, tmp_path / "mm_projector.bin")
     assert load_group_file(model, tmp_path / "mm_projector.bin", allow_bin=True) == ["vision_projector"]
     assert torch.equal(model.vision_projector.layers[0].weight, proj["model.mm_projector.0.weight"])
-    from vita.model.init_from import load_init  # what stage.init_from=vita:... calls on a built model
-
     assert load_init(model, f"vita:{tmp_path}", allow_bin=True) == ["vision_projector", "audio_projector"]
     assert torch.equal(model.audio_projector.conv1d.weight, adp["audio_encoder.adpter.conv1d2.weight"])
     assert torch.equal(model.llm.lm_head.weight, before_llm)
-    bad = dict(proj)
-    bad["model.mm_projector.2.weight"] = torch.zeros(3, 3)
-    torch.save(bad, tmp_path / "bad" / "mm_projector.bin") if (tmp_path / "bad").mkdir() is None else None
+    (tmp_path / "bad").mkdir()
+    torch.save({**proj, "model.mm_projector.2.weight": torch.zeros(3, 3)}, tmp_path / "bad" / "mm_projector.bin")
     with pytest.raises(CheckpointError, match=r"mm_projector\.2\.weight is \[3, 3\] in mm_projector\.bin"):
         load_group_file(model, tmp_path / "bad" / "mm_projector.bin", allow_bin=True)
-    # restore the shared model for the other tests
-    with torch.no_grad():
-        for k, v in src.items():
-            if k.startswith("model.mm_projector."):
-                i, w = k.split(".")[2:]
-                getattr(model.vision_projector.layers[int(i)], w).copy_(v)
-            if k.startswith("model.audio_encoder.adpter."):
-                name, w = k.split(".")[3:]
-                getattr(getattr(model.audio_projector, {"conv1d2": "conv1d", "bn2": "norm", "project": "linear"}[name]),
-                        w).copy_(v)
 
 
 # -- bad input: one error each, naming the file or key --------------------------------------------------

@@ -176,8 +176,9 @@ def _vision(folder: Path, config: dict, wf: WeightFiles, notes: dict) -> dict | 
                 num_hidden_layers=_count(keys, re.escape(VISION) + r"encoder\.layers\.(\d+)\."),
                 intermediate_size=keys[VISION + "encoder.layers.0.mlp.fc1.weight"].shape[0], num_attention_heads=heads,
                 attention_bias=VISION + "encoder.layers.0.attn.qkv.bias" in keys)
-    if "layer_norm_eps" in tc:
-        over["layer_norm_eps"] = tc["layer_norm_eps"]
+    for k in ("layer_norm_eps", "drop_path_rate"):  # the tower's own config.json, as VITA builds it
+        if k in tc:
+            over[k] = tc[k]
     if tc.get("qk_normalization"):
         notes["qk_normalization"] = "InternViT QK-norm (the 6B tower) is not in vita's internvit entry"
     proj_type = config.get("mm_projector_type", "mlp2x_gelu")

@@ -117,7 +117,8 @@ def _dims(model) -> dict:
         d["vision_config"] = {"hidden_size": vc.hidden_size, "intermediate_size": vc.intermediate_size,
                               "num_hidden_layers": vc.num_hidden_layers, "image_size": model.vision_tower.image_size,
                               "patch_size": model.vision_tower.patch_size, "layer_norm_eps": vc.layer_norm_eps,
-                              "qkv_bias": bool(vc.attention_bias), "norm_type": "layer_norm"}
+                              "qkv_bias": bool(vc.attention_bias), "norm_type": "layer_norm",
+                              "drop_path_rate": vc.drop_path_rate}
     return d
 
 
