@@ -71,7 +71,7 @@ def write_synthetic(folder: Path, shard_bytes: int = 2**30) -> dict:
     config = {"architectures": ["VITAQwen2ForCausalLM"], "model_type": "vita-Qwen2", **LLM_1_5B,
               "torch_dtype": "bfloat16", "mm_vision_tower": "InternViT-300M-448px", "mm_hidden_size": 128,
               "mm_projector_type": "mlp2x_gelu", "mm_vision_select_layer": -1, "image_aspect_ratio": "square",
-              "mm_audio_encoder": "audio-encoder", "vision_config": {"num_attention_heads": 2}}
+              "mm_audio_encoder": "audio-encoder", "mm_vision_tower_config": {"num_attention_heads": 2}}
     write_config(folder, config)
     copy_tokenizer(ASSETS / "tokenizers" / "chatterbot-bpe", folder)
     disk = sum(f.stat().st_size for f in folder.glob("model-*.safetensors"))

@@ -4,7 +4,7 @@ Import (:func:`model_config_from_vita`): ``model_type`` picks the ``conf/model``
 (:data:`FAMILIES`); the LLM fields become ``model.overrides``; the tower, encoder, adapter and
 head shapes come from the weight shapes in the shard headers (InternViT's head count, which
 weights cannot tell, from the tower's own ``config.json`` at ``mm_vision_tower`` or the
-``vision_config`` block vita writes). Fields vita cannot honour are named in one log line.
+``mm_vision_tower_config`` block vita writes). Fields vita cannot honour are named in one log line.
 
 Export (:func:`vita_config_from_model`): the LLM's HF config + VITA's ``model_type``,
 ``architectures`` and ``mm_*`` / audio fields, with transformers-4 spellings (``rope_theta``,
@@ -55,7 +55,7 @@ BACKBONE_FAMILY = {"qwen2.5-7b": "vita-Qwen2", "qwen2.5-fo-7b": "vita-fo-Qwen2",
 # VITA fields that vita reads (the rest of VITA's own fields are reported as not honoured)
 MM_FIELDS = {"mm_vision_tower", "mm_hidden_size", "mm_projector_type", "mm_vision_select_layer",
              "mm_vision_select_feature", "mm_audio_encoder", "image_aspect_ratio", "use_mm_proj", "audio_prompt_num",
-             "predict_usr_state", "tokenizer_model_max_length", "tokenizer_padding_side", "vision_config"}
+             "predict_usr_state", "tokenizer_model_max_length", "tokenizer_padding_side", "mm_vision_tower_config"}
 TRAINING_FLAGS = {"tune_mm_mlp_adapter", "freeze_mm_mlp_adapter", "tune_audio_mlp_adapter", "freeze_audio_encoder",
                   "freeze_audio_encoder_adapter", "unfreeze_vision_tower", "audio_prompt_finetune",
                   "audio_state_predictor_tuning", "mm_projector_lr", "pretrain_mm_mlp_adapter",
@@ -137,8 +137,8 @@ def _count(keys, pattern: str) -> int:
 def _tower_config(folder: Path, config: dict) -> dict:
     """The InternViT ``config.json`` at ``mm_vision_tower`` (as given, in the folder, or beside it)."""
     ref = config.get("mm_vision_tower")
-    if isinstance(config.get("vision_config"), dict):
-        found = dict(config["vision_config"])
+    if isinstance(config.get("mm_vision_tower_config"), dict):
+        found = dict(config["mm_vision_tower_config"])
     else:
         found = {}
     if not ref:
@@ -341,9 +341,9 @@ def vita_config_from_model(llm_config: dict, model_cfg: dict, dims: dict, templa
         out["mm_vision_select_feature"] = "patch"
         out.setdefault("image_aspect_ratio", "square")
         out["use_mm_proj"] = True
-        out["vision_config"] = {**dims.get("vision_config", {}), "num_attention_heads": dims["vision_heads"]}
+        out["mm_vision_tower_config"] = {**dims.get("vision_config", {}), "num_attention_heads": dims["vision_heads"]}
     else:
-        for k in ("mm_vision_tower", "mm_hidden_size", "mm_projector_type", "vision_config"):
+        for k in ("mm_vision_tower", "mm_hidden_size", "mm_projector_type", "mm_vision_tower_config"):
             out.pop(k, None)
     if audio.get("encoder"):
         if audio["encoder"] not in ("vita", "tiny-vita"):
