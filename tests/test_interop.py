@@ -337,3 +337,14 @@ def test_bf16_import_runs_image_and_audio(folders):
     out = m(input_ids=ids, labels=labels, pixel_values=torch.randn(1, 3, 56, 56), audio_features=torch.randn(1, 100, 80),
             audio_lengths=torch.tensor([100]))
     assert torch.isfinite(out["ce_sum"]) and out["num_tokens"] == 3
+
+
+def test_a_tensor_in_two_shards(folders, tmp_path):
+    d = _copy(folders["vita-Qwen2"], tmp_path)
+    key = "model.norm.weight"
+    shard = _shard_with(d, key)
+    other = next(p for p in d.glob("model-*.safetensors") if p != shard)
+    value = load_file(str(shard))[key]
+    _rewrite(other, lambda sd: sd.__setitem__(key, value))
+    with pytest.raises(CheckpointError, match=rf"tensor {key} is in two shards"):
+        load_vita(d, progress=False)
