@@ -44,7 +44,7 @@ def check_fit(plan: KeyPlan, wf: WeightFiles, only: set[str] | None = None, what
         return
     parts = []
     if missing:
-        parts.append(f"missing {len(missing)}: {_short(missing)}")
+        parts.append(f"missing {len(missing)}: {_short(missing)} (in no file of {wf.folder.name})")
     if unexpected:
         parts.append(f"unexpected {len(unexpected)}: " + _short([f"{k} (in {wf.tensors[k].file.name})" for k in unexpected]))
     if wrong:
