@@ -348,3 +348,17 @@ def test_a_tensor_in_two_shards(folders, tmp_path):
     _rewrite(other, lambda sd: sd.__setitem__(key, value))
     with pytest.raises(CheckpointError, match=rf"tensor {key} is in two shards"):
         load_vita(d, progress=False)
+
+
+def test_init_from_a_missing_vita_path_fails_first(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from vita.config import CONF_DIR, register_configs, register_resolvers
+    from vita.run import train
+
+    register_configs()
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[f"stage.init_from=vita:{tmp_path}/absent", f"output_root={tmp_path}"])
+    with pytest.raises(CheckpointError, match=r"stage\.init_from=vita:.*absent: no such folder or file"):
+        train(cfg, run_dir=tmp_path / "run")

@@ -15,7 +15,7 @@ import hydra
 from omegaconf import DictConfig
 
 from vita.config import register_configs, register_resolvers, validate
-from vita.errors import VitaError
+from vita.errors import CheckpointError, VitaError
 
 log = logging.getLogger("vita")
 register_configs()
@@ -39,6 +39,8 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict:
 
     validate(cfg)
     vita_src = vita_path(cfg.stage.init_from)
+    if vita_src is not None and not vita_src.exists():
+        raise CheckpointError(f"stage.init_from=vita:{vita_src}: no such folder or file")
     if vita_src is not None and is_whole_model(vita_src):
         adopt_vita_config(cfg, vita_src)  # cfg.model := the VITA folder's model (before the run dir records it)
     else:
