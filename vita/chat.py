@@ -104,11 +104,12 @@ def repl(loaded, args) -> int:
         t0 = time.perf_counter()
         try:
             reply, n = chat_reply(loaded, conv, _gen(args), on_text=_say)
-        except VitaError as e:
+        except Exception as e:  # noqa: BLE001  (one line, and the REPL goes on)
             conv.turns.pop()
             for mod, files in pending.items():
                 del conv.media[mod][-len(files):]
-            print(f"\nerror: {e}", flush=True)
+            msg = str(e) if isinstance(e, VitaError) else f"{type(e).__name__}: {e} (an internal error; please report it)"
+            print(f"\nerror: {msg}", flush=True)
             pending = {}
             continue
         pending = {}
@@ -119,7 +120,15 @@ def repl(loaded, args) -> int:
 
 def one_shot(loaded, args) -> int:
     """``--prompt``: stream one answer (``--json``: print a JSON line with the text and token ids)."""
-    from vita.infer import Conversation, GenerationConfig, collate_prompts, conversation_prompt, decode, generate
+    from vita.infer import (
+        Conversation,
+        GenerationConfig,
+        chat_reply,
+        collate_prompts,
+        conversation_prompt,
+        decode,
+        generate,
+    )
 
     for mod in ("image", "video", "audio"):
         for p in getattr(args, mod) or []:
@@ -130,13 +139,13 @@ def one_shot(loaded, args) -> int:
     conv = Conversation(system=args.system)
     conv.add_user(args.prompt, image=args.image, video=args.video, audio=args.audio)
     gen: GenerationConfig = _gen(args)
+    if not args.json:  # stream the answer as it comes
+        chat_reply(loaded, conv, gen, on_text=_say)
+        print(flush=True)
+        return 0
     batch = collate_prompts([conversation_prompt(loaded.processor, conv)], loaded.pad_id)
     ids = generate(loaded.model, batch, gen, loaded.stop, loaded.pad_id)[0]
-    text = decode(loaded, ids)
-    if args.json:
-        print(json.dumps({"prediction": text, "ids": ids, "prompt_ids": batch["input_ids"][0].tolist()}))
-    else:
-        print(text, flush=True)
+    print(json.dumps({"prediction": decode(loaded, ids), "ids": ids, "prompt_ids": batch["input_ids"][0].tolist()}))
     return 0
 
 

@@ -138,6 +138,7 @@ def generate(model, batch: dict, gen: GenerationConfig, stop: Sequence[Sequence[
     if gen.seed is not None and gen.temperature > 0:
         rng = torch.Generator(device=dev).manual_seed(gen.seed)
     kw = {"output_router_logits": False} if getattr(model, "is_moe", False) else {}
+    cache_arg = _cache_arg(llm)
     out_rows: list[list[int]] = [[] for _ in range(bsz)]
     streamed = [0] * bsz
 
@@ -176,7 +177,7 @@ def generate(model, batch: dict, gen: GenerationConfig, stop: Sequence[Sequence[
         pos = torch.cat([pos, new_pos], dim=1)
         if gen.use_cache:
             res = llm(input_ids=nxt[:, None], attention_mask=mask, position_ids=new_pos, use_cache=True,
-                      logits_to_keep=1, **{_cache_arg(llm): past}, **kw)
+                      logits_to_keep=1, **{cache_arg: past}, **kw)
             past = _cache_of(res)
         else:
             embeds = torch.cat([embeds, embed_tokens(nxt[:, None]).to(embeds.dtype)], dim=1)

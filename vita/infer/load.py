@@ -171,6 +171,8 @@ def assemble(cfg: DictConfig, kind: str, source: str, dtype: str, tokenizer_dir:
     from vita.model.tokens import load_tokenizer
 
     OmegaConf.resolve(cfg)
+    if not cfg.data.get("eval"):  # another data= than the run's: its in-loop eval settings do not apply here
+        cfg.train.keep_best, cfg.train.eval_every, cfg.train.eval_at_start = None, 0, False
     validate(cfg)
     tokenizer = load_tokenizer(cfg.model, str(tokenizer_dir) if tokenizer_dir else None)
     if cfg.model.quantization:
