@@ -33,6 +33,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     from vita.engine.engine import Trainer
     from vita.engine.run_dir import prepare_run_dir
     from vita.interop import adopt_vita_config, build_vita_model, is_whole_model, vita_path
+    from vita.interop.importer import read_tokenizer
     from vita.model import build_model, ensure_media_tokens
     from vita.model.init_from import load_init
     from vita.stage import apply_stage, trainable_table
@@ -56,7 +57,10 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict:
         tok_kw = {"gguf_file": cfg.model.gguf_file} if cfg.model.gguf_file and not cfg.model.tokenizer else {}
         if cfg.model.trust_remote_code:
             tok_kw["trust_remote_code"] = True
-        tokenizer = AutoTokenizer.from_pretrained(tok_path, **tok_kw)
+        if vita_src is not None:
+            tokenizer = read_tokenizer(vita_src)  # (without transformers' note that vita-Qwen2 is unknown to it)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(tok_path, **tok_kw)
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.engine.precision, torch.float32)
         if vita_src is not None:  # built on the meta device, filled from the shards one tensor at a time
             # in the engine's dtype: DeepSpeed casts to it anyway (its fp32 master copies come from these values)
