@@ -32,6 +32,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     from vita.engine.engine import Trainer
     from vita.engine.run_dir import prepare_run_dir
     from vita.interop import adopt_vita_config, build_vita_model, is_whole_model, vita_path
+    from vita.interop.importer import read_tokenizer
     from vita.model import build_model, ensure_media_tokens
     from vita.model.init_from import load_init
     from vita.model.tokens import load_tokenizer
@@ -52,7 +53,8 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict:
         if prepare_run_dir(run_dir, cfg, dist_info) == "complete":
             return {}
         torch.manual_seed(cfg.train.seed)
-        tokenizer = load_tokenizer(cfg.model)
+        # a VITA folder's own tokenizer (without transformers' note that vita-Qwen2 is unknown to it)
+        tokenizer = read_tokenizer(vita_src) if vita_src is not None else load_tokenizer(cfg.model)
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.engine.precision, torch.float32)
         if vita_src is not None:  # built on the meta device, filled from the shards one tensor at a time
             # in the engine's dtype: DeepSpeed casts to it anyway (its fp32 master copies come from these values)
