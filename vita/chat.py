@@ -182,7 +182,7 @@ def batch_file(loaded, args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m vita.chat", description=__doc__.split("\n\n")[0])
-    ap.add_argument("args", nargs="*", help="TARGET (run dir, export, HF folder; optional) and key=value overrides")
+    ap.add_argument("args", nargs="*", help="TARGET (run dir, export, HF folder, VITA folder; optional) and key=value overrides")
     ap.add_argument("--prompt", help="ask once and print the answer")
     ap.add_argument("--image", action="append", help="image for --prompt (repeatable)")
     ap.add_argument("--video", action="append", help="video for --prompt (repeatable)")

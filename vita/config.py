@@ -243,7 +243,11 @@ class StageConfig:
     groups: StageGroups = field(default_factory=StageGroups)
     """Per module group: ``mode`` (full | frozen | lora), ``lr`` and ``lora`` settings. Default: full at optim.lr."""
     init_from: Optional[str] = None
-    """Weights to start from: an earlier stage's export (``<run>/final``), a checkpoint folder, or a plain HF LLM."""
+    """Weights to start from: an earlier stage's export (``<run>/final``), a checkpoint folder, a plain HF LLM,
+    or ``vita:PATH``: a VITA-1.5 / 1.0 whole-model folder (``cfg.model`` then becomes that folder's model) or
+    VITA's ``mm_projector.bin`` / ``audio_adpter.bin`` (their group only)."""
+    init_allow_bin: bool = False
+    """Let ``stage.init_from`` read pickled ``.bin`` weights (``torch.load(weights_only=True)``); off = safetensors only."""
     export: str = "full"
     """``full``: the LLM (HF folder) + every other group; ``trainable``: only the groups this stage trains."""
 

@@ -1,8 +1,15 @@
-"""``python -m vita.export SRC OUT``: merge a run's LoRA adapter into a full Hugging Face model.
+"""``python -m vita.export SRC OUT``: merge a run's LoRA adapter into a full Hugging Face model;
+``python -m vita.export RUN --format vita [OUT]``: write the whole model in VITA's layout.
 
-SRC is an export folder (``<run dir>/final``) holding ``adapters/llm``; OUT receives the merged
-LLM (``AutoModelForCausalLM`` loads it) and the tokenizer. The base weights come from SRC, or,
-for a QLoRA run, from the unquantised base folder recorded in ``vita_export.json``.
+``--format hf`` (default): SRC is an export folder (``<run dir>/final``) holding ``adapters/llm``;
+OUT receives the merged LLM (``AutoModelForCausalLM`` loads it) and the tokenizer. The base
+weights come from SRC, or, for a QLoRA run, from the unquantised base folder recorded in
+``vita_export.json``.
+
+``--format vita``: RUN is a run dir or its ``final/``; OUT (default ``<RUN>/vita_format``) gets
+VITA's ``config.json`` (``model_type`` vita-Qwen2 / vita-fo-Qwen2 / vita-mixtral), sharded
+safetensors with VITA's key names + ``model.safetensors.index.json`` and the tokenizer files,
+every LoRA adapter merged first (:mod:`vita.interop.exporter`).
 """
 
 from __future__ import annotations
@@ -41,12 +48,29 @@ def merge_lora(src: Path, out: Path, dtype: torch.dtype = torch.float32) -> Path
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m vita.export", description=__doc__.split("\n\n")[0])
-    ap.add_argument("src", type=Path, help="export folder with adapters/llm (a run's final/)")
-    ap.add_argument("out", type=Path, help="folder for the merged model")
+    ap.add_argument("src", type=Path, help="export folder (a run's final/), or a run dir with --format vita")
+    ap.add_argument("out", type=Path, nargs="?", help="output folder (--format vita: default <src>/vita_format)")
+    ap.add_argument("--format", choices=("hf", "vita"), default="hf",
+                    help="hf: merge the LLM's LoRA into an HF model; vita: the whole model in VITA's layout")
+    ap.add_argument("--max-shard-size", default="5GB", help="--format vita: largest shard (default 5GB)")
+    ap.add_argument("--dtype", default="auto", help="--format vita: auto (as stored), bfloat16, float16, float32")
     args = ap.parse_args(argv)
+    from vita.errors import VitaError
+
     try:
+        if args.format == "vita":
+            from vita.interop.exporter import export_vita
+            from vita.interop.importer import parse_dtype
+            from vita.interop.writer import parse_size
+
+            path = export_vita(args.src, args.out or args.src / "vita_format", parse_size(args.max_shard_size),
+                               parse_dtype(args.dtype))
+            print(f"VITA-layout model written to {path}")
+            return 0
+        if args.out is None:
+            ap.error("the hf format needs OUT")
         path = merge_lora(args.src, args.out)
-    except CheckpointError as e:
+    except VitaError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"merged model written to {path}")

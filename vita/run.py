@@ -15,7 +15,7 @@ import hydra
 from omegaconf import DictConfig
 
 from vita.config import register_configs, register_resolvers, validate
-from vita.errors import VitaError
+from vita.errors import CheckpointError, VitaError
 
 log = logging.getLogger("vita")
 register_configs()
@@ -31,12 +31,21 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     from vita.engine.distributed import broadcast_object, close_distributed, init_distributed
     from vita.engine.engine import Trainer
     from vita.engine.run_dir import prepare_run_dir
+    from vita.interop import adopt_vita_config, build_vita_model, is_whole_model, vita_path
+    from vita.interop.importer import read_tokenizer
     from vita.model import build_model, ensure_media_tokens
     from vita.model.init_from import load_init
     from vita.model.tokens import load_tokenizer
     from vita.stage import apply_stage, trainable_table
 
     validate(cfg)
+    vita_src = vita_path(cfg.stage.init_from)
+    if vita_src is not None and not vita_src.exists():
+        raise CheckpointError(f"stage.init_from=vita:{vita_src}: no such folder or file")
+    if vita_src is not None and is_whole_model(vita_src):
+        adopt_vita_config(cfg, vita_src)  # cfg.model := the VITA folder's model (before the run dir records it)
+    else:
+        vita_src = None
     dist_info = trainer = None
     try:
         dist_info = init_distributed(cfg.engine.timeout_min)
@@ -44,14 +53,20 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict:
         if prepare_run_dir(run_dir, cfg, dist_info) == "complete":
             return {}
         torch.manual_seed(cfg.train.seed)
-        tokenizer = load_tokenizer(cfg.model)
+        # a VITA folder's own tokenizer (without transformers' note that vita-Qwen2 is unknown to it)
+        tokenizer = read_tokenizer(vita_src) if vita_src is not None else load_tokenizer(cfg.model)
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.engine.precision, torch.float32)
-        model = build_model(cfg.model, vocab_size=len(tokenizer), work_dir=run_dir, compute_dtype=dtype,
-                            gradient_checkpointing=cfg.engine.gradient_checkpointing)
+        if vita_src is not None:  # built on the meta device, filled from the shards one tensor at a time
+            # in the engine's dtype: DeepSpeed casts to it anyway (its fp32 master copies come from these values)
+            model = build_vita_model(cfg.model, vita_src, vocab_size=len(tokenizer), dtype=dtype,
+                                     allow_bin=cfg.stage.init_allow_bin, progress=dist_info.is_main)
+        else:
+            model = build_model(cfg.model, vocab_size=len(tokenizer), work_dir=run_dir, compute_dtype=dtype,
+                                gradient_checkpointing=cfg.engine.gradient_checkpointing)
         if model.vision_tower is not None or model.audio_encoder is not None:
             ensure_media_tokens(tokenizer, model)  # placeholder ids; adds and resizes if the tokenizer lacks them
-        if cfg.stage.init_from:
-            loaded = load_init(model, cfg.stage.init_from)
+        if cfg.stage.init_from and vita_src is None:
+            loaded = load_init(model, cfg.stage.init_from, allow_bin=cfg.stage.init_allow_bin)
             log.info("initialised %s from %s", ", ".join(loaded), cfg.stage.init_from)
         group_lrs = apply_stage(model, cfg.stage, cfg.optim.lr)
         if dist_info.is_main:

@@ -9,6 +9,8 @@ one suite refreshes its section and keeps the others' last figures (each with it
 - ``tokens``: non-pad token share per sampler and with packing, VITA-like mixture (vita.bench.data).
 - ``data``: samples/s of one data worker for 13-tile images, 16-frame video, 30 s audio (vita.bench.data).
 - ``generate``: tokens/s of SmolLM2-135M generation on CPU, KV cache on vs off (vita.bench.generate).
+- ``import`` (only when named): peak memory / size on disk and time of importing a synthetic 1.5 B-parameter
+  VITA folder (vita.bench.interop_import; writes and deletes ~3 GB).
 Figures are measured, never asserted. Set ``OMP_NUM_THREADS`` (the command records it).
 """
 
@@ -26,6 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"
 SUITES = ("engine", "tokens", "data", "generate")
+OPT_IN = ("import",)  # run only when named
 
 
 def machine() -> dict:
@@ -46,6 +49,10 @@ def machine() -> dict:
 
 
 def run_suite(name: str, args) -> dict:
+    if name == "import":
+        from vita.bench.interop_import import run
+
+        return run()
     if name == "engine":
         from vita.bench.overhead import run
 
@@ -68,7 +75,7 @@ def render(record: dict) -> str:
     out = ["# Benchmarks", "",
            "Written by `python -m vita.bench` (do not edit by hand; figures come from `docs/benchmarks.json`).",
            "Timings are measured on shared machines: compare the ratios within one run, not absolute times.", ""]
-    for name in SUITES:
+    for name in (*SUITES, *OPT_IN):
         r = record.get(name)
         if r is None:
             continue
@@ -105,6 +112,15 @@ def render(record: dict) -> str:
                     f"{s['prompt_tokens']}-token chat prompt, exactly {s['new_tokens']} new tokens per row (no stop), "
                     f"median of {s['repeats']} alternating repeats; tokens/s = new tokens / wall time (prefill "
                     "included).", "", *gen_table(res), ""]
+        elif name == "import":
+            from vita.bench.interop_import import table as import_table
+
+            out += ["`vita.interop.load_vita(folder, dtype=\"auto\")` in a fresh process on a synthetic VITA-1.5-layout "
+                    "folder (Qwen2.5-1.5B-shaped LLM + tiny vision/audio parts, bfloat16, 1 GiB shards + index). "
+                    "Parameters are built on the meta device and each tensor is read into its own buffer and "
+                    "handed to the model, so the process holds one copy. Peak RSS is the process's `ru_maxrss` "
+                    "(Python, torch and transformers included); goal of issue 13: peak / disk ≤ 1.3.", "",
+                    *import_table(res), ""]
         else:
             out += ["One process (= one data worker), 448-px tiles, from the demo's real media.", "",
                     "| sample | samples/s |", "|---|---:|",
@@ -123,12 +139,14 @@ def render(record: dict) -> str:
 
 
 TITLES = {"engine": "Engine overhead (step time, world 1)", "tokens": "Token efficiency (non-pad share)",
-          "data": "Data throughput per worker", "generate": "Generation speed (CPU, SmolLM2-135M)"}
+          "data": "Data throughput per worker", "generate": "Generation speed (CPU, SmolLM2-135M)",
+          "import": "VITA checkpoint import (peak memory, time)"}
 
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("suites", nargs="*", choices=[*SUITES, []], help="suites to run (default: all)")
+    ap.add_argument("suites", nargs="*", choices=[*SUITES, *OPT_IN, []],
+                    help=f"suites to run (default: {', '.join(SUITES)}; {', '.join(OPT_IN)} only when named)")
     ap.add_argument("--steps", type=int, default=20, help="engine: timed steps per arm")
     ap.add_argument("--warmup", type=int, default=2, help="engine: untimed steps per arm first")
     ap.add_argument("--block", type=int, default=5, help="engine: steps per alternating block")

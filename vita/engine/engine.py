@@ -240,7 +240,7 @@ class Trainer:
         if not (self.ckpt_root / ckpt.tag_for(self.step)).is_dir():
             self.save()
         meta = {"step": self.step, "stage": self.cfg.stage.name, "template": self.cfg.data.template,
-                "model": OmegaConf.to_container(self.cfg.model, resolve=True),
+                "model": OmegaConf.to_container(self.cfg.model, resolve=True), "init_from": self.cfg.stage.init_from,
                 "data": prompt_settings(self.cfg.data)}  # how vita.infer builds prompts for this export
         export_model(self.model, self.tokenizer, self.run_dir / "final", self.cfg.engine.zero_stage, self.dist.rank,
                      meta, lora=lora_groups(self.cfg.stage),

@@ -20,13 +20,17 @@ from torch import nn
 from vita.model.lora import save_adapter, split_state_dict
 
 
-def full_state_dict(module: nn.Module, zero_stage: int, rank: int) -> dict[str, torch.Tensor] | None:
-    """The whole state dict on rank 0 (gathered under ZeRO-3), as contiguous CPU tensors; None elsewhere."""
+def full_state_dict(module: nn.Module, zero_stage: int, rank: int, copy: bool = True) -> dict[str, torch.Tensor] | None:
+    """The whole state dict on rank 0 (gathered under ZeRO-3), as contiguous CPU tensors; None elsewhere.
+
+    ``copy=False`` (a model outside DeepSpeed, e.g. ``vita.interop.convert``) hands out the tensors
+    themselves, so exporting needs no second copy of the model in memory.
+    """
     params = list(module.parameters())
     with deepspeed.zero.GatheredParameters(params, modifier_rank=None, enabled=zero_stage == 3):
         if rank != 0:
             return None
-        return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in module.state_dict().items()}
+        return {k: v.detach().to("cpu", copy=copy).contiguous() for k, v in module.state_dict().items()}
 
 
 def group_prefixes(model: nn.Module) -> dict[str, str]:
@@ -36,15 +40,16 @@ def group_prefixes(model: nn.Module) -> dict[str, str]:
 
 
 def export_model(model: nn.Module, tokenizer, out: Path, zero_stage: int, rank: int, meta: dict,
-                 lora: dict | None = None, trainable: set[str] | None = None) -> Path | None:
+                 lora: dict | None = None, trainable: set[str] | None = None, copy: bool = True) -> Path | None:
     """Write ``out/``: the LLM (HF format), each other group as ``<group>.safetensors``, LoRA adapters
     per group under ``adapters/<group>/``, the tokenizer and ``vita_export.json``.
 
     Args:
         lora: ``group -> lora settings`` for groups trained with LoRA (``vita.stage.lora_groups``).
         trainable: export only these groups (``stage.export=trainable``); None = all.
+        copy: see :func:`full_state_dict`.
     """
-    sd = full_state_dict(model, zero_stage, rank)
+    sd = full_state_dict(model, zero_stage, rank, copy=copy)
     if rank != 0:
         return None
     lora = lora or {}

@@ -113,7 +113,7 @@ def load_target(target: str | Path | None, overrides: list[str] | None = None, d
     for _name, (detect, load) in TARGET_KINDS.items():
         if detect(path):
             return load(path, overrides, dtype)
-    raise ConfigError(f"{path}: not a run dir (vita_config.json), an export (vita_export.json) or a HF model "
+    raise ConfigError(f"{path}: not a run dir (vita_config.json), an export (vita_export.json), a VITA folder or a HF model "
                       f"folder (config.json); known kinds: {', '.join(TARGET_KINDS)}")
 
 
@@ -296,6 +296,33 @@ def load_config(path: Path | None, overrides: list[str], dtype: str) -> Loaded:
     return assemble(cfg, "config", "config " + " ".join(overrides), dtype, None, weights)
 
 
+def _is_vita(p: Path | None) -> bool:
+    from vita.interop import is_vita_folder
+
+    return p is not None and is_vita_folder(p)
+
+
+def load_vita_folder(path: Path, overrides: list[str], dtype: str) -> Loaded:
+    """A released VITA whole-model folder (VITA-1.5, its FO variant, VITA-1.0): the model entry and shapes
+    from its ``config.json`` (as ``stage.init_from=vita:PATH`` adopts them), its tokenizer, VITA's chat
+    template for the family (unless ``data.template=`` is given), weights streamed from its shards."""
+    from vita.interop import adopt_vita_config
+    from vita.interop.config_map import FAMILIES
+    from vita.model.init_from import load_init
+
+    cfg = compose([*overrides, f"stage.init_from=vita:{path}"])
+    imported = adopt_vita_config(cfg, path)
+    if not any(_key(o) == "data.template" for o in overrides):
+        cfg.data.template = FAMILIES[imported.family].template
+    allow_bin = bool(cfg.stage.init_allow_bin)
+
+    def weights(model) -> None:
+        load_init(model, f"vita:{path}", allow_bin=allow_bin)
+
+    return assemble(cfg, "vita", str(path), dtype, path, weights)
+
+
+register_target("vita", _is_vita, load_vita_folder)  # before "hf": a VITA folder also has a config.json
 register_target("run", _is_run, load_run)
 register_target("export", _is_export, load_export)
 register_target("hf", _is_hf, load_hf)

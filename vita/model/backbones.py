@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -110,7 +111,9 @@ def build_backbone(model_cfg, vocab_size: int | None = None) -> torch.nn.Module:
         if vocab_size and vocab_size > lm.get_input_embeddings().num_embeddings:
             lm.resize_token_embeddings(vocab_size)
         return lm
-    overrides = dict(model_cfg.overrides or {})
+    ov = model_cfg.overrides
+    # nested values (rope_parameters, rope_scaling) must reach the HF config as plain dicts
+    overrides = OmegaConf.to_container(ov, resolve=True) if isinstance(ov, DictConfig) else dict(ov or {})
     if vocab_size:
         overrides.setdefault("vocab_size", vocab_size)
     config = BACKBONES.build(model_cfg.backbone, **overrides)

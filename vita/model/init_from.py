@@ -89,14 +89,32 @@ def checkpoint_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return get_fp32_state_dict_from_zero_checkpoint(str(path.parent), tag=path.name)
 
 
-def load_init(model: nn.Module, path: str | Path, lora_scale: dict[str, float] | None = None) -> list[str]:
+def load_init(model: nn.Module, path: str | Path, lora_scale: dict[str, float] | None = None,
+              allow_bin: bool = False) -> list[str]:
     """Load weights from ``path`` into ``model`` (before the stage is applied); returns the groups loaded.
+
+    ``vita:PATH`` is VITA's layout (:mod:`vita.interop`): a whole-model folder, or its stage outputs
+    ``mm_projector.bin`` / ``audio_adpter.bin`` for one group (``.bin`` only with ``allow_bin``).
 
     Args:
         lora_scale: ``group -> alpha / r`` of the run that wrote a checkpoint ``path`` with LoRA weights
             (e.g. from its saved config); they are merged into the base weights. Without it such a
             checkpoint is refused (the scale is not in the DeepSpeed files).
     """
+    if str(path).startswith("vita:"):
+        from vita.interop import is_whole_model, load_group_file, vita_path
+        from vita.interop.importer import read_vita_folder
+        from vita.interop.keys import plan_keys
+        from vita.interop.loader import check_fit, stream_into
+
+        src = vita_path(str(path))
+        if is_whole_model(src):  # into an already built model (vita.run builds it from the folder instead)
+            _, wf = read_vita_folder(src, allow_bin)
+            plan = plan_keys(model)
+            check_fit(plan, wf, what=str(src))
+            stream_into(model, plan, wf, progress=False)
+            return list(model.module_groups())
+        return load_group_file(model, src, allow_bin=allow_bin)
     path = Path(path)
     groups = model.module_groups()
     if (path / "MANIFEST.json").is_file() or (path / "mp_rank_00_model_states.pt").is_file():

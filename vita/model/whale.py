@@ -32,7 +32,8 @@ class GlobalCMVN(nn.Module):
         self.register_buffer("istd", torch.ones(n_mels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) * self.istd
+        # the statistics stay fp32 under DeepSpeed bf16/fp16 (it casts parameters, not buffers): keep x's dtype
+        return ((x - self.mean) * self.istd).to(x.dtype)
 
     def load_stats(self, path: str | Path) -> None:
         """Read WeNet-style JSON (``mean_stat``, ``var_stat``, ``frame_num``) or Kaldi text stats."""

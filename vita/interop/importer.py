@@ -1,0 +1,243 @@
+"""Import a VITA whole-model folder (or one of VITA's stage outputs) into vita.
+
+* :func:`load_vita` — a ready ``(model, tokenizer, model config)`` from a VITA folder, for
+  ``vita.chat`` / evaluation / conversion;
+* :func:`adopt_vita_config` + :func:`build_vita_model` — what ``stage.init_from=vita:PATH`` does
+  in ``vita.run``: the run's ``cfg.model`` becomes the folder's, and the model is built on the
+  meta device and filled from the shards one tensor at a time;
+* :func:`load_group_file` — VITA's ``mm_projector.bin`` / ``audio_adpter.bin`` into one group.
+
+Memory: parameters are created on the meta device; each tensor is read into its own buffer
+and handed to the model (renamed tensors without a copy), so a process holds one model, not
+two. Under DeepSpeed each rank does this for the whole model (in the engine's dtype) before
+ZeRO partitions it and frees the rest: no second copy and no random init, but during start-up
+each rank holds one full copy; loading straight into ZeRO-3 partitions is not implemented.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from vita.errors import CheckpointError, ConfigError
+from vita.interop.config_map import FAMILIES, Imported, model_config_from_vita, read_config
+from vita.interop.keys import plan_keys
+from vita.interop.loader import check_complete, check_fit, stream_into
+from vita.interop.meta import params_on_meta
+from vita.interop.shards import WeightFiles, list_bin, list_weights, read_header
+
+log = logging.getLogger("vita")
+PREFIX = "vita:"
+GROUP_FILES = {"mm_projector": "vision_projector", "audio_adpter": "audio_projector"}
+KEEP_USER = ("attn_implementation", "state_loss_weight", "state_class_weights")
+
+
+@dataclass
+class VitaModel:
+    """What :func:`load_vita` returns."""
+
+    model: Any
+    """The :class:`~vita.model.omni.OmniModel`, in eval mode, media token ids set."""
+    tokenizer: Any
+    """The folder's tokenizer (with vita's placeholder tokens added if it lacked them)."""
+    imported: Imported
+    """The composed model config (``imported.model`` is ``cfg.model``) and the fields vita did not honour."""
+
+    @property
+    def template(self) -> str:
+        """vita's chat template for this VITA model (``qwen2.5`` for VITA-1.5, ``mixtral`` for VITA-1.0)."""
+        return FAMILIES[self.imported.family].template
+
+
+def vita_path(init_from: str | None) -> Path | None:
+    """``vita:PATH`` -> PATH; anything else -> None."""
+    if init_from and str(init_from).startswith(PREFIX):
+        return Path(str(init_from)[len(PREFIX):]).expanduser()
+    return None
+
+
+def is_vita_folder(path: str | Path) -> bool:
+    """True for a VITA whole-model folder: ``config.json`` with a VITA ``model_type`` (what ``vita.chat``
+    can test before calling :func:`load_vita`)."""
+    f = Path(path) / "config.json"
+    try:
+        return f.is_file() and json.loads(f.read_text()).get("model_type") in FAMILIES
+    except (OSError, ValueError):
+        return False
+
+
+def is_whole_model(path: Path) -> bool:
+    """A VITA whole-model folder (``config.json`` + weights), as opposed to a stage output file."""
+    return path.is_dir() and (path / "config.json").is_file() and not _group_files(path)
+
+
+def _group_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if any(path.glob("model*.safetensors")) or any(path.glob("pytorch_model*.bin")):
+        return []
+    return [path / f"{stem}{ext}" for stem in GROUP_FILES for ext in (".bin", ".safetensors")
+            if (path / f"{stem}{ext}").is_file()]
+
+
+def read_vita_folder(folder: Path, allow_bin: bool) -> tuple[dict, WeightFiles]:
+    if not folder.exists():
+        raise CheckpointError(f"{folder}: no such VITA folder")
+    config = read_config(folder)
+    return config, list_weights(folder, allow_bin=allow_bin)
+
+
+def compose_from_vita(folder: str | Path, allow_bin: bool = False, **overrides: Any) -> tuple[Imported, WeightFiles]:
+    """The folder's model config (``Imported``) and its tensor list, reading headers only.
+
+    Args:
+        overrides: ``cfg.model`` keys to change, dotted (``{"vision.overrides.num_attention_heads": 16}``)
+            or plain (``attn_implementation="eager"``).
+    """
+    folder = Path(folder)
+    config, wf = read_vita_folder(folder, allow_bin)
+    imported = model_config_from_vita(folder, wf, config)
+    for k, v in overrides.items():
+        OmegaConf.update(imported.model, k, v, merge=True)
+    return imported, wf
+
+
+def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    if dtype in (None, "auto"):
+        return None
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    found = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype) or getattr(torch, dtype, None)
+    if not isinstance(found, torch.dtype):
+        raise ConfigError(f"dtype={dtype!r}: use auto, float32, bfloat16 or float16")
+    return found
+
+
+def build_vita_model(model_cfg: DictConfig, folder: str | Path, vocab_size: int | None = None,
+                     dtype: str | torch.dtype | None = "auto", allow_bin: bool = False, progress: bool = True,
+                     wf: WeightFiles | None = None):
+    """Build ``model_cfg``'s OmniModel on the meta device and fill it from the VITA folder's shards.
+
+    Every tensor of the folder is used exactly once and every model tensor gets one; otherwise a
+    :class:`CheckpointError` lists the missing, unexpected and mis-shaped keys with their files
+    (checked from the headers, before any data is read).
+    """
+    from vita.model import build_model
+
+    folder = Path(folder)
+    if wf is None:
+        _, wf = read_vita_folder(folder, allow_bin)
+    with params_on_meta():
+        model = build_model(model_cfg, vocab_size=vocab_size)
+    plan = plan_keys(model)
+    check_fit(plan, wf, what=str(folder))
+    n = stream_into(model, plan, wf, dtype=parse_dtype(dtype), progress=progress)
+    check_complete(model, str(folder))
+    log.info("loaded %s parameters from %s (%d files)", f"{n:,}", folder, len(wf.files))
+    return model
+
+
+def load_vita(path: str | Path, dtype: str | torch.dtype | None = "auto", allow_bin: bool = False,
+              progress: bool = True, **overrides: Any) -> VitaModel:
+    """A ready model and tokenizer from a VITA whole-model folder (VITA-1.5, its FO variant, VITA-1.0).
+
+    Args:
+        path: the folder (``config.json``, ``model.safetensors.index.json`` + shards, tokenizer files).
+        dtype: ``auto`` keeps the stored dtype; or ``float32`` / ``bfloat16`` / a torch dtype.
+        allow_bin: accept ``pytorch_model*.bin`` weights (read with ``torch.load(weights_only=True)``).
+        overrides: ``cfg.model`` keys to change (see :func:`compose_from_vita`).
+
+    Example::
+
+        vm = load_vita("/ckpt/VITA-1.5/VITA1.5_ckpt", dtype="bfloat16")
+        out = vm.model.generate(...)
+    """
+    from vita.model import ensure_media_tokens
+
+    folder = Path(path)
+    imported, wf = compose_from_vita(folder, allow_bin=allow_bin, **overrides)
+    log.info("%s", imported.summary())
+    tokenizer = read_tokenizer(folder)
+    model = build_vita_model(imported.model, folder, vocab_size=len(tokenizer), dtype=dtype, progress=progress, wf=wf)
+    if model.vision_tower is not None or model.audio_encoder is not None:
+        ensure_media_tokens(tokenizer, model)
+    return VitaModel(model.eval(), tokenizer, imported)
+
+
+def read_tokenizer(folder: Path):
+    """The folder's tokenizer (transformers' note that ``vita-Qwen2`` is not its model type is silenced)."""
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return AutoTokenizer.from_pretrained(str(folder))
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{folder}: no readable tokenizer files ({e}); VITA folders ship tokenizer.json / "
+                              "tokenizer_config.json") from None
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+def adopt_vita_config(cfg: DictConfig, folder: Path) -> Imported:
+    """``stage.init_from=vita:PATH``: make ``cfg.model`` the folder's model (entry + shapes) and
+    ``data.image_aspect_ratio`` VITA's; keeps the user's ``attn_implementation`` and state-loss weights."""
+    allow_bin = bool(cfg.stage.get("init_allow_bin", False))
+    imported, _ = compose_from_vita(folder, allow_bin=allow_bin)
+    new = imported.model
+    for k in KEEP_USER:
+        new[k] = cfg.model[k]
+    with open_dict(cfg):
+        cfg.model = new
+        if "image_aspect_ratio" in imported.data_overrides:
+            cfg.data.image_aspect_ratio = imported.data_overrides["image_aspect_ratio"]
+    if "max_length" in imported.data_overrides and imported.data_overrides["max_length"] != cfg.data.max_length:
+        log.info("VITA trained %s with tokenizer_model_max_length=%d; this run uses data.max_length=%d",
+                 folder, imported.data_overrides["max_length"], cfg.data.max_length)
+    log.info("stage.init_from=%s%s: %s", PREFIX, folder, imported.summary())
+    return imported
+
+
+def load_group_file(model, path: str | Path, allow_bin: bool = False) -> list[str]:
+    """Load VITA's ``mm_projector.bin`` / ``audio_adpter.bin`` (or a folder holding them) into their groups.
+
+    Keys may carry VITA's full prefix (``model.mm_projector.0.weight``) or not (``mm_projector.0.weight``,
+    ``0.weight``); the group's tensors must all be there, with the right shapes.
+    """
+    path = Path(path)
+    files = _group_files(path)
+    if not files:
+        raise CheckpointError(f"stage.init_from={PREFIX}{path}: neither a VITA whole-model folder (config.json + "
+                              "shards) nor mm_projector.bin / audio_adpter.bin")
+    plan = plan_keys(model)
+    loaded = []
+    for f in files:
+        group = GROUP_FILES.get(f.stem)
+        if group is None:
+            raise CheckpointError(f"{f}: vita knows VITA's stage outputs mm_projector.bin (vision projector) and "
+                                  "audio_adpter.bin (audio adapter); for others use model.*.projector_pretrained")
+        if group not in model.module_groups():
+            raise CheckpointError(f"{f} is a {group} but this model has none (model.vision.tower / model.audio.encoder)")
+        prefix = "model.mm_projector." if group == "vision_projector" else "model.audio_encoder.adpter."
+        wf = list_bin([f], allow_bin) if f.suffix != ".safetensors" else WeightFiles(f.parent, read_header(f), [f])
+        renamed = {}
+        for k, info in wf.tensors.items():
+            canon = k if k.startswith(prefix) else prefix + k.split(prefix.removeprefix("model."), 1)[-1]
+            renamed[canon] = type(info)(info.file, info.shape, info.dtype, info.offsets, k)
+        wf.tensors = renamed
+        names = {k for k in plan.vita15_shapes if k.startswith(prefix)}
+        stray = sorted(set(wf.tensors) - names)
+        if stray:
+            raise CheckpointError(f"{f}: tensors that are not the {group}'s: {', '.join(stray[:6])} "
+                                  f"(expected {', '.join(sorted(names))})")
+        check_fit(plan, wf, only=names, what=str(f))
+        stream_into(model, plan, wf, only=names, progress=False)
+        loaded.append(group)
+    return loaded

@@ -1,0 +1,112 @@
+"""Stream a VITA checkpoint into a model, tensor by tensor, checking every name and shape first.
+
+:func:`check_fit` compares the key table (:mod:`vita.interop.keys`) with the file headers and
+reports every missing, unexpected and mis-shaped tensor, naming its file, before any data is
+read. :func:`stream_into` then reads one tensor at a time and puts it in place of the model's
+(meta or real) parameter: a plain rename hands the loaded tensor over without a copy; a fused
+tensor (InternViT ``qkv``, Mixtral experts) is split or assembled, and its pieces are released
+as soon as the target is complete. Peak memory = the model + the largest tensor in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from vita.errors import CheckpointError
+from vita.interop.keys import KeyPlan
+from vita.interop.meta import materialise, meta_names, owners
+from vita.interop.shards import WeightFiles, iter_tensors
+
+log = logging.getLogger("vita")
+
+
+def _short(items: list[str], n: int = 6) -> str:
+    return "; ".join(items[:n]) + (f"; ... (+{len(items) - n} more)" if len(items) > n else "")
+
+
+def check_fit(plan: KeyPlan, wf: WeightFiles, only: set[str] | None = None, what: str = "") -> None:
+    """Raise one :class:`CheckpointError` listing every missing, unexpected and wrong-shape tensor.
+
+    Args:
+        plan: the model's key table.
+        wf: the checkpoint's tensors (from the headers).
+        only: check just these VITA names (loading one group); None = the whole model.
+    """
+    expected = {k: s for k, s in plan.vita15_shapes.items() if only is None or k in only}
+    missing = sorted(set(expected) - set(wf.tensors))
+    unexpected = sorted(set(wf.tensors) - set(plan.vita15_shapes)) if only is None else []
+    wrong = sorted(k for k in set(expected) & set(wf.tensors) if tuple(wf.tensors[k].shape) != tuple(expected[k]))
+    if not (missing or unexpected or wrong):
+        return
+    parts = []
+    if missing:
+        parts.append(f"missing {len(missing)}: {_short(missing)} (in no file of {wf.folder.name})")
+    if unexpected:
+        parts.append(f"unexpected {len(unexpected)}: " + _short([f"{k} (in {wf.tensors[k].file.name})" for k in unexpected]))
+    if wrong:
+        parts.append(f"wrong shape {len(wrong)}: " + _short([f"{k} is {list(wf.tensors[k].shape)} in "
+                                                              f"{wf.tensors[k].file.name}, the model expects "
+                                                              f"{list(expected[k])}" for k in wrong]))
+    raise CheckpointError(f"{what or wf.folder}: the checkpoint does not fit the model ({' | '.join(parts)}); "
+                          "is config.json from the same checkpoint, or was a tensor renamed?")
+
+
+def stream_into(model: nn.Module, plan: KeyPlan, wf: WeightFiles, dtype: torch.dtype | None = None,
+                only: set[str] | None = None, progress: bool = True) -> int:
+    """Read the checkpoint's tensors one by one into ``model``; returns the number of elements loaded.
+
+    Args:
+        dtype: cast to this dtype; None keeps each tensor's stored dtype.
+        only: load just these VITA names (one group); the model's other tensors are left as they are.
+    """
+    hold = owners(model)
+    by15 = plan.by_vita15()
+    pending = {}  # vita name -> [buffer, pieces still to come]
+    need = {k: len(v) for k, v in plan.by_vita().items()}
+    names = set(by15) if only is None else set(by15) & only
+    total = 0
+    bar = tqdm(total=len(names), desc="loading VITA weights", unit="tensor", disable=not progress, leave=False)
+    for name, t in iter_tensors(wf, names):
+        total += t.numel()
+        for link in by15[name]:
+            piece = t[link.vita15_index] if link.vita15_index else t
+            if dtype is not None:
+                piece = piece.to(dtype)
+            if need[link.vita] == 1 and not link.vita_index:
+                _place(hold[link.vita], piece if piece.is_contiguous() else piece.contiguous())
+                continue
+            if link.vita not in pending:
+                pending[link.vita] = [torch.empty(plan.vita_shapes[link.vita], dtype=piece.dtype), need[link.vita]]
+            buf = pending[link.vita]
+            buf[0][link.vita_index].copy_(piece)
+            buf[1] -= 1
+            if buf[1] == 0:
+                _place(hold[link.vita], pending.pop(link.vita)[0])
+        del t
+        bar.update()
+    bar.close()
+    if pending:
+        raise CheckpointError(f"{wf.folder}: incomplete fused tensors {sorted(pending)[:4]} (a piece was not loaded)")
+    return total
+
+
+def _place(holders: list, tensor: torch.Tensor) -> None:
+    mod, attr, is_param = holders[0]
+    current = (mod._parameters if is_param else mod._buffers)[attr]
+    if current.device.type == "meta":
+        materialise(holders, tensor)
+    else:  # a built model (``stage.init_from`` on an existing model): copy into it, keeping its dtype
+        with torch.no_grad():
+            current.copy_(tensor)
+
+
+def check_complete(model: nn.Module, what: str) -> None:
+    """Raise if any parameter or buffer is still on the meta device after loading."""
+    left = meta_names(model)
+    if left:
+        raise CheckpointError(f"{what}: {len(left)} model tensor(s) got no weights: {_short(left)}")
+    log.debug("%s: every tensor loaded", what)
