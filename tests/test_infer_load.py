@@ -23,7 +23,8 @@ def _logits(loaded, text: str = "What is AI?") -> torch.Tensor:
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("lora") / "outputs"
-    run_vita(["experiment=chatterbot_tiny", "stage=lora_llm", "data.limit=32", "train.max_steps=3", "engine.micro_batch_size=4", "optim.lr=3e-2",
+    run_vita(["experiment=chatterbot_tiny", "stage=lora_llm", "data.limit=32", "train.max_steps=3",
+              "engine.micro_batch_size=4", "optim.lr=3e-2",
               *quiet("ld", out)])
     return find_run(out, "ld")
 

@@ -280,6 +280,8 @@ def load_hf(path: Path, overrides: list[str], dtype: str) -> Loaded:
     """A plain HF causal-LM folder, text only (template: ``data.template``, default chatml)."""
     cfg = compose([*overrides, f"model.pretrained={path}", "model.tokenizer=null", "model.gguf_file=null",
                    "model.vision.tower=null", "model.audio.encoder=null", "stage.init_from=null"])
+    if not any(_key(o) in ("data", "data.template") for o in overrides):
+        cfg.data.template = "chatml"  # not the embedded default's (SmolLM2's, with its system prompt)
     return assemble(cfg, "hf", str(path), dtype)
 
 
