@@ -16,7 +16,8 @@ def demo_root() -> Path:
     from vita.data.demo import MissingFixture, build
 
     root = Path(demo_data_dir())
-    if not all((root / p).is_file() for p in ("bad/bad.jsonl", "annotations/text.jsonl", "annotations/speech_train.jsonl")):
+    needed = ("bad/bad.jsonl", "annotations/text.jsonl", "annotations/speech_train.jsonl")
+    if not all((root / p).is_file() for p in needed):
         try:
             build(root)
         except MissingFixture as e:

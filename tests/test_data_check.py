@@ -109,7 +109,8 @@ def test_skip_policy_keeps_only_good_samples_and_counts():
 def test_training_with_skip_completes_and_logs_counts(tmp_path):
     """python -m vita.run data=demo_bad data.on_bad_sample=skip trains to the end; metrics count skips per reason."""
     demo_root()
-    run_vita(["experiment=chatterbot_tiny", "model=tiny_omni", "data=demo_bad", "data.on_bad_sample=skip", "train.max_steps=3", "engine.micro_batch_size=2",
+    run_vita(["experiment=chatterbot_tiny", "model=tiny_omni", "data=demo_bad", "data.on_bad_sample=skip",
+              "train.max_steps=3", "engine.micro_batch_size=2",
               f"output_root={tmp_path}", "logging.progress_bar=false", "logging.plot=false"])
     metrics = [json.loads(ln) for ln in next(tmp_path.rglob("metrics.jsonl")).read_text().splitlines()]
     last = metrics[-1]
