@@ -123,7 +123,13 @@ class DataConfig:
     system_prompt: Optional[str] = None
     """System prompt; ``null`` = the template's default, ``""`` = none."""
     max_length: int = 256
-    """Longest tokenised sample; longer ones are truncated (never to zero supervised tokens)."""
+    """Longest tokenised sample; what happens to longer ones is ``overlong``."""
+    overlong: str = "truncate"
+    """A sample longer than ``max_length``: ``truncate`` (cut the text at the end; a cut into a media block or
+    to no supervised token is a bad sample), ``skip`` (drop it), ``fail`` (stop, naming it). Never silent: the
+    run warns once with the count and the first few, and logs the supervised tokens truncation removes."""
+    max_images: int = 0
+    """Most images in one sample (0 = no limit); a sample with more is a bad sample."""
     sampler: str = "random"
     """Sampler key (``vita.registry.SAMPLERS``)."""
     num_workers: int = 0
@@ -365,6 +371,7 @@ ENUMS = {
     "train.resume": ("auto", "never"),
     "train.nan_policy": ("stop", "skip"),
     "data.on_bad_sample": ("fail", "skip"),
+    "data.overlong": ("truncate", "skip", "fail"),
     "model.quantization": (None, "4bit", "8bit"),
     "stage.export": ("full", "trainable"),
     "data.image_aspect_ratio": ("square", "pad"),
