@@ -15,10 +15,10 @@ from tests.data_fixtures import tokenizer
 from vita.config import DataConfig, EngineConfig, SourceConfig, TrainConfig
 from vita.data import build_data
 from vita.data.loader import Position
-from vita.registry import TEMPLATES
 from vita.data.tokenize import tokenize_segments
 from vita.errors import DataError
 from vita.model.omni import IGNORE_INDEX
+from vita.registry import TEMPLATES
 
 MAX = 64
 

@@ -119,10 +119,8 @@ def run_check(cfg, workers: int | None = None, examples: int = 3, out=sys.stdout
 
 
 def main(argv: list[str] | None = None) -> int:
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    from vita.config import CONF_DIR, register_configs, register_resolvers
+    """``python -m vita.check [--workers=N] [--config-dir DIR] [overrides]``; exit 0 clean, 1 problems, 2 error."""
+    from vita.cli import compose_cli
     from vita.errors import VitaError
 
     args = list(sys.argv[1:] if argv is None else argv)
@@ -131,12 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         if a.startswith("--workers="):
             workers = int(a.split("=", 1)[1])
             args.remove(a)
-    register_configs()
-    register_resolvers()
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose("config", overrides=args)
-        OmegaConf.resolve(cfg)
+        cfg = compose_cli(args)
         return 1 if run_check(cfg, workers) else 0
     except VitaError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -361,6 +361,10 @@ class Config:
     recipe: list[RecipeStep] = field(default_factory=list)
     """Stages to run in order, each starting from the previous one's export (``vita.recipe``)."""
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
+    config_searchpath: list[str] = field(default_factory=list)
+    """Site config folders (``file:///site/conf``) searched for ``data/``, ``model/`` ... options; set it in
+    ``conf/local`` (Hydra reads ``hydra.searchpath`` only from the primary config; vita's commands pass
+    this on as ``hydra.searchpath``). One run: ``--config-dir DIR`` or ``hydra.searchpath=[file://DIR]``."""
 
 
 ENUMS = {
