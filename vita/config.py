@@ -282,8 +282,8 @@ class TrainConfig:
     epochs: int = 1
     """Epochs, when ``max_steps`` is 0."""
     seed: int = 42
-    log_every: int = 1
-    """Log metrics every N steps."""
+    log_every: int = 10
+    """A metrics line on the console every N steps (and at the last); ``metrics.jsonl`` keeps every step."""
     ckpt_every: int = 0
     """Save a checkpoint every N steps (0 = only at the end)."""
     keep_last: int = 2

@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 
 from vita.data import DataBundle, Position
 from vita.engine import checkpoint as ckpt
+from vita.engine.console import ProgressBar
 from vita.engine.distributed import DistInfo, all_reduce_sum
 from vita.engine.ds_config import build_ds_config
 from vita.engine.export import export_model
@@ -68,7 +69,7 @@ class Trainer:
         self.stop_signals = StopSignals()  # SLURM's warning before the time limit, or SIGTERM
         self.metrics = MetricsLogger(run_dir, list(cfg.logging.loggers), dist_info.is_main, cfg.name,
                                      OmegaConf.to_container(cfg, resolve=True), cfg.logging.wandb_project,
-                                     cfg.logging.wandb_entity)
+                                     cfg.logging.wandb_entity, console_every=cfg.train.log_every)
 
     # -- the loop ---------------------------------------------------------------------------------
     def train(self) -> dict:
@@ -90,11 +91,9 @@ class Trainer:
             last.update(self.data.skip_counts())  # bad samples dropped so far, per reason (this rank)
             self.step += 1
             self.position = self._next(position)
-            if self.step % self.cfg.train.log_every == 0 or self.step == self.total_steps:
-                self.metrics.log(self.step, last)
             if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{last['lr']:.2e}")
+                bar.update(last)
+            self.metrics.log(self.step, last, final=self.step == self.total_steps)  # console: every log_every
             if self.cfg.train.ckpt_every and self.step % self.cfg.train.ckpt_every == 0 and self.step < self.total_steps:
                 self.save()
             signum = self.stop_signals.requested() if self.step < self.total_steps else 0
@@ -187,9 +186,7 @@ class Trainer:
     def _progress_bar(self):
         if not (self.dist.is_main and self.cfg.logging.progress_bar):
             return None
-        from tqdm.auto import tqdm
-
-        return tqdm(total=self.total_steps, initial=self.step, desc=self.cfg.name, dynamic_ncols=True)
+        return ProgressBar(self.total_steps, self.step, self.cfg.name)
 
     def client_state(self) -> dict:
         return {"step": self.step, "position": self.position.state_dict(), "stage": self.cfg.stage.name,
