@@ -71,3 +71,23 @@ def test_inf_loss_skip_and_stop(tmp_path):
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "non-finite loss at step 3 (a rank's batch: " in proc.stderr
     assert not (run_dir / "final").exists()
+
+
+def test_skip_counters_survive_resume(tmp_path):
+    """The skip counters are checkpointed: a run that skipped the step-3 update and stopped at step 4 reports
+    nonfinite_skipped_steps=1 on every step after it resumes (a fresh counter would say 0)."""
+    run_dir = tmp_path / "resumed"
+    common = [*quiet("fault", tmp_path), f"hydra.run.dir={run_dir}", "experiment=smoke", "data.limit=64",
+              "train.ckpt_every=0", "optim.warmup_steps=1", "engine=zero0", "train.nan_policy=skip"]
+    first = subprocess.run([PY, "-m", "tests.reliability.fault_job", "grad", str(FAULT_CALL), *common,
+                            "train.max_steps=4"], cwd=ROOT, env=vita_env(PYTHONPATH=str(ROOT)), capture_output=True,
+                           text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert [r["nonfinite_skipped_steps"] for r in _metrics(run_dir)] == [0, 0, 1, 1]
+    again = subprocess.run([PY, "-m", "vita.run", *common, "train.max_steps=6"], cwd=ROOT, env=vita_env(),
+                           capture_output=True, text=True, timeout=300)  # no fault this time: only resumed counts
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resumed from" in again.stdout + again.stderr
+    rows = _metrics(run_dir)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert [r["nonfinite_skipped_steps"] for r in rows] == [0, 0, 1, 1, 1, 1]

@@ -191,7 +191,10 @@ class Trainer:
     def client_state(self) -> dict:
         return {"step": self.step, "position": self.position.state_dict(), "stage": self.cfg.stage.name,
                 "global_batch_size": self.data.sampler.global_batch_size, "world_size": self.dist.world_size,
-                "sampler": self.data.sampler.state_dict()}
+                "sampler": self.data.sampler.state_dict(),
+                # counters the metrics report cumulatively: a resumed run goes on counting from them
+                "skipped": {"nonfinite_micro_batches": self.skipped_micro_batches, "nonfinite_steps": self.skipped_steps,
+                            "bad_samples_loaded": dict(self.data.loader.skipped)}}
 
     def save(self) -> Path:
         path = ckpt.save_checkpoint(self.engine, self.ckpt_root, self.step, self.client_state(),
@@ -216,6 +219,10 @@ class Trainer:
             self.data.sampler.load_state_dict(client["sampler"])
         self.step = int(client["step"])
         self.position = Position(**client["position"])
+        skipped = client.get("skipped", {})
+        self.skipped_micro_batches = int(skipped.get("nonfinite_micro_batches", 0))
+        self.skipped_steps = int(skipped.get("nonfinite_steps", 0))
+        self.data.loader.skipped.update(skipped.get("bad_samples_loaded", {}))
         if self.dist.is_main:
             log.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step, self.position.epoch,
                      self.position.step)
