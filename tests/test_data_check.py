@@ -99,6 +99,12 @@ def test_fail_policy_stops_with_location():
         build_data(bad_cfg(), tokenizer(), rank=0, world=1)
 
 
+# the good records of the corpus: dup-id is the first of two records with that id, truncated-ok is over-long
+# but keeps its first answer, good-json is the ASCII record of the Latin-1 JSON list
+TRAINED_ON = ["good-image", "good-audio", "good-text-0", "good-text-1", "good-text-2", "good-text-3", "dup-id",
+              "truncated-ok", "good-json"]
+
+
 def test_skip_policy_trains_on_exactly_the_good_samples():
     """With skip, the index drops every header-detectable problem; the records whose headers read fine
     (truncated JPEG, AVI without a decodable frame, WAV with a NaN) fail at decode and are dropped from
@@ -112,7 +118,7 @@ def test_skip_policy_trains_on_exactly_the_good_samples():
     assert len(b.dataset) == n_items
     assert b.sampler.steps_per_epoch == 1
     (_, (mb,)), = [next(iter(b.loader.iterate(Position())))]
-    assert sorted(mb["ids"]) == sorted(GOOD)
+    assert sorted(mb["ids"]) == sorted(GOOD) == sorted(TRAINED_ON)
     counts = b.skip_counts()
     assert counts["skipped/unreadable_image"] == 2  # corrupt png at indexing + truncated jpeg at decoding
     assert counts["skipped/no_decodable_frame"] == 1 and counts["skipped/non_finite_audio"] == 1
