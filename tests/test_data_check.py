@@ -71,17 +71,14 @@ def test_check_reports_every_kind_with_location():
     assert re.search(r"bad\.jsonl:\d+ sample 'truncated-ok': \d+ tokens > 512, [1-9]\d* supervised tokens lost", text)
 
 
-def test_check_cli_exit_code_on_problems():
-    """The command exits 1 on the bad corpus (exit 0 on clean data and 2 on a config error:
-    tests/test_config_dirs.py::test_check_runs_on_user_data)."""
-    import subprocess
-
-    from tests.conftest import PY, ROOT, vita_env
+def test_check_cli_exit_code_on_problems(capsys):
+    """The command's main() returns exit code 1 on the bad corpus (``python -m vita.check`` in a subprocess,
+    with exit 0 on clean data and 2 on a config error: tests/test_config_dirs.py::test_check_runs_on_user_data)."""
+    from vita.check import main
 
     demo_root()
-    bad = subprocess.run([PY, "-m", "vita.check", "data=demo_bad", "--workers=1"], cwd=ROOT, env=vita_env(),
-                         capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 1 and "with problems" in bad.stdout
+    assert main(["data=demo_bad", "--workers=1"]) == 1
+    assert "with problems" in capsys.readouterr().out
 
 
 def bad_cfg(**kw):
