@@ -51,7 +51,7 @@ def check_one(i: int) -> dict:
     return row
 
 
-def run_check(cfg, workers: int | None = None, examples: int = 3, out=sys.stdout) -> int:
+def run_check(cfg, workers: int | None = None, examples: int = 3, out=None) -> int:
     """Check ``cfg.data``; print the report to ``out``; return the number of problems.
 
     Every over-long sample is listed with its token count and the limit; under ``data.overlong=truncate``
@@ -62,6 +62,7 @@ def run_check(cfg, workers: int | None = None, examples: int = 3, out=sys.stdout
     from vita.data import make_processor, open_source, resolve_spec
     from vita.data.dataset import duplicate_ids
 
+    out = out or sys.stdout
     tok_path = cfg.model.tokenizer or cfg.model.pretrained
     tok_kw = {"gguf_file": cfg.model.gguf_file} if cfg.model.get("gguf_file") and not cfg.model.tokenizer else {}
     tokenizer = AutoTokenizer.from_pretrained(tok_path, trust_remote_code=cfg.model.trust_remote_code, **tok_kw)
