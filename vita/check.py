@@ -63,9 +63,9 @@ def run_check(cfg, workers: int | None = None, examples: int = 3, out=None) -> i
     from vita.data.dataset import duplicate_ids
 
     out = out or sys.stdout
-    tok_path = cfg.model.tokenizer or cfg.model.pretrained
-    tok_kw = {"gguf_file": cfg.model.gguf_file} if cfg.model.get("gguf_file") and not cfg.model.tokenizer else {}
-    tokenizer = AutoTokenizer.from_pretrained(tok_path, trust_remote_code=cfg.model.trust_remote_code, **tok_kw)
+    from vita.model.gguf_cache import tokenizer_path
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path(cfg.model), trust_remote_code=cfg.model.trust_remote_code)
     spec = resolve_spec(cfg.data, tokenizer, None)
     source = open_source(cfg.data)
     proc = make_processor(cfg.data, tokenizer, spec)

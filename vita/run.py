@@ -44,8 +44,9 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict:
         if prepare_run_dir(run_dir, cfg, dist_info) == "complete":
             return {}
         torch.manual_seed(cfg.train.seed)
-        tok_path = cfg.model.tokenizer or cfg.model.pretrained
-        tok_kw = {"gguf_file": cfg.model.gguf_file} if cfg.model.gguf_file and not cfg.model.tokenizer else {}
+        from vita.model.gguf_cache import tokenizer_path
+
+        tok_path, tok_kw = tokenizer_path(cfg.model), {}
         if cfg.model.trust_remote_code:
             tok_kw["trust_remote_code"] = True
         tokenizer = AutoTokenizer.from_pretrained(tok_path, **tok_kw)
