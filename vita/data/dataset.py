@@ -130,8 +130,8 @@ class Processor:
             blocks = {m: [(ids[m], n) for n in c] for m, c in counts.items() if c}
         for m, c in counts.items():
             if any(n < 1 for n in c):
-                raise BadSample("empty media", s.where, s.id, f"{'an' if m[0] in 'aeiou' else 'a'} {m} item gives 0 tokens (too short?); "
-                                "drop it")
+                article = "an" if m[0] in "aeiou" else "a"
+                raise BadSample("empty media", s.where, s.id, f"{article} {m} item gives 0 tokens (too short?); drop it")
         item = encode_segments(segs, self.tokenizer, s.id, blocks, where=s.where or s.id)
         return item, {tid for v in blocks.values() for tid, _ in v}
 
@@ -216,13 +216,6 @@ class Index:
     def lost_supervised(self) -> int:
         """Supervised tokens that truncation removes (each record counted once)."""
         return sum(t.lost_supervised for t in self.truncated)
-
-
-def _where(source: Source, i: int) -> str:
-    try:
-        return source.read(i)[1]
-    except BadSample as e:
-        return e.where
 
 
 def _policy_error(e: BadSample) -> DataError:
