@@ -91,12 +91,12 @@ def test_run_cfg_job_composes_user_data(dirs):
 
 
 def test_check_runs_on_user_data(dirs, local_with_searchpath):
-    """python -m vita.check with -cd and with a conf/local search path checks the user's data set (and
-    vita.run --cfg job takes the conf/local search path too)."""
+    """python -m vita.check with -cd and with hydra.searchpath checks the user's data set (exit 0), and an
+    unknown option is exit 2; vita.run --cfg job takes the conf/local search path too."""
     a, b = dirs
     p = run("vita.check", ["-cd", str(a), "data=mine", "--workers=1"])
     assert p.returncode == 0 and "== mine: 12 samples, 12 ok" in p.stdout, p.stdout[-2000:] + p.stderr[-2000:]
-    p = run("vita.check", [f"local={local_with_searchpath}", "data=theirs", "--workers=1"])
+    p = run("vita.check", [f"hydra.searchpath=[file://{b}]", "data=theirs", "--workers=1"])
     assert p.returncode == 0 and "== theirs: 12 samples" in p.stdout, p.stdout[-2000:] + p.stderr[-2000:]
     p = run("vita.run", [f"local={local_with_searchpath}", "data=theirs", "--cfg", "job"])
     assert p.returncode == 0 and yaml.safe_load(p.stdout)["data"]["name"] == "theirs", p.stderr[-2000:]
