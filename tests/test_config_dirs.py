@@ -102,3 +102,24 @@ def test_check_runs_on_user_data(dirs, local_with_searchpath):
     assert p.returncode == 0 and yaml.safe_load(p.stdout)["data"]["name"] == "theirs", p.stderr[-2000:]
     p = run("vita.check", ["data=theirs", "--workers=1"])
     assert p.returncode == 2 and "unknown data 'theirs'" in p.stderr
+
+
+def test_chat_and_eval_take_config_dirs(dirs, tmp_path, capsys):
+    """vita.chat and vita.eval compose through the same path: a model config from --config-dir, a data
+    config from hydra.searchpath; an unknown option names the options of the extra folder too."""
+    import json
+
+    from vita.chat import main as chat_main
+    from vita.eval.__main__ import main as eval_main
+
+    site = tmp_path / "site"
+    (site / "model").mkdir(parents=True)
+    (site / "model" / "my_lm.yaml").write_text(yaml.safe_dump({"defaults": ["tiny_qwen2", "_self_"]}))
+    rc = chat_main(["--config-dir", str(site), "model=my_lm", "data=chatterbot", "--prompt", "hi",
+                    "--max-new-tokens", "2", "--json"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    assert 1 <= len(json.loads(out.out.strip().splitlines()[-1])["ids"]) <= 2
+    rc = eval_main(["-cd", str(site), "model=my_lmm", f"hydra.searchpath=[file://{dirs[0]}]", "data=mine"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "my_lm" in err and "tiny_qwen2" in err, err
