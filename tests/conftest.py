@@ -58,7 +58,7 @@ def find_run(root: Path, name: str) -> Path:
 def losses(run_dir: Path) -> list[float]:
     from vita.engine.metrics import read_metrics
 
-    return [r["loss"] for r in read_metrics(run_dir / "metrics.jsonl")]
+    return [r["loss"] for r in read_metrics(run_dir / "metrics.jsonl") if "loss" in r]  # not eval-only rows (step 0)
 
 
 def load_final(run_dir: Path) -> dict:

@@ -18,7 +18,8 @@ def demo_root() -> Path:
     from vita.data.demo import MissingFixture, build
 
     root = Path(demo_data_dir())
-    if not (root / "annotations" / "text.jsonl").is_file() or not (root / "video").is_dir():
+    if not all((root / p).is_file() for p in ("bad/bad.jsonl", "annotations/text.jsonl",
+                                              "annotations/speech_train.jsonl")) or not (root / "video").is_dir():
         try:
             build(root)
         except MissingFixture as e:

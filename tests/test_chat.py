@@ -23,7 +23,7 @@ def test_repl_two_turns_survives_a_missing_file(tmp_path):
     image = root / "images" / "astronaut.png"
     audio = root / "speech" / "librivox" / "sense_and_sensibility_01_austen_64kb-0880.wav"
     missing = tmp_path / "nope.wav"
-    child = pexpect.spawn(sys.executable, ["-m", "vita.chat", "model=tiny_omni", "--max-new-tokens", "6"],
+    child = pexpect.spawn(sys.executable, ["-m", "vita.chat", "experiment=chatterbot_tiny", "model=tiny_omni", "--max-new-tokens", "6"],
                           cwd=str(ROOT), env=vita_env(), encoding="utf-8", timeout=240)
     child.logfile_read = open(tmp_path / "session.log", "w")  # noqa: SIM115  (the transcript, for failures)
     try:
@@ -58,7 +58,7 @@ def test_repl_two_turns_survives_a_missing_file(tmp_path):
 def test_repl_rejects_media_without_encoder(tmp_path):
     """Audio into a text-only model: one line naming the file and the fix; the REPL still answers."""
     audio = demo_root() / "spoken" / "chat_q0.wav"
-    child = pexpect.spawn(sys.executable, ["-m", "vita.chat", "model=tiny_qwen2", "--max-new-tokens", "3"],
+    child = pexpect.spawn(sys.executable, ["-m", "vita.chat", "experiment=chatterbot_tiny", "model=tiny_qwen2", "--max-new-tokens", "3"],
                           cwd=str(ROOT), env=vita_env(), encoding="utf-8", timeout=180)
     try:
         child.expect("you> ")
@@ -84,7 +84,7 @@ def test_batch_mode_answers_a_vita_file(tmp_path):
     lines = (root / "annotations" / "images.jsonl").read_text().splitlines()[:3]
     src.write_text("\n".join(lines) + "\n")
     out = tmp_path / "preds.jsonl"
-    rc = main(["model=tiny_omni", "--input", str(src), "--output", str(out), "--media-root", str(root / "images"),
+    rc = main(["experiment=chatterbot_tiny", "model=tiny_omni", "--input", str(src), "--output", str(out), "--media-root", str(root / "images"),
                "--max-new-tokens", "3", "--batch-size", "2"])
     assert rc == 0
     rows = [json.loads(x) for x in out.read_text().splitlines()]

@@ -44,9 +44,10 @@ def test_engine_presets_set_their_stage():
 
 
 def test_experiment_is_a_delta():
-    base, smoke = _compose([]), _compose(["experiment=smoke"])
-    assert smoke.name == "smoke" and smoke.train.max_steps == 10
-    assert smoke.model == base.model  # untouched groups stay as the defaults
+    base, smoke = _compose(["experiment=chatterbot_tiny"]), _compose(["experiment=smoke"])
+    assert smoke.name == "smoke" and smoke.train.max_steps == 10 and smoke.data.limit == 64
+    assert smoke.model == base.model and smoke.stage == base.stage  # what smoke leaves alone stays as it was
+    assert _compose(["experiment=smoke", "model=smol_lm"]).model.backbone == "smollm2-135m"  # the command line wins
 
 
 def test_schema_rejects_unknown_key_and_wrong_type_at_compose():

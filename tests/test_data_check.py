@@ -52,7 +52,7 @@ def test_check_reports_every_kind_with_location():
 
     root = demo_root()
     out = io.StringIO()
-    n_bad = run_check(compose(["data=demo_bad"]), workers=2, examples=10, out=out)
+    n_bad = run_check(compose(["experiment=chatterbot_tiny", "data=demo_bad"]), workers=2, examples=10, out=out)
     text = out.getvalue()
     assert n_bad == len(EXPECTED)
     written = json.loads((root / "bad" / "expected.json").read_text())
@@ -128,7 +128,7 @@ def test_skip_policy_trains_on_exactly_the_good_samples():
 def test_training_with_skip_completes_and_logs_counts(tmp_path):
     """python -m vita.run data=demo_bad data.on_bad_sample=skip trains to the end; metrics count skips per reason."""
     demo_root()
-    run_vita(["model=tiny_omni", "data=demo_bad", "data.on_bad_sample=skip", "train.max_steps=3", "engine.micro_batch_size=2",
+    run_vita(["experiment=chatterbot_tiny", "model=tiny_omni", "data=demo_bad", "data.on_bad_sample=skip", "train.max_steps=3", "engine.micro_batch_size=2",
               f"output_root={tmp_path}", "logging.progress_bar=false", "logging.plot=false"])
     metrics = [json.loads(ln) for ln in next(tmp_path.rglob("metrics.jsonl")).read_text().splitlines()]
     last = metrics[-1]

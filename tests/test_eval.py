@@ -60,7 +60,7 @@ def _eval_sets(root, speech_metric="[wer,cer]", speech_bs=1, limit=3, img_bs=2) 
 
 
 def _train_args(name, out_root, *extra) -> list[str]:
-    return ["model=tiny_omni", "data=demo", *quiet(name, out_root), "engine.micro_batch_size=2",
+    return ["experiment=chatterbot_tiny", "model=tiny_omni", "data=demo", *quiet(name, out_root), "engine.micro_batch_size=2",
             "train.max_steps=4", "train.log_every=1", *extra]
 
 

@@ -85,7 +85,7 @@ def test_training_log_reports_flops_and_mfu(out_root):
     from tests.conftest import find_run, quiet, run_vita
     from vita.engine.metrics import read_metrics
 
-    run_vita([*quiet("flops", out_root), "train.max_steps=3", "engine.peak_tflops=0.5", "logging.loggers=[jsonl]"])
+    run_vita([*quiet("flops", out_root), "experiment=chatterbot_tiny", "train.max_steps=3", "engine.peak_tflops=0.5", "logging.loggers=[jsonl]"])
     rows = read_metrics(find_run(out_root, "flops") / "metrics.jsonl")
     assert len(rows) == 3
     for r in rows:

@@ -20,7 +20,7 @@ N = 24
 
 
 def _overrides(folder) -> list[str]:
-    return ["model=smol_lm", f"model.pretrained={folder}", "model.gguf_file=null", "data.template=smollm2"]
+    return ["experiment=chatterbot_tiny", "model=smol_lm", f"model.pretrained={folder}", "model.gguf_file=null", "data.template=smollm2"]
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ def _logits(loaded, text: str = "What is AI?") -> torch.Tensor:
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("lora") / "outputs"
-    run_vita(["stage=lora_llm", "data.limit=32", "train.max_steps=3", "engine.micro_batch_size=4", "optim.lr=3e-2",
+    run_vita(["experiment=chatterbot_tiny", "stage=lora_llm", "data.limit=32", "train.max_steps=3", "engine.micro_batch_size=4", "optim.lr=3e-2",
               *quiet("ld", out)])
     return find_run(out, "ld")
 
@@ -41,7 +41,7 @@ def test_run_checkpoint_export_and_merged_export_agree(lora_run, tmp_path):
     hf = load_target(tmp_path / "merged", ["model.tokenizer=null"], kind="hf")
     a, b, c, d = (_logits(x) for x in (from_ckpt, from_export, merged, hf))
     assert torch.allclose(a, b, atol=1e-5) and torch.allclose(a, c, atol=1e-5) and torch.allclose(a, d, atol=1e-5)
-    base = load_target(None, ["stage=lora_llm"])  # the run's starting point (same seed)
+    base = load_target(None, ["experiment=chatterbot_tiny", "stage=lora_llm"])  # the run's starting point (same seed)
     assert not torch.allclose(a, _logits(base), atol=1e-3)
     assert from_export.processor.template.end == "<|im_end|>"
 
@@ -51,7 +51,7 @@ def test_omni_run_loads_encoders_from_checkpoint_and_export(tmp_path):
     from vita.infer import load_target
 
     out = tmp_path / "outputs"
-    run_vita(["model=tiny_omni", "data=demo", "train.max_steps=2", "engine.micro_batch_size=2", *quiet("om", out)])
+    run_vita(["experiment=chatterbot_tiny", "model=tiny_omni", "data=demo", "train.max_steps=2", "engine.micro_batch_size=2", *quiet("om", out)])
     run = find_run(out, "om")
     a, b = load_target(run), load_target(run / "final")
     sa, sb = a.model.state_dict(), b.model.state_dict()

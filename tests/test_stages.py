@@ -57,7 +57,7 @@ def test_stage_trains_what_vita_trains(vita15_meta, stage):
 
 def test_lora_on_one_group_of_the_omni_model_stays_there():
     """all-linear LoRA on the audio encoder wraps its layers only; the LLM and the vision side stay plain."""
-    cfg = _cfg(["model=tiny_omni", "stage.groups.audio_encoder.mode=lora",
+    cfg = _cfg(["model=tiny_omni", "stage=full", "stage.groups.audio_encoder.mode=lora",
                 "stage.groups.audio_encoder.lora.target_modules=[all-linear]", "stage.groups.llm.mode=frozen"])
     model = build_model(cfg.model, vocab_size=1024)
     apply_stage(model, cfg.stage, 1e-3)

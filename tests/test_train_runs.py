@@ -1,4 +1,4 @@
-"""End-to-end runs: the demo default, a two-job multirun, bf16 + gradient checkpointing + every logger."""
+"""End-to-end runs: the former demo default (chatterbot_tiny), a two-job multirun, bf16 + gradient checkpointing + every logger."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from tests.conftest import find_run, load_final, losses, quiet, read_json, run_v
 pytestmark = pytest.mark.slow
 
 
-def test_demo_default_trains_and_says_where_things_are(out_root):
-    """`make demo` = `python -m vita.run` with the embedded default (tiny Qwen2, chatterbot, CPU)."""
-    proc = run_vita([f"output_root={out_root}", "logging.progress_bar=false"], timeout=900)
-    run_dir = find_run(out_root, "demo")
+def test_chatterbot_tiny_trains_and_says_where_things_are(out_root):
+    """The former embedded default (tiny Qwen2 on chatterbot, CPU) trains 6 epochs; the export is a plain HF LLM."""
+    proc = run_vita([f"output_root={out_root}", "experiment=chatterbot_tiny", "logging.progress_bar=false"], timeout=900)
+    run_dir = find_run(out_root, "chatterbot_tiny")
     for what in ("final model", "checkpoints", "metrics", "loss plot"):
         assert what in proc.stdout
     traj = losses(run_dir)

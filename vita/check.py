@@ -57,15 +57,13 @@ def run_check(cfg, workers: int | None = None, examples: int = 3, out=None) -> i
     Every over-long sample is listed with its token count and the limit; under ``data.overlong=truncate``
     or ``skip`` they are not problems (the run handles them), under ``fail`` they are."""
     from tqdm.auto import tqdm
-    from transformers import AutoTokenizer
 
     from vita.data import make_processor, open_source, resolve_spec
     from vita.data.dataset import duplicate_ids
+    from vita.model.tokens import load_tokenizer
 
     out = out or sys.stdout
-    from vita.model.gguf_cache import tokenizer_path
-
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path(cfg.model), trust_remote_code=cfg.model.trust_remote_code)
+    tokenizer = load_tokenizer(cfg.model)  # model.tokenizer, else model.pretrained (a GGUF's via its cached folder)
     spec = resolve_spec(cfg.data, tokenizer, None)
     source = open_source(cfg.data)
     proc = make_processor(cfg.data, tokenizer, spec)

@@ -19,7 +19,7 @@ def run(new_tokens: int = 64, repeats: int = 3, batch: int = 4) -> dict:
     """``{"setup": ..., "tokens_per_s": {arm: median}}`` for cache on/off (batch 1) and cache on (batch ``batch``)."""
     from vita.infer import Conversation, GenerationConfig, collate_prompts, conversation_prompt, generate, load_target
 
-    loaded = load_target(None, ["model=smol_lm", "data.template=smollm2"])
+    loaded = load_target(None, ["experiment=chatterbot_tiny", "model=smol_lm", "data.template=smollm2"])
     conv = Conversation()
     conv.add_user(PROMPT)
     item = conversation_prompt(loaded.processor, conv)

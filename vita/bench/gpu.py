@@ -66,7 +66,7 @@ def overrides(a, data: Path, out: Path, packing: bool) -> list[str]:
     shape = "{vocab_size:1024}" if smoke else "{vocab_size:151936}"
     name = f"gpu-bench-{'packed' if packing else 'padded'}"
     return [
-        f"name={name}", f"output_root={out}", f"hydra.run.dir={out / name}", "model=tiny_omni",
+        f"name={name}", f"output_root={out}", f"hydra.run.dir={out / name}", "experiment=chatterbot_tiny", "model=tiny_omni",
         f"model.backbone={'tiny-qwen2' if smoke else 'qwen2.5-0.5b'}", f"++model.overrides={shape}",
         f"model.vision.tower={'tiny-internvit' if smoke else 'internvit'}", "model.audio.encoder=null",
         f"model.attn_implementation={attn}", "data=demo", "data.name=synthetic", "data.state_tokens=false",

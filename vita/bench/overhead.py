@@ -33,7 +33,7 @@ def run(steps: int = 20, warmup: int = 2, block: int = 5, micro_batch: int = 4) 
 
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
     total = warmup + steps
-    common = ["model=tiny_qwen2", f"++model.overrides={SHAPE}", "engine.precision=fp32", "engine.grad_accum=1",
+    common = ["experiment=chatterbot_tiny", "model=tiny_qwen2", f"++model.overrides={SHAPE}", "engine.precision=fp32", "engine.grad_accum=1",
               f"engine.micro_batch_size={micro_batch}", f"train.max_steps={total}"]
     cfgs = {0: compose([*common, "engine=zero0"]), 2: compose([*common, "engine=zero2"])}
     cfg = cfgs[0]

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
     total = args.warmup + args.steps
-    cfg = compose(["model=tiny_qwen2", "engine=zero0", "engine.precision=fp32", "engine.grad_accum=1",
+    cfg = compose(["experiment=chatterbot_tiny", "model=tiny_qwen2", "engine=zero0", "engine.precision=fp32", "engine.grad_accum=1",
                    f"engine.micro_batch_size={args.micro_batch}", f"train.max_steps={total}"])
     dist_info = init_single_process(cfg)
     tokenizer, model = build(cfg)

@@ -3,7 +3,8 @@
 Media are referenced where they are installed (symlinked folders), never copied into the repo:
 
 * images: scikit-image's bundled photos, captioned with the first line of their loader's docstring;
-* speech: LibriVox and card-call clips with transcripts (Debian ``pocketsphinx-testdata``);
+* speech: LibriVox and card-call clips with transcripts (Debian ``pocketsphinx-testdata``), also split
+  into ``speech_train.jsonl`` and ``speech_heldout.jsonl`` (:data:`HELD_OUT_SPEECH`) for the demo's eval;
 * video: OpenCV's sample AVIs, extracted from Debian ``opencv-doc`` (``apt-get download``);
 * spoken questions: synthesised with ``espeak-ng`` and resampled with ``sox``;
 * text: chatterbot-corpus conversations.
@@ -32,6 +33,8 @@ VIDEO_CAPTIONS = {
     "tree.avi": "A short sample clip from the OpenCV examples.",
     "Megamind.avi": "A scene from an animated film trailer.",
 }
+HELD_OUT_SPEECH = ("sense_and_sensibility_01_austen_64kb-0930", "003")
+"""Speech clips kept out of ``speech_train.jsonl`` (in ``speech_heldout.jsonl``): one LibriVox line, one card call."""
 SPOKEN_QUESTIONS = [
     ("What is in this picture?", "astronaut"),
     ("Can you describe this image?", "coffee"),
@@ -99,6 +102,20 @@ def speech_records(root: Path) -> list[dict]:
                              "conversations": [{"from": "human", "value": "<audio>\nTranscribe the speech."},
                                                {"from": "gpt", "value": text.capitalize() + "."}]})
     return recs
+
+
+def split_speech(records: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(train, held out) speech records: :data:`HELD_OUT_SPEECH` go to the held-out side."""
+    held = {f"asr-{sub}-{fid}" for sub in ("librivox", "cards") for fid in HELD_OUT_SPEECH}
+    return [r for r in records if r["id"] not in held], [r for r in records if r["id"] in held]
+
+
+def write_speech(ann: Path, records: list[dict]) -> None:
+    """``speech.jsonl`` (every clip), ``speech_train.jsonl`` and ``speech_heldout.jsonl`` (the demo's split)."""
+    train, held = split_speech(records)
+    _write_jsonl(ann / "speech.jsonl", records)
+    _write_jsonl(ann / "speech_train.jsonl", train)
+    _write_jsonl(ann / "speech_heldout.jsonl", held)
 
 
 def extract_videos(root: Path) -> Path:
@@ -178,7 +195,7 @@ def build(root: Path | None = None) -> Path:
     images = image_records(root)
     captions = {r["id"].removeprefix("image-"): r["conversations"][1]["value"] for r in images}
     _write_jsonl(ann / "images.jsonl", images)
-    _write_jsonl(ann / "speech.jsonl", speech_records(root))
+    write_speech(ann, speech_records(root))
     _write_jsonl(ann / "video.jsonl", video_records(root))
     (root / "spoken").mkdir(exist_ok=True)
     spoken = spoken_records(root, captions)

@@ -72,10 +72,15 @@ class InLoopEval:
         was_training = model.training
         model.eval()
         out: dict[str, float] = {}
+        # a bar per set on rank 0 (generation on CPU takes a while): the run never looks stuck
+        progress = self.dist.is_main and bool(self.cfg.logging.progress_bar)
+        if self.dist.is_main:
+            log.info("eval step %d: %s", step, ", ".join(f"{es.name} ({len(es)}, {'+'.join(es.metrics)})"
+                                                        for es in self.sets))
         try:
             for es in self.sets:
                 metrics, _ = evaluate_set(self.ctx, es, self.dist.rank, self.dist.world_size,
-                                          lockstep=self.dist.world_size > 1, progress=False)
+                                          lockstep=self.dist.world_size > 1, progress=progress)
                 out.update({f"eval/{es.name}/{k}": v for k, v in metrics.items() if k != "samples"})
         finally:
             model.train(was_training)
