@@ -60,10 +60,12 @@ def run_check(cfg, workers: int | None = None, examples: int = 3, out=None) -> i
 
     from vita.data import make_processor, open_source, resolve_spec
     from vita.data.dataset import duplicate_ids
-    from vita.model.tokens import load_tokenizer
+    from vita.model.tokens import ensure_media_tokens, load_tokenizer
 
     out = out or sys.stdout
     tokenizer = load_tokenizer(cfg.model)  # model.tokenizer, else model.pretrained (a GGUF's via its cached folder)
+    if cfg.model.vision.tower or cfg.model.audio.encoder:
+        ensure_media_tokens(tokenizer)  # as training adds them for a model with encoders
     spec = resolve_spec(cfg.data, tokenizer, None)
     source = open_source(cfg.data)
     proc = make_processor(cfg.data, tokenizer, spec)
