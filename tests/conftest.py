@@ -73,8 +73,9 @@ def out_root(tmp_path: Path) -> Path:
 
 
 def quiet(name: str, root: Path) -> list[str]:
-    """Overrides every test run uses: its own output root and name, no progress bar."""
-    return [f"name={name}", f"output_root={root}", "logging.progress_bar=false"]
+    """Overrides every test run uses: its own output root and name, no progress bar, no loss plot (matplotlib
+    costs seconds a run; tests/test_train_runs.py checks the plot of the demo run)."""
+    return [f"name={name}", f"output_root={root}", "logging.progress_bar=false", "logging.plot=false"]
 
 
 def read_json(p: Path) -> dict:

@@ -12,16 +12,20 @@ SPEECH = Path("/usr/share/pocketsphinx/test/data")
 
 
 def demo_root() -> Path:
-    """The demo data set, built on first use; skips the test if its Debian packages are missing."""
+    """The demo data set, built on first use (the bad corpus rebuilt when its version changed); skips
+    the test if its Debian packages are missing."""
+    from vita.data.bad_corpus import is_current, write_bad_corpus
     from vita.data.demo import MissingFixture, build
 
     root = Path(demo_data_dir())
     needed = ("bad/bad.jsonl", "annotations/text.jsonl", "annotations/speech_train.jsonl")
-    if not all((root / p).is_file() for p in needed):
+    if not all((root / p).is_file() for p in needed) or not (root / "video").is_dir():
         try:
             build(root)
         except MissingFixture as e:
             pytest.skip(str(e))
+    elif not is_current(root):
+        write_bad_corpus(root)
     return root
 
 

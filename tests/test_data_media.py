@@ -57,7 +57,7 @@ def test_tile_counts_thumbnail_and_pad_mode():
 
 def test_tiles_are_row_major_crops_then_thumbnail(tmp_path):
     """A 2x1 image of two flat colours gives [left, right, thumbnail], normalised by mean/std."""
-    spec = DataSpec(image_size=8, image_mean=(0.0, 0.0, 0.0), image_std=(1.0, 1.0, 1.0))
+    spec = DataSpec(image_size=8, image_mean=(0.0, 0.0, 0.0), image_std=(1.0, 1.0, 1.0), patch_size=4)
     im = Image.new("RGB", (16, 8), (255, 0, 0))  # 2:1 at 8-px tiles: grid (2, 1) (too small for (4, 2))
     im.paste((0, 0, 255), (8, 0, 16, 8))
     im.save(tmp_path / "x.png")

@@ -84,5 +84,5 @@ def test_target_dispatch_and_errors(tmp_path):
             register_target("marker", lambda p: False, lambda *a: None)
     finally:
         TARGET_KINDS.pop("marker")
-    with pytest.raises(ConfigError, match="config overrides"):
+    with pytest.raises(ConfigError, match="unknown model 'does_not_exist'.*Options: .*tiny_qwen2"):
         load_target(None, ["model=does_not_exist"])

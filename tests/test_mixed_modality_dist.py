@@ -17,8 +17,8 @@ pytestmark = [pytest.mark.distributed, pytest.mark.slow]
                          ids=["qwen2", "mixtral", "qwen2-lora"])
 def test_images_on_one_rank_audio_on_the_other(backbone, extra, tmp_path):
     """20 ZeRO-3 steps finish on both ranks with finite losses (gloo aborts on a collective mismatch)."""
-    cmd = [TORCHRUN, "--nproc_per_node", "2", "--master_port", str(_free_port()), "tests/dist_mixed_modality.py",
-           backbone, *extra]
+    cmd = [TORCHRUN, "--nproc_per_node", "2", "--master_port", str(_free_port()), "tests/dist_modality.py",
+           backbone, "20", "split", *extra]
     proc = subprocess.run(cmd, cwd=ROOT, env=vita_env(PYTHONPATH=str(ROOT), VITA_RESULT_DIR=str(tmp_path)),
                           capture_output=True, text=True, timeout=600)
     results = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("rank*.json"))]
@@ -35,8 +35,8 @@ def test_images_on_one_rank_audio_on_the_other(backbone, extra, tmp_path):
 
 def test_without_dummies_zero3_breaks(tmp_path):
     """Negative control: the same run with absent encoders skipped dies on a collective mismatch."""
-    cmd = [TORCHRUN, "--nproc_per_node", "2", "--master_port", str(_free_port()), "tests/dist_mixed_modality.py",
-           "tiny-qwen2", "nodummy"]
+    cmd = [TORCHRUN, "--nproc_per_node", "2", "--master_port", str(_free_port()), "tests/dist_modality.py",
+           "tiny-qwen2", "20", "split", "nodummy"]
     proc = subprocess.run(cmd, cwd=ROOT, env=vita_env(PYTHONPATH=str(ROOT), VITA_RESULT_DIR=str(tmp_path)),
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode != 0

@@ -13,7 +13,7 @@ import torch
 
 from tests.conftest import PY, ROOT, find_run, load_final, losses, quiet, run_vita, vita_env
 
-STEPS = 60
+STEPS = 30
 COMMON = ["experiment=smoke", "data.limit=512", f"train.max_steps={STEPS}", "train.ckpt_every=4",
           "train.keep_last=2", "engine.micro_batch_size=8", "optim.warmup_steps=5"]
 

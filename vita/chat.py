@@ -199,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=None, help="sampling seed")
     ap.add_argument("--no-cache", action="store_true", help="recompute the whole sequence each step (no KV cache)")
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    ap.add_argument("--config-dir", "-cd", help="a config folder added to the search path (as for vita.run)")
     ap.add_argument("--json", action="store_true", help="--prompt: print a JSON line with the answer and token ids")
     return ap
 
@@ -211,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         if bool(args.input) != bool(args.output):
             raise VitaError("--input and --output go together (a VITA-format file in, predictions JSONL out)")
         target, overrides = split_target(args.args)
+        if args.config_dir:
+            overrides = ["--config-dir", args.config_dir, *overrides]
         loaded = load_target(target, overrides, dtype=args.dtype)
         if args.input:
             return batch_file(loaded, args)

@@ -22,30 +22,50 @@ def _init(source, proc) -> None:
     _STATE["source"], _STATE["proc"] = source, proc
 
 
-def check_one(i: int) -> tuple[str, str | None, int, str, str]:
-    """(dataset, problem kind or None, token length, modality mix, message) of record ``i``."""
+def check_one(i: int) -> dict:
+    """Record ``i`` checked: ``dataset``, ``kind`` (problem or None), ``length``, ``full_length``, ``lost``
+    (supervised tokens truncation removes), ``mix`` (modalities), ``msg``, ``id``, ``where``, ``key``."""
+    from vita.data.dataset import OverLong
     from vita.data.schema import BadSample
 
     source, proc = _STATE["source"], _STATE["proc"]
     name = source.dataset_of(i)
+    row = {"dataset": name, "kind": None, "length": 0, "full_length": 0, "lost": 0, "mix": "", "msg": "",
+           "id": None, "where": "", "key": source.record_key(i)}
     try:
         raw, where, roots, name = source.read(i)
-        proc.measure(raw, where, roots)  # header-based lengths (what the samplers use)
+        row["where"] = where
+        m = proc.measure_sample(raw, where, roots)  # header-based lengths (what the samplers use)
         item = proc.load(raw, where, roots)  # and a full decode
+    except OverLong as e:
+        row.update(id=e.sample_id, where=e.where, full_length=e.length)
+        if e.policy == "fail":
+            row.update(kind=e.kind, msg=f"{e} (data.overlong=fail)")
+        return row
     except BadSample as e:
-        return name, e.kind, 0, "", str(e)
-    mods = [m for m in ("image", "video", "audio") if raw.get(m)]
-    return name, None, len(item["input_ids"]), "+".join(mods) or "text", ""
+        row.update(kind=e.kind, msg=str(e), id=e.sample_id, where=e.where)
+        return row
+    mods = [k for k in ("image", "video", "audio") if raw.get(k)]
+    row.update(length=len(item["input_ids"]), full_length=m.full_length, lost=m.lost_supervised,
+               mix="+".join(mods) or "text", id=m.sample_id)
+    return row
 
 
-def run_check(cfg, workers: int | None = None, examples: int = 3, out=sys.stdout) -> int:
-    """Check ``cfg.data``; print the report to ``out``; return the number of problems."""
+def run_check(cfg, workers: int | None = None, examples: int = 3, out=None) -> int:
+    """Check ``cfg.data``; print the report to ``out``; return the number of problems.
+
+    Every over-long sample is listed with its token count and the limit; under ``data.overlong=truncate``
+    or ``skip`` they are not problems (the run handles them), under ``fail`` they are."""
     from tqdm.auto import tqdm
 
     from vita.data import make_processor, open_source, resolve_spec
-    from vita.model.tokens import load_tokenizer
+    from vita.data.dataset import duplicate_ids
+    from vita.model.tokens import ensure_media_tokens, load_tokenizer
 
-    tokenizer = load_tokenizer(cfg.model)  # model.tokenizer, else model.pretrained (with its GGUF file)
+    out = out or sys.stdout
+    tokenizer = load_tokenizer(cfg.model)  # model.tokenizer, else model.pretrained (a GGUF's via its cached folder)
+    if cfg.model.vision.tower or cfg.model.audio.encoder:
+        ensure_media_tokens(tokenizer)  # as training adds them for a model with encoders
     spec = resolve_spec(cfg.data, tokenizer, None)
     source = open_source(cfg.data)
     proc = make_processor(cfg.data, tokenizer, spec)
@@ -58,35 +78,50 @@ def run_check(cfg, workers: int | None = None, examples: int = 3, out=sys.stdout
     else:
         _init(source, proc)
         results = [check_one(i) for i in tqdm(range(n), desc="checking", unit="sample")]
+    ok_rows = [r for r in results if r["kind"] is None]
+    for pos, e in duplicate_ids([(r["dataset"], r["id"], r["key"], r["where"]) for r in ok_rows]).items():
+        ok_rows[pos].update(kind=e.kind, msg=str(e))
     per: dict[str, list] = defaultdict(list)
     for r in results:
-        per[r[0]].append(r)
+        per[r["dataset"]].append(r)
     n_bad = 0
+    limit = cfg.data.max_length
     for name, rows in per.items():
-        ok = [r for r in rows if r[1] is None]
-        bad = [r for r in rows if r[1] is not None]
+        ok = [r for r in rows if r["kind"] is None]
+        bad = [r for r in rows if r["kind"] is not None]
         n_bad += len(bad)
-        lens = np.array([r[2] for r in ok]) if ok else np.zeros(1)
-        mix = Counter(r[3] for r in ok)
+        lens = np.array([r["length"] for r in ok if r["length"]]) if any(r["length"] for r in ok) else np.zeros(1)
+        mix = Counter(r["mix"] for r in ok if r["mix"])
         print(f"\n== {name}: {len(rows)} samples, {len(ok)} ok, {len(bad)} with problems", file=out)
         print("  modality mix: " + ", ".join(f"{k} {v}" for k, v in mix.most_common()), file=out)
         p = np.percentile(lens, [50, 90, 99]).astype(int)
-        print(f"  tokens: p50 {p[0]}  p90 {p[1]}  p99 {p[2]}  max {lens.max()}  (data.max_length "
-              f"{cfg.data.max_length})", file=out)
-        kinds = Counter(r[1] for r in bad)
+        print(f"  tokens: p50 {p[0]}  p90 {p[1]}  p99 {p[2]}  max {lens.max()}  (data.max_length {limit})", file=out)
+        long_rows, keys = [], set()
+        for r in rows:
+            if r["full_length"] > limit and r["key"] not in keys and (r["kind"] is None or r["kind"] == "over-long sample"):
+                keys.add(r["key"])
+                long_rows.append(r)
+        if long_rows:
+            how = {"truncate": "truncated", "skip": "skipped", "fail": "stop the run"}[cfg.data.overlong]
+            lost = sum(r["lost"] for r in long_rows)
+            tail = f", {lost} supervised tokens lost" if cfg.data.overlong == "truncate" else ""
+            print(f"  over-long: {len(long_rows)} sample(s) > data.max_length {limit} ({how}, data.overlong="
+                  f"{cfg.data.overlong}{tail})", file=out)
+            for r in long_rows:
+                cut = f", {r['lost']} supervised tokens lost" if cfg.data.overlong == "truncate" else ""
+                print(f"    {r['where']} sample '{r['id']}': {r['full_length']} tokens > {limit}{cut}", file=out)
+        kinds = Counter(r["kind"] for r in bad)
         for kind, count in kinds.most_common():
             print(f"  problem {kind!r}: {count}", file=out)
-            for r in [r for r in bad if r[1] == kind][:examples]:
-                print(f"    {r[4]}", file=out)
+            for r in [r for r in bad if r["kind"] == kind][:examples]:
+                print(f"    {r['msg']}", file=out)
     print(f"\n{'FAIL' if n_bad else 'OK'}: {n} samples, {n_bad} with problems", file=out)
     return n_bad
 
 
 def main(argv: list[str] | None = None) -> int:
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    from vita.config import CONF_DIR, register_configs, register_resolvers
+    """``python -m vita.check [--workers=N] [--config-dir DIR] [overrides]``; exit 0 clean, 1 problems, 2 error."""
+    from vita.cli import compose_cli
     from vita.errors import VitaError
 
     args = list(sys.argv[1:] if argv is None else argv)
@@ -95,12 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         if a.startswith("--workers="):
             workers = int(a.split("=", 1)[1])
             args.remove(a)
-    register_configs()
-    register_resolvers()
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose("config", overrides=args)
-        OmegaConf.resolve(cfg)
+        cfg = compose_cli(args)
         return 1 if run_check(cfg, workers) else 0
     except VitaError as e:
         print(f"error: {e}", file=sys.stderr)

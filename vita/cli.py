@@ -1,47 +1,155 @@
-"""Check command-line overrides before Hydra runs, so a typo is one clear line, not a traceback."""
+"""Command lines -> configs, the same way for every vita command.
+
+:func:`compose_cli` is what ``vita.check`` (and ``vita.chat``, ``vita.eval``) call: it honours
+``--config-dir``/``-cd DIR``, ``hydra.searchpath=[...]`` on the command line and
+the search path of the chosen ``conf/local`` file (``config_searchpath``), checks the overrides first
+(:func:`precheck`, a typo is one clear line, not a traceback) and composes ``conf/config.yaml``.
+``python -m vita.run`` goes through Hydra's own ``@hydra.main`` after :func:`prepare_run_argv`.
+Unknown group options are listed from every search path.
+"""
 
 from __future__ import annotations
 
 import difflib
+import importlib.util
+import os
+from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import OverrideType
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from vita.config import CONF_DIR, register_configs, register_resolvers, suggest_key
+from vita.errors import ConfigError
 
 GROUPS = {"model", "data", "stage", "engine", "experiment", "local"}
+CONFIG_DIR_FLAGS = ("--config-dir", "-cd")
+
+
+def split_config_dirs(args: list[str]) -> tuple[list[str], list[str]]:
+    """``(config dirs given with --config-dir/-cd, the other args)``; ``-cd DIR`` and ``--config-dir=DIR`` both work."""
+    dirs, rest = [], []
+    it = iter(args)
+    for a in it:
+        flag, eq, val = a.partition("=")
+        if flag in CONFIG_DIR_FLAGS:
+            d = val if eq else next(it, None)
+            if not d:
+                raise ConfigError(f"{flag} needs a folder: {flag} DIR")
+            dirs.append(d)
+        else:
+            rest.append(a)
+    return dirs, rest
+
+
+def _parse(args: list[str]) -> list:
+    overrides = [a for a in args if "=" in a and not a.startswith("-")]
+    try:
+        return OverridesParser.create().parse_overrides(overrides)
+    except Exception:  # Hydra reports syntax errors well itself
+        return []
+
+
+def _entry_dir(entry: str) -> Path | None:
+    """The folder of one Hydra search path entry (``file://DIR``, ``pkg://package``, or a plain path)."""
+    if entry.startswith("pkg://"):
+        spec = importlib.util.find_spec(entry[len("pkg://"):].replace("/", "."))
+        locs = list(spec.submodule_search_locations or []) if spec else []
+        return Path(locs[0]) if locs else None
+    return Path(entry.removeprefix("file://")).expanduser().resolve()
+
+
+def _cmdline_searchpath(parsed: list) -> list[str]:
+    for o in parsed:
+        if o.key_or_group == "hydra.searchpath" and o.type == OverrideType.CHANGE:
+            value = o.value()
+            return [str(v) for v in (value if isinstance(value, list) else [value])]
+    return []
+
+
+def search_path(args: list[str]) -> list[str]:
+    """Hydra search path entries beyond the package's ``conf/``, in order: ``--config-dir``/``-cd``,
+    ``hydra.searchpath`` from the command line, then ``config_searchpath`` of the chosen ``conf/local`` file
+    (Hydra takes ``hydra.searchpath`` from the primary config only, so the local file names it so)."""
+    dirs, rest = split_config_dirs(args)
+    entries = []
+    for d in dirs:
+        p = Path(d).expanduser().resolve()
+        if not p.is_dir():
+            raise ConfigError(f"--config-dir {d}: no such folder")
+        entries.append(f"file://{p}")
+    parsed = _parse(rest)
+    entries += [e for e in _cmdline_searchpath(parsed) if e not in entries]
+    local = next((o.value() for o in parsed if o.key_or_group == "local" and o.type == OverrideType.CHANGE), "default")
+    if local is not None and str(local) != "null":
+        for d in [CONF_DIR, *filter(None, map(_entry_dir, entries))]:
+            f = d / "local" / f"{local}.yaml"
+            if f.is_file():
+                local_cfg = OmegaConf.load(f)
+                if OmegaConf.select(local_cfg, "hydra.searchpath") is not None:
+                    raise ConfigError(f"{f}: Hydra reads hydra.searchpath only from the primary config; write it as "
+                                      "'config_searchpath: [file://DIR, ...]' in this file (vita passes it on)")
+                extra = OmegaConf.select(local_cfg, "config_searchpath") or []
+                entries += [str(v) for v in extra if str(v) not in entries]
+                break
+    return entries
+
+
+def option_dirs(entries: list[str]) -> list[Path]:
+    """The folders holding config groups: the package's ``conf/`` then each search path entry's."""
+    out = [CONF_DIR]
+    for e in entries:
+        d = _entry_dir(e)
+        if d is not None and d not in out:
+            out.append(d)
+    return out
+
+
+def _searchpath_override(entries: list[str]) -> list[str]:
+    if not entries:
+        return []
+    quoted = ",".join("'" + e.replace("\\", "\\\\").replace("'", "\\'") + "'" for e in entries)
+    return [f"hydra.searchpath=[{quoted}]"]
+
+
+def prepare_run_argv(argv: list[str]) -> list[str]:
+    """``vita.run``'s argv for ``@hydra.main``: the ``config_searchpath`` of ``conf/local`` is added to the
+    command line's ``hydra.searchpath``; Hydra handles ``--config-dir`` itself."""
+    dirs, rest = split_config_dirs(argv)
+    given = [f"file://{Path(d).expanduser().resolve()}" for d in dirs] + _cmdline_searchpath(_parse(rest))
+    extra = [e for e in search_path(argv) if e not in given]
+    if not extra:
+        return list(argv)
+    keep = [a for a in argv if not a.startswith("hydra.searchpath=")]
+    return _searchpath_override(_cmdline_searchpath(_parse(rest)) + extra) + keep  # first: argparse wants
+    # overrides before flags such as --cfg job
 
 
 def precheck(args: list[str]) -> str | None:
-    """Return an error line for the first unknown key or badly typed value in ``args``, else None."""
-    overrides = [a for a in args if "=" in a and not a.startswith("-")]
-    if not overrides:
-        return None
+    """Return an error line for the first unknown key, group option or badly typed value in ``args``, else None."""
     try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except Exception:  # Hydra reports syntax errors well itself
+        entries = search_path(args)
+    except ConfigError as e:
+        return str(e)
+    _, args = split_config_dirs(args)
+    parsed = _parse(args)
+    if not parsed:
         return None
+    dirs = option_dirs(entries)
     for o in parsed:
         if o.key_or_group in GROUPS and o.type == OverrideType.CHANGE:
-            err = _check_group_choice(o.key_or_group, o.value())
+            err = _check_group_choice(o.key_or_group, o.value(), dirs)
             if err:
                 return err
-    groups = [o.input_line for o in parsed if o.key_or_group in GROUPS or o.key_or_group.startswith("hydra")]
+    groups = [o.input_line for o in parsed if o.key_or_group in GROUPS]
     groups = [g for g in groups if "," not in g.split("=", 1)[1]]
-    register_configs()
-    register_resolvers()
-    GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose("config", overrides=[g for g in groups if not g.startswith("hydra")])
+        cfg = _compose(groups, entries)
     except Exception:
         return None  # a bad group choice: Hydra's own message lists the options
-    finally:
-        GlobalHydra.instance().clear()
     for o in parsed:
         key = o.key_or_group
         if key in GROUPS or key.startswith("hydra") or o.type != OverrideType.CHANGE:
@@ -60,17 +168,79 @@ def precheck(args: list[str]) -> str | None:
     return None
 
 
-def _check_group_choice(group: str, value) -> str | None:
-    """An unknown option of a config group (``engine=zero9``) -> one line with the options."""
+def _compose(overrides: list[str], entries: list[str], config_name: str = "config") -> DictConfig:
+    register_configs()
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose(config_name, overrides=[*overrides, *_searchpath_override(entries)])
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def compose_cli(args: list[str], config_name: str = "config", resolve: bool = True) -> DictConfig:
+    """Compose vita's config from command-line ``args`` as ``python -m vita.run`` would (config dirs,
+    search paths, overrides); every problem is a one-line :class:`ConfigError`.
+
+    Args:
+        args: ``key=value`` overrides, group choices, ``--config-dir DIR``/``-cd DIR``, ``hydra.searchpath=[...]``.
+        resolve: resolve interpolations (``${vita_demo:...}``) before returning.
+    """
+    err = precheck(args)
+    if err:
+        raise ConfigError(err)
+    entries = search_path(args)
+    _, rest = split_config_dirs(args)
+    rest = [a for a in rest if not a.startswith("hydra.searchpath=")]
+    try:
+        cfg = _compose(rest, entries, config_name)
+    except OmegaConfBaseException as e:
+        raise ConfigError(str(e).splitlines()[0]) from None
+    except Exception as e:  # Hydra's composition errors: their first line says what is wrong
+        if type(e).__module__.startswith("hydra"):
+            raise ConfigError(str(e).strip().splitlines()[0]) from None
+        raise
+    if resolve:
+        OmegaConf.resolve(cfg)
+    return cfg
+
+
+def group_options(group: str, dirs: list[Path]) -> dict[str, Path]:
+    """Option name -> the folder it comes from, for one config group over ``dirs`` (first one wins)."""
+    out: dict[str, Path] = {}
+    for d in dirs:
+        for p in sorted((d / group).glob("*.yaml")):
+            out.setdefault(p.stem, d)
+    return out
+
+
+def _check_group_choice(group: str, value, dirs: list[Path] | None = None) -> str | None:
+    """An unknown option of a config group (``engine=zero9``) -> one line with the options of every search path."""
+    dirs = dirs or [CONF_DIR]
     values = getattr(value, "list", None) or [value]
-    options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+    found = group_options(group, dirs)
+    options = sorted(found)
     for v in values:
         if v is None or str(v) == "null" or str(v) in options:
             continue
         close = difflib.get_close_matches(str(v), options, n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        return f"unknown {group} '{v}' (no conf/{group}/{v}.yaml).{hint} Options: {', '.join(options)}"
+        where = ", ".join(_short(d) for d in dirs)
+        extra = [f"{o} ({_short(found[o])})" for o in options if found[o] != CONF_DIR]
+        listed = [o for o in options if found[o] == CONF_DIR] + extra
+        return (f"unknown {group} '{v}' (no {group}/{v}.yaml in {where}).{hint} Options: {', '.join(listed)}. "
+                "Add a folder with --config-dir DIR or hydra.searchpath=[file://DIR]")
     return None
+
+
+def _short(d: Path) -> str:
+    if d == CONF_DIR:
+        return "conf"
+    try:
+        return os.path.relpath(d) if not os.path.relpath(d).startswith("..") else str(d)
+    except ValueError:
+        return str(d)
 
 
 def _in_open_dict(cfg, key: str) -> bool:

@@ -147,7 +147,13 @@ class DataConfig:
     system_prompt: Optional[str] = None
     """System prompt; ``null`` = the template's default, ``""`` = none."""
     max_length: int = 256
-    """Longest tokenised sample; longer ones are truncated (never to zero supervised tokens)."""
+    """Longest tokenised sample; what happens to longer ones is ``overlong``."""
+    overlong: str = "truncate"
+    """A sample longer than ``max_length``: ``truncate`` (cut the text at the end; a cut into a media block or
+    to no supervised token is a bad sample), ``skip`` (drop it), ``fail`` (stop, naming it). Never silent: the
+    run warns once with the count and the first few, and logs the supervised tokens truncation removes."""
+    max_images: int = 0
+    """Most images in one sample (0 = no limit); a sample with more is a bad sample."""
     sampler: str = "random"
     """Sampler key (``vita.registry.SAMPLERS``)."""
     num_workers: int = 0
@@ -309,8 +315,8 @@ class TrainConfig:
     epochs: int = 1
     """Epochs, when ``max_steps`` is 0."""
     seed: int = 42
-    log_every: int = 1
-    """Log metrics every N steps."""
+    log_every: int = 10
+    """A metrics line on the console every N steps (and at the last); ``metrics.jsonl`` keeps every step."""
     ckpt_every: int = 0
     """Save a checkpoint every N steps (0 = only at the end)."""
     keep_last: int = 2
@@ -395,6 +401,10 @@ class Config:
     recipe: list[RecipeStep] = field(default_factory=list)
     """Stages to run in order, each starting from the previous one's export (``vita.recipe``)."""
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
+    config_searchpath: list[str] = field(default_factory=list)
+    """Site config folders (``file:///site/conf``) searched for ``data/``, ``model/`` ... options; set it in
+    ``conf/local`` (Hydra reads ``hydra.searchpath`` only from the primary config; vita's commands pass
+    this on as ``hydra.searchpath``). One run: ``--config-dir DIR`` or ``hydra.searchpath=[file://DIR]``."""
 
 
 ENUMS = {
@@ -405,6 +415,7 @@ ENUMS = {
     "train.resume": ("auto", "never"),
     "train.nan_policy": ("stop", "skip"),
     "data.on_bad_sample": ("fail", "skip"),
+    "data.overlong": ("truncate", "skip", "fail"),
     "model.quantization": (None, "4bit", "8bit"),
     "stage.export": ("full", "trainable"),
     "data.image_aspect_ratio": ("square", "pad"),

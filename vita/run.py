@@ -106,12 +106,13 @@ def main(cfg: DictConfig) -> float | None:
 
 
 def cli() -> None:
-    from vita.cli import precheck
+    from vita.cli import precheck, prepare_run_argv
 
     err = precheck(sys.argv[1:])
     if err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    sys.argv[1:] = prepare_run_argv(sys.argv[1:])  # + hydra.searchpath from conf/local
     main()
 
 

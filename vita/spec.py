@@ -38,6 +38,11 @@ class DataSpec:
     image_std: tuple[float, float, float] = IMAGENET_STD
     tokens_per_tile: int = 256
     """LLM tokens per image tile and per video frame."""
+    patch_size: int = 14
+    """The vision tower's patch side; an image smaller than one patch is a bad sample."""
+    max_audio_frames: int | None = None
+    """Most feature frames the audio encoder takes (Whisper: 3000 = 30 s); longer clips are bad samples
+    rather than silently cut. ``None`` = no limit."""
     audio_feature: str = "fbank"
     """``fbank`` (Kaldi fbank, VITA's encoder) or ``whisper`` (Whisper log-mel)."""
     n_mels: int = 80

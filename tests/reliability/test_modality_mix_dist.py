@@ -21,7 +21,7 @@ IDS = ["qwen2", "qwen2-lora", "mixtral"]
 
 def _run(tmp_path, backbone: str, extra: list[str], steps: int) -> list[dict]:
     cmd = [TORCHRUN, "--nproc_per_node", "2", "--master_port", str(_free_port()),
-           "tests/reliability/dist_modality_mix.py", backbone, str(steps), *extra]
+           "tests/dist_modality.py", backbone, str(steps), "rotate", *extra]
     try:
         proc = subprocess.run(cmd, cwd=ROOT, env=vita_env(PYTHONPATH=str(ROOT), VITA_RESULT_DIR=str(tmp_path)),
                               capture_output=True, text=True, timeout=120 + 10 * steps, start_new_session=True)

@@ -44,11 +44,19 @@ class DataBundle:
     loader: StepLoader
     skipped: Counter = field(default_factory=Counter)
     """Bad samples dropped while indexing, per reason (loading-time ones are in ``loader.skipped``)."""
+    truncated: int = 0
+    """Over-long samples kept truncated (``data.overlong=truncate``)."""
+    lost_supervised: int = 0
+    """Supervised tokens those cuts remove (each sample once)."""
 
     def skip_counts(self) -> dict[str, int]:
-        """``skipped/<reason>`` -> count, indexing and loading together (for the metrics)."""
+        """``skipped/<reason>`` -> count, indexing and loading together, and the ``overlong/*`` truncation
+        counts (for the metrics)."""
         total = self.skipped + self.loader.skipped
-        return {"skipped/" + re.sub(r"[^A-Za-z0-9]+", "_", k): v for k, v in sorted(total.items())}
+        out = {"skipped/" + re.sub(r"[^A-Za-z0-9]+", "_", k): v for k, v in sorted(total.items())}
+        if self.truncated:
+            out.update({"overlong/truncated": self.truncated, "overlong/lost_supervised_tokens": self.lost_supervised})
+        return out
 
 
 def tokenize_all(data_cfg, tokenizer) -> tuple[list[dict], Counter]:
@@ -91,7 +99,7 @@ def open_source(data_cfg) -> Source:
 def make_processor(data_cfg, tokenizer, spec: DataSpec | None) -> Processor:
     template = TEMPLATES.build(data_cfg.template, system=data_cfg.system_prompt)
     return Processor(template, tokenizer, spec, media_options(data_cfg), data_cfg.max_length, data_cfg.state_tokens,
-                     data_cfg.vita_layout)
+                     data_cfg.vita_layout, overlong=data_cfg.overlong, max_images=data_cfg.max_images)
 
 
 def build_data(cfg, tokenizer, rank: int, world: int, spec: DataSpec | None = None) -> DataBundle:
@@ -105,6 +113,8 @@ def build_data(cfg, tokenizer, rank: int, world: int, spec: DataSpec | None = No
     source = open_source(d)
     proc = make_processor(d, tokenizer, spec)
     idx: Index = index(source, proc, d.on_bad_sample, progress=rank == 0 and len(source) > 5000, use_cache=d.index_cache)
+    if rank == 0:
+        report_overlong(idx, d)
     if len(idx.refs) == 0:
         raise DataError(f"data '{d.name}': no usable sample")
     dataset = MediaDataset(source, idx, proc)
@@ -116,7 +126,26 @@ def build_data(cfg, tokenizer, rank: int, world: int, spec: DataSpec | None = No
     loader = StepLoader(dataset, sampler, Collator(tokenizer.pad_token_id, d.packing, d.max_length), rank=rank,
                         world=world, micro_batch_size=cfg.engine.micro_batch_size, grad_accum=cfg.engine.grad_accum,
                         num_workers=d.num_workers, on_bad_sample=d.on_bad_sample)
-    return DataBundle(dataset, sampler, loader, idx.skipped)
+    return DataBundle(dataset, sampler, loader, idx.skipped, len(idx.truncated), idx.lost_supervised)
+
+
+def report_overlong(idx: Index, data_cfg, first: int = 3) -> str | None:
+    """One warning: how many samples exceed ``data.max_length``, what was done and the first few; returns it."""
+    dropped = [p for p in idx.problems if p.kind == "over-long sample" and data_cfg.overlong == "skip"]
+    if not idx.truncated and not dropped:
+        return None
+    if idx.truncated:
+        n, what = len(idx.truncated), (f"truncated (data.overlong=truncate), losing {idx.lost_supervised} supervised "
+                                       "tokens")
+        names = [str(t) for t in idx.truncated[:first]]
+    else:
+        n, what = len(dropped), "skipped (data.overlong=skip)"
+        names = [f"{p.where} sample '{p.sample_id}'" for p in dropped[:first]]
+    more = f", and {n - first} more" if n > first else ""
+    msg = (f"data '{data_cfg.name}': {n} sample(s) exceed data.max_length={data_cfg.max_length} and are {what}: "
+           f"{'; '.join(names)}{more}. python -m vita.check lists them all")
+    log.warning("%s", msg)
+    return msg
 
 
 __all__ = ["DataBundle", "DataSpec", "Position", "build_data", "tokenize_all"]

@@ -13,6 +13,8 @@ import yaml
 
 from vita.errors import DataError
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when built with it: the same safe load, 10x faster
+
 
 def corpus_dir(language: str = "english") -> Path:
     """Folder of the installed corpus for ``language``."""
@@ -40,7 +42,7 @@ def load_conversations(language: str = "english", files: list[str] | None = None
     for path in paths:
         if not path.is_file():
             raise DataError(f"{path}: no such corpus file; files: {sorted(p.name for p in root.glob('*.yml'))}")
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        doc = yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER)
         for i, conv in enumerate(doc.get("conversations") or []):
             if not isinstance(conv, list):  # a bare string is one turn, not a list of characters
                 conv = [conv]

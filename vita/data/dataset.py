@@ -29,7 +29,7 @@ from vita.data.media import (
 from vita.data.schema import MARKER_RE, BadSample, Sample, parse_sample
 from vita.data.sources import Source
 from vita.data.spec import DataSpec
-from vita.data.tokenize import tokenize_segments
+from vita.data.tokenize import encode_segments, lost_supervised, truncate
 from vita.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -43,18 +43,63 @@ def media_options(data_cfg) -> MediaOptions:
                         video_fps=data_cfg.video_fps, dither=data_cfg.dither)
 
 
+OVERLONG = ("truncate", "skip", "fail")
+
+
+class OverLong(BadSample):
+    """A sample longer than ``data.max_length`` under ``data.overlong=skip`` (dropped) or ``fail`` (stops)."""
+
+    def __init__(self, where: str, sample_id: str | None, length: int, max_length: int, policy: str) -> None:
+        self.length, self.policy = length, policy
+        fix = ("dropped (data.overlong=skip)" if policy == "skip" else
+               "set data.overlong=truncate or skip, or raise data.max_length")
+        super().__init__("over-long sample", where, sample_id, f"{length} tokens > data.max_length={max_length}; {fix}")
+
+
+@dataclass
+class Measured:
+    """One sample measured from headers: its training length and what truncation cost it."""
+
+    length: int
+    """Tokens after truncation (what the samplers see)."""
+    multimodal: bool
+    """Has an image or a video."""
+    full_length: int
+    """Tokens before truncation (> ``max_length`` = over-long)."""
+    lost_supervised: int
+    """Supervised tokens the cut removed."""
+    sample_id: str = ""
+
+
+@dataclass
+class Truncated:
+    """An over-long sample kept under ``data.overlong=truncate``."""
+
+    where: str
+    sample_id: str
+    length: int
+    lost_supervised: int
+
+    def __str__(self) -> str:
+        return f"{self.where} sample '{self.sample_id}' ({self.length} tokens, {self.lost_supervised} supervised lost)"
+
+
 class Processor:
     """Turns one raw record into a tokenised sample (with or without decoding its media)."""
 
     def __init__(self, template, tokenizer, spec: DataSpec | None, opts: MediaOptions, max_length: int,
-                 state_tokens: bool = False, layout: bool = False, prompt_max_length: int = 0) -> None:
+                 state_tokens: bool = False, layout: bool = False, overlong: str = "truncate",
+                 max_images: int = 0, prompt_max_length: int = 0) -> None:
+        if overlong not in OVERLONG:
+            raise DataError(f"data.overlong={overlong!r}; valid options: {', '.join(OVERLONG)}")
         self.template, self.tokenizer, self.spec, self.opts = template, tokenizer, spec, opts
         self.max_length, self.state_tokens, self.layout = max_length, state_tokens, layout
+        self.overlong, self.max_images = overlong, max_images
         self.prompt_max_length = prompt_max_length
         """Longest prompt in ``prompt_only`` mode (the model's context); 0 = ``max_length``."""
 
     def parse(self, raw, where: str, roots: dict, prompt_only: bool = False) -> Sample:
-        s = parse_sample(raw, where, roots, prompt_only=prompt_only)
+        s = parse_sample(raw, where, roots, prompt_only=prompt_only, max_images=self.max_images)
         if s.media and self.spec is None:
             raise BadSample("media without encoder", where, s.id, "the sample has media but the model has no "
                             "encoders; use a multimodal model or set data.media_spec")
@@ -70,7 +115,8 @@ class Processor:
         from dataclasses import replace
 
         return Processor(replace(self.template, prompts={"lang": system}), self.tokenizer, self.spec, self.opts,
-                         self.max_length, self.state_tokens, self.layout, self.prompt_max_length)
+                         self.max_length, self.state_tokens, self.layout, self.overlong, self.max_images,
+                         self.prompt_max_length)
 
     def supports(self, modality: str) -> bool:
         """Whether this processor (its model's encoders) can take ``image``, ``video`` or ``audio`` input."""
@@ -81,21 +127,24 @@ class Processor:
         return self.spec.image_size is not None
 
     def _media_error(self, s: Sample, e: MediaError) -> BadSample:
-        return BadSample(e.kind, s.where, s.id, f"{e.path}: {e.detail}")
+        fix = "" if "; " in e.detail else "; re-encode or replace the file, or drop the sample"
+        return BadSample(e.kind, s.where, s.id, f"{e.path}: {e.detail}{fix}")
 
     def counts(self, s: Sample) -> dict[str, list[int]]:
         """Placeholder tokens of each media item, from headers only."""
         sp, o = self.spec, self.opts
         try:
             return {
-                "image": [image_num_tiles(p, o, sp.image_size) * sp.tokens_per_tile for p in s.media.get("image", [])],
+                "image": [image_num_tiles(p, o, sp.image_size, sp.patch_size) * sp.tokens_per_tile
+                          for p in s.media.get("image", [])],
                 "video": [video_num_frames(p, o) * sp.tokens_per_tile for p in s.media.get("video", [])],
                 "audio": [sp.audio_num_tokens(audio_num_frames(p, sp)) for p in s.media.get("audio", [])],
             }
         except MediaError as e:
             raise self._media_error(s, e) from None
 
-    def tokens(self, s: Sample, counts: dict[str, list[int]], prompt_only: bool = False) -> dict:
+    def encode(self, s: Sample, counts: dict[str, list[int]]) -> tuple[dict, set[int]]:
+        """The whole tokenised sample (not truncated) and its placeholder ids."""
         segs = self.template.render(s.turns, modality=s.modality, state_tokens=self.state_tokens,
                                     inserted_id=s.inserted_id, end_tag=s.end_tag, layout=self.layout)
         blocks = {}
@@ -104,16 +153,39 @@ class Processor:
             blocks = {m: [(ids[m], n) for n in c] for m, c in counts.items() if c}
         for m, c in counts.items():
             if any(n < 1 for n in c):
-                raise BadSample("empty media", s.where, s.id, f"a {m} item gives 0 tokens (too short?); drop it")
-        limit = self.prompt_max_length if prompt_only and self.prompt_max_length else self.max_length
-        return tokenize_segments(segs, self.tokenizer, limit, s.id, blocks, where=s.where or s.id,
-                                 prompt_only=prompt_only)
+                article = "an" if m[0] in "aeiou" else "a"
+                raise BadSample("empty media", s.where, s.id, f"{article} {m} item gives 0 tokens (too short?); drop it")
+        item = encode_segments(segs, self.tokenizer, s.id, blocks, where=s.where or s.id)
+        return item, {tid for v in blocks.values() for tid, _ in v}
+
+    def tokens(self, s: Sample, counts: dict[str, list[int]], prompt_only: bool = False) -> dict:
+        """The training tokens: :meth:`encode` cut to ``max_length`` (see :func:`vita.data.tokenize.truncate`);
+        ``prompt_only``: the whole prompt, up to ``prompt_max_length`` (else an error), nothing cut."""
+        item, ph = self.encode(s, counts)
+        if prompt_only:
+            limit = self.prompt_max_length or self.max_length
+            return truncate(item, limit, s.id, s.where or s.id, ph, prompt_only=True)
+        return self._cut(s, item, ph)
+
+    def _cut(self, s: Sample, item: dict, placeholder_ids: set[int]) -> dict:
+        if len(item["input_ids"]) > self.max_length and self.overlong != "truncate":
+            raise OverLong(s.where or s.id, s.id, len(item["input_ids"]), self.max_length, self.overlong)
+        return truncate(item, self.max_length, s.id, s.where or s.id, placeholder_ids)
+
+    def measure_sample(self, raw, where: str, roots: dict) -> Measured:
+        """Lengths of a record from its media headers (nothing decoded); raises ``BadSample``
+        (:class:`OverLong` for an over-long sample under ``data.overlong=skip|fail``)."""
+        s = self.parse(raw, where, roots)
+        counts = self.counts(s) if s.media else {}
+        full, ph = self.encode(s, counts)
+        n = len(self._cut(s, full, ph)["input_ids"])
+        return Measured(n, bool(s.media.get("image") or s.media.get("video")), len(full["input_ids"]),
+                        lost_supervised(full["labels"], self.max_length), s.id)
 
     def measure(self, raw, where: str, roots: dict) -> tuple[int, bool]:
         """(token length, has image/video) of a record without decoding media; raises ``BadSample``."""
-        s = self.parse(raw, where, roots)
-        counts = self.counts(s) if s.media else {}
-        return len(self.tokens(s, counts)["input_ids"]), bool(s.media.get("image") or s.media.get("video"))
+        m = self.measure_sample(raw, where, roots)
+        return m.length, m.multimodal
 
     def load(self, raw, where: str, roots: dict, prompt_only: bool = False) -> dict:
         """The training item: ids, labels and decoded media in placeholder order; raises ``BadSample``.
@@ -165,61 +237,102 @@ class Index:
     lengths: np.ndarray
     multimodal: np.ndarray
     problems: list[BadSample] = field(default_factory=list)
+    truncated: list[Truncated] = field(default_factory=list)
+    """Over-long samples kept under ``data.overlong=truncate`` (each record once)."""
 
     @property
     def skipped(self) -> Counter:
         return Counter(p.kind for p in self.problems)
 
-
-def _where(source: Source, i: int) -> str:
-    try:
-        return source.read(i)[1]
-    except BadSample as e:
-        return e.where
+    @property
+    def lost_supervised(self) -> int:
+        """Supervised tokens that truncation removes (each record counted once)."""
+        return sum(t.lost_supervised for t in self.truncated)
 
 
 def _policy_error(e: BadSample) -> DataError:
+    if isinstance(e, OverLong):
+        return DataError(f"{e} (data.overlong=fail)")
     return DataError(f"{e} (set data.on_bad_sample=skip to drop such samples, or run python -m vita.check)")
+
+
+def duplicate_ids(keys: list[tuple[str, str, tuple, str]]) -> dict[int, BadSample]:
+    """Positions whose sample id another record of the same dataset already uses.
+
+    Args:
+        keys: per position ``(dataset, sample id, record key, location)``; the same record seen twice
+            (a ratio above 1) is not a duplicate, and the record that comes first in its files is kept.
+    """
+    first: dict[tuple[str, str], tuple[tuple, str]] = {}
+    for name, sid, rec, where in keys:
+        k = (name, sid)
+        if k not in first or rec < first[k][0]:
+            first[k] = (rec, where)
+    out = {}
+    for pos, (name, sid, rec, where) in enumerate(keys):
+        rec0, where0 = first[(name, sid)]
+        if rec != rec0:
+            out[pos] = BadSample("duplicate id", where, sid, f"{where0} has the same id in dataset '{name}'; give "
+                                 "every sample its own id")
+    return out
 
 
 def index(source: Source, proc: Processor, on_bad_sample: str = "fail", progress: bool = False,
           use_cache: bool = False) -> Index:
     """Validate and measure every record; ``fail`` raises at the first bad one, ``skip`` keeps going.
 
+    Over-long samples follow ``proc.overlong``: ``truncate`` keeps them (listed in :attr:`Index.truncated`),
+    ``skip`` drops and counts them whatever ``on_bad_sample`` says, ``fail`` raises at the first.
     With ``use_cache`` a mixture's index is kept in ``~/.cache/vita/index`` (:mod:`vita.data.index_cache`)."""
     from vita.data import index_cache
 
     key = index_cache.cache_key(source, proc) if use_cache else None
     hit = index_cache.load(key) if key else None
     if hit is not None:
-        refs, lengths, mm, problems = hit
-        if problems and on_bad_sample == "fail":
-            raise _policy_error(problems[0])
-        for p in problems:
+        refs, lengths, mm, problems, truncated = hit
+        policy_problems = [p for p in problems if not (p.kind == "over-long sample" and proc.overlong == "skip")]
+        if policy_problems and on_bad_sample == "fail":
+            raise _policy_error(policy_problems[0])
+        for p in policy_problems:
             log.warning("skipping %s", p)
-        return Index(refs, lengths, mm, problems)
-    refs, lengths, mm, problems = [], [], [], []
+        return Index(refs, lengths, mm, problems, truncated)
+    rows: list[tuple[int, Measured, str]] = []
+    problems: list[BadSample] = []
     it = range(len(source))
     if progress:
         from tqdm.auto import tqdm
 
         it = tqdm(it, desc="indexing samples", unit="sample", dynamic_ncols=True)
+
+    def bad(e: BadSample) -> None:
+        if isinstance(e, OverLong) and e.policy == "skip":
+            problems.append(e)  # counted, and summarised once by the caller
+            return
+        if on_bad_sample == "fail" or isinstance(e, OverLong):
+            raise _policy_error(e) from None
+        log.warning("skipping %s", e)
+        problems.append(e)
+
     for i in it:
         try:
             raw, where, roots, _ = source.read(i)
-            n, is_mm = proc.measure(raw, where, roots)
+            rows.append((i, proc.measure_sample(raw, where, roots), where))
         except BadSample as e:
-            if on_bad_sample == "fail":
-                raise _policy_error(e) from None
-            log.warning("skipping %s", e)
-            problems.append(e)
-            continue
-        refs.append(i)
-        lengths.append(n)
-        mm.append(is_mm)
-    idx = Index(np.array(refs, dtype=np.int64), np.array(lengths, dtype=np.int64), np.array(mm, dtype=bool), problems)
+            bad(e)
+    dups = duplicate_ids([(source.dataset_of(i), m.sample_id, source.record_key(i), w) for i, m, w in rows])
+    for e in dups.values():
+        bad(e)
+    rows = [r for k, r in enumerate(rows) if k not in dups]
+    seen: set = set()
+    truncated = []
+    for i, m, w in rows:
+        if m.full_length > proc.max_length and source.record_key(i) not in seen:
+            seen.add(source.record_key(i))
+            truncated.append(Truncated(w, m.sample_id, m.full_length, m.lost_supervised))
+    idx = Index(np.array([i for i, _, _ in rows], dtype=np.int64), np.array([m.length for _, m, _ in rows], dtype=np.int64),
+                np.array([m.multimodal for _, m, _ in rows], dtype=bool), problems, truncated)
     if key:
-        index_cache.save(key, idx.refs, idx.lengths, idx.multimodal, problems)
+        index_cache.save(key, idx.refs, idx.lengths, idx.multimodal, problems, truncated)
     return idx
 
 

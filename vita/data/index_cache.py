@@ -40,28 +40,33 @@ def cache_key(source, proc) -> str | None:
         spec["audio_num_tokens"] = f"{proc.spec.audio_num_tokens.__module__}.{proc.spec.audio_num_tokens.__qualname__}"
     tok = proc.tokenizer
     h.update(json.dumps([repr(proc.template), proc.max_length, spec, asdict(proc.opts), proc.state_tokens,
-                         proc.layout, getattr(tok, "name_or_path", ""), len(tok)], default=str).encode())
+                         proc.layout, getattr(tok, "name_or_path", ""), len(tok), proc.overlong, proc.max_images],
+                        default=str).encode())
     return h.hexdigest()[:24]
 
 
 def load(key: str):
-    """``(refs, lengths, multimodal, problems)`` or ``None``."""
+    """``(refs, lengths, multimodal, problems, truncated)`` or ``None``."""
+    from vita.data.dataset import Truncated
+
     path = cache_dir() / f"{key}.npz"
     if not path.is_file():
         return None
     try:
         z = np.load(path, allow_pickle=False)
         problems = [BadSample(*p) for p in json.loads(str(z["problems"]))]
-        return z["refs"], z["lengths"], z["multimodal"], problems
+        truncated = [Truncated(*t) for t in json.loads(str(z["truncated"]))]
+        return z["refs"], z["lengths"], z["multimodal"], problems, truncated
     except Exception:  # a damaged cache entry is rebuilt
         return None
 
 
-def save(key: str, refs, lengths, multimodal, problems: list[BadSample]) -> None:
+def save(key: str, refs, lengths, multimodal, problems: list[BadSample], truncated: list | None = None) -> None:
     """Write atomically (several ranks may index at once)."""
     d = cache_dir()
     d.mkdir(parents=True, exist_ok=True)
     tmp = d / f".{key}.{os.getpid()}.npz"
     probs = json.dumps([[p.kind, p.where, p.sample_id, p.detail] for p in problems])
-    np.savez(tmp, refs=refs, lengths=lengths, multimodal=multimodal, problems=np.array(probs))
+    trunc = json.dumps([[t.where, t.sample_id, t.length, t.lost_supervised] for t in truncated or []])
+    np.savez(tmp, refs=refs, lengths=lengths, multimodal=multimodal, problems=np.array(probs), truncated=np.array(trunc))
     os.replace(tmp, d / f"{key}.npz")

@@ -74,7 +74,14 @@ def num_tiles_for(width: int, height: int, opts: MediaOptions, image_size: int) 
     return n + 1 if opts.use_thumbnail and n > 1 else n
 
 
-def image_num_tiles(path: Path, opts: MediaOptions, image_size: int) -> int:
+def check_image_size(path: Path, width: int, height: int, patch_size: int) -> None:
+    """An image smaller than one patch of the vision tower carries no usable pixels: a bad sample."""
+    if min(width, height) < patch_size:
+        raise MediaError("image too small", path, f"{width}x{height} px is smaller than one {patch_size}x{patch_size} "
+                         "patch of the vision tower; use a larger image or drop the sample")
+
+
+def image_num_tiles(path: Path, opts: MediaOptions, image_size: int, patch_size: int = 1) -> int:
     """Tiles of the image at ``path``, from its header only."""
     from PIL import Image
 
@@ -83,6 +90,7 @@ def image_num_tiles(path: Path, opts: MediaOptions, image_size: int) -> int:
             w, h = im.size
     except Exception as e:  # PIL raises many types
         raise MediaError("unreadable image", path, f"{type(e).__name__}: {e}") from None
+    check_image_size(path, w, h, patch_size)
     return num_tiles_for(w, h, opts, image_size)
 
 
@@ -115,6 +123,7 @@ def load_image_tiles(path: Path, opts: MediaOptions, spec: DataSpec) -> torch.Te
             im.load()
     except Exception as e:
         raise MediaError("unreadable image", path, f"{type(e).__name__}: {e}") from None
+    check_image_size(path, im.size[0], im.size[1], spec.patch_size)
     if opts.image_aspect_ratio == "pad":
         im = _pad_square(im, spec)
     cols, rows = choose_grid(im.size[0], im.size[1], opts.min_tiles, opts.max_tiles, s)
@@ -187,7 +196,8 @@ def load_video_frames(path: Path, opts: MediaOptions, spec: DataSpec) -> torch.T
     except Exception as e:
         raise MediaError("unreadable video", path, f"{type(e).__name__}: {e}") from None
     if not got:
-        raise MediaError("unreadable video", path, "no frame could be decoded")
+        raise MediaError("no decodable frame", path, f"the header promises {n} frames but none decodes (a truncated "
+                         "or damaged file?); re-encode the video or drop the sample")
     last = None
     frames = []
     for i in want:  # a header that over-counts frames: reuse the last decoded frame of the same clip
@@ -221,6 +231,9 @@ def load_audio(path: Path) -> np.ndarray:
         raise MediaError("unreadable audio", path, f"{type(e).__name__}: {e}") from None
     if wave.shape[0] == 0:
         raise MediaError("empty audio", path, "the file has no samples")
+    if not np.isfinite(wave).all():
+        raise MediaError("non-finite audio", path, "the waveform holds NaN or inf samples (they would make the loss "
+                         "NaN); re-export the file or drop the sample")
     return resample(wave.mean(axis=1), rate)
 
 
@@ -240,7 +253,17 @@ def audio_num_frames(path: Path, spec: DataSpec) -> int:
     if info.frames == 0:
         raise MediaError("empty audio", path, "the file has no samples")
     n = int(round(info.frames * SAMPLE_RATE / info.samplerate))
-    return fbank_frames(n) if spec.audio_feature == "fbank" else n // 160
+    frames = fbank_frames(n) if spec.audio_feature == "fbank" else n // 160
+    check_audio_length(path, frames, spec)
+    return frames
+
+
+def check_audio_length(path: Path, frames: int, spec: DataSpec) -> None:
+    """A clip longer than the audio encoder takes (``spec.max_audio_frames``) is a bad sample, never cut silently."""
+    if spec.max_audio_frames and frames > spec.max_audio_frames:
+        raise MediaError("audio too long", path, f"{frames / 100:.1f} s ({frames} feature frames) > the encoder's "
+                         f"{spec.max_audio_frames / 100:.0f} s ({spec.max_audio_frames} frames); cut the clip or drop "
+                         "the sample")
 
 
 def fbank_options(dither: float = 0.0, n_mels: int = 80):
@@ -284,4 +307,5 @@ def load_audio_features(path: Path, opts: MediaOptions, spec: DataSpec) -> torch
     feats = kaldi_fbank(wave, opts.dither, spec.n_mels) if spec.audio_feature == "fbank" else whisper_logmel(wave, spec.n_mels)
     if feats.shape[0] == 0:
         raise MediaError("empty audio", path, f"{len(wave)} samples is shorter than one 25 ms frame")
+    check_audio_length(path, feats.shape[0], spec)
     return feats

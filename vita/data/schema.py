@@ -89,31 +89,46 @@ def resolve_media(rel: str, root: Path | None, modality: str, where: str, sid: s
 
 
 def parse_sample(raw, where: str, roots: dict[str, Path | None], check_files: bool = True,
-                 prompt_only: bool = False) -> Sample:
+                 prompt_only: bool = False, max_images: int = 0) -> Sample:
     """Validate one raw record; raises :class:`BadSample` naming the location and the fix.
 
-    ``prompt_only`` (inference): the conversation must end with the user's turn (the one to answer)."""
+    Args:
+        prompt_only: inference: the conversation must end with the user's turn (the one to answer).
+        max_images: most images one sample may have (``data.max_images``; 0 = no limit).
+    """
     if not isinstance(raw, dict):
         raise BadSample("not an object", where, None, f"a sample must be a JSON object, got {type(raw).__name__}")
     sid = str(raw.get("id", where))
     conv = raw.get("conversations")
-    if not isinstance(conv, list) or not conv:
+    if conv is not None and not isinstance(conv, list):
+        raise BadSample("conversations not a list", where, sid, f"'conversations' is a {type(conv).__name__}; it must "
+                        "be a list of {'from': ..., 'value': ...} turns")
+    if not conv:
         raise BadSample("empty conversation", where, sid, "'conversations' must be a non-empty list of turns")
     turns: list[tuple[str, str]] = []
     for i, t in enumerate(conv):
         if not isinstance(t, dict) or not isinstance(t.get("value"), str):
             raise BadSample("bad turn", where, sid, f"turn {i} must be {{'from': ..., 'value': <text>}}")
         who = str(t.get("from", "")).lower()
-        want, role = (USER_ROLES, "user") if i % 2 == 0 else (ASSISTANT_ROLES, "assistant")
-        if who not in want:
-            kind = "assistant first" if i == 0 and who in ASSISTANT_ROLES else "turn order"
-            raise BadSample(kind, where, sid, f"turn {i} is from '{t.get('from')}'; turns must alternate user "
+        if who not in USER_ROLES | ASSISTANT_ROLES:
+            raise BadSample("unknown role", where, sid, f"turn {i} is from '{t.get('from')}'; use human|user or "
+                            "gpt|assistant")
+        role = "user" if who in USER_ROLES else "assistant"
+        if i == 0 and role == "assistant":
+            raise BadSample("assistant first", where, sid, "turn 0 is the assistant's; turns must alternate user "
                             "(human|user) then assistant (gpt|assistant), starting with the user")
+        if turns and turns[-1][0] == role:
+            raise BadSample(f"two {role} turns in a row", where, sid, f"turns {i - 1} and {i} are both the {role}'s; "
+                            f"merge them into one turn, or put the {'assistant' if role == 'user' else 'user'}'s "
+                            "turn between them")
         turns.append((role, t["value"]))
     if len(turns) % 2 and not prompt_only:
         raise BadSample("no answer", where, sid, "the last turn is the user's; end with an assistant turn")
     if prompt_only and not len(turns) % 2:
         raise BadSample("no question", where, sid, "a prompt must end with the user's turn (the one to answer)")
+    if not prompt_only and all(not text.strip() for role, text in turns if role == "assistant"):
+        raise BadSample("no supervised text", where, sid, "every assistant turn is empty, so there is nothing to "
+                        "learn; write the answers or drop the sample")
     media: dict[str, list[Path]] = {}
     for m in MODALITIES:
         rels = _as_list(raw.get(m), m, where, sid)
@@ -122,6 +137,9 @@ def parse_sample(raw, where: str, roots: dict[str, Path | None], check_files: bo
             raise BadSample("marker/media mismatch", where, sid,
                             f"{n_markers} {MARKERS[m]} marker(s) in the text but {len(rels)} {m} file(s); "
                             f"put one {MARKERS[m]} per file")
+        if m == "image" and max_images and len(rels) > max_images:
+            raise BadSample("too many images", where, sid, f"{len(rels)} images > data.max_images={max_images}; "
+                            "split the sample or raise data.max_images")
         if rels:
             media[m] = [resolve_media(r, roots.get(m), m, where, sid) if check_files else Path(r) for r in rels]
     inserted = raw.get("inserted_id")
@@ -154,23 +172,22 @@ class AnnotationFile:
                         self.lines.append(lineno)
                     pos += len(line)
         else:
-            try:
-                data = json.loads(self.path.read_text(encoding="utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                raise DataError(f"{self.path}: not valid UTF-8 JSON ({e}); fix the file or convert it to JSONL") from None
-            if not isinstance(data, list):
-                raise DataError(f"{self.path}: a .json annotation file must hold a list of samples")
-            self._records = data
+            self._records, self.lines, self._not_utf8 = _read_json_list(self.path)
 
     def __len__(self) -> int:
         return len(self.offsets) if self.jsonl else len(self._records)
 
     def where(self, i: int) -> str:
-        return f"{self.path}:{self.lines[i]}" if self.jsonl else f"{self.path}[{i}]"
+        return f"{self.path}:{self.lines[i]}"
 
     def read(self, i: int):
-        """The raw record ``i``; a line that is not UTF-8 JSON raises :class:`BadSample`."""
+        """The raw record ``i``; a line (or list item) that is not UTF-8 JSON raises :class:`BadSample`."""
         if not self.jsonl:
+            if i in self._not_utf8:
+                rec = self._records[i]
+                sid = str(rec["id"]) if isinstance(rec, dict) and "id" in rec else None
+                raise BadSample("non-UTF-8 bytes", self.where(i), sid, f"{self._not_utf8[i]}; re-encode the file as "
+                                "UTF-8 (e.g. iconv -f latin1 -t utf-8)")
             return self._records[i]
         with open(self.path, "rb") as f:
             f.seek(self.offsets[i])
@@ -183,3 +200,53 @@ class AnnotationFile:
             return json.loads(text)
         except json.JSONDecodeError as e:
             raise BadSample("malformed JSON line", self.where(i), None, f"{e.msg} at column {e.colno}; fix the line") from None
+
+
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8, kept by errors="surrogateescape"
+
+
+def _read_json_list(path: Path) -> tuple[list, list[int], dict[int, str]]:
+    """The records of a ``.json`` list, the line each starts on, and those holding non-UTF-8 bytes.
+
+    The file is parsed item by item, so a syntax error names its line and a stray Latin-1 byte
+    makes only its own sample bad."""
+    raw = path.read_bytes()
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise DataError(f"{path}: UTF-16 text; re-encode the file as UTF-8 (e.g. iconv -f utf-16 -t utf-8)")
+    text = raw.decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
+    dec = json.JSONDecoder()
+    ws = re.compile(r"\s*")
+    records: list = []
+    lines: list[int] = []
+    bad: dict[int, str] = {}
+    line, seen = 1, 0
+
+    def at(pos: int) -> int:
+        nonlocal line, seen
+        line += text.count("\n", seen, pos)
+        seen = pos
+        return line
+
+    def fail(pos: int, what: str):
+        raise DataError(f"{path}:{at(pos)}: not a valid JSON list ({what}); fix the file or convert it to JSONL")
+
+    pos = ws.match(text).end()
+    if not text.startswith("[", pos):
+        fail(pos, "a .json annotation file must hold a list of samples")
+    pos = ws.match(text, pos + 1).end()
+    while not text.startswith("]", pos):
+        try:
+            obj, end = dec.raw_decode(text, pos)
+        except json.JSONDecodeError as e:
+            fail(e.pos, e.msg)
+        records.append(obj)
+        lines.append(at(pos))
+        m = _NOT_UTF8.search(text, pos, end)
+        if m:
+            bad[len(records) - 1] = f"byte 0x{ord(m.group(0)) - 0xDC00:02x} at line {at(m.start())} is not UTF-8"
+        pos = ws.match(text, end).end()
+        if text.startswith(",", pos):
+            pos = ws.match(text, pos + 1).end()
+        elif not text.startswith("]", pos):
+            fail(pos, "expected ',' or ']'")
+    return records, lines, bad

@@ -30,6 +30,10 @@ class Source:
         """Name of the dataset record ``i`` comes from (without reading it)."""
         raise NotImplementedError
 
+    def record_key(self, i: int) -> tuple[int, int]:
+        """Where record ``i`` lives, as a sortable ``(file, record)``: equal for a record repeated by a ratio."""
+        return (0, i)
+
 
 class ListSource(Source):
     """Records already in memory (text corpora, tests)."""
@@ -96,6 +100,10 @@ class Mixture(Source):
 
     def dataset_of(self, i: int) -> str:
         return self.meta[int(self.refs[i][0])][1]
+
+    def record_key(self, i: int) -> tuple[int, int]:
+        f_i, r = (int(x) for x in self.refs[i])
+        return (f_i, r)
 
 
 @DATASETS.register("chatterbot")

@@ -25,8 +25,9 @@ def whisper_audio_num_tokens(n_frames: int) -> int:
 
 PRESETS: dict[str, DataSpec] = {
     "vita": DataSpec(),
-    "whisper": DataSpec(audio_feature="whisper", audio_num_tokens=whisper_audio_num_tokens),
-    "tiny": DataSpec(image_size=28, tokens_per_tile=4),
+    "whisper": DataSpec(audio_feature="whisper", audio_num_tokens=whisper_audio_num_tokens, max_audio_frames=3000),
+    # 30 s of audio at most, as Whisper: so data work without a model checks the common limit
+    "tiny": DataSpec(image_size=28, tokens_per_tile=4, max_audio_frames=3000),
 }
 
 

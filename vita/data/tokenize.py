@@ -5,6 +5,10 @@ Each segment is tokenised on its own, so the supervised span is exact. Inside a 
 as the media item needs (tiles x tokens per tile, frames x tokens per tile, the audio encoder's
 token count). Any disagreement between markers, media and tokens is an error, never a silently
 masked sample.
+
+:func:`encode_segments` gives the whole sample; :func:`truncate` cuts it to ``data.max_length``
+(never inside a media block, never to zero supervised tokens); :func:`tokenize_segments` does both.
+What a cut removed is counted (:func:`lost_supervised`), so truncation is never silent.
 """
 
 from __future__ import annotations
@@ -17,15 +21,10 @@ from vita.model.omni import IGNORE_INDEX
 Block = tuple[int, int]  # (placeholder token id, number of tokens)
 
 
-def tokenize_segments(segments: list[Segment], tokenizer, max_length: int, sample_id: str,
-                      blocks: dict[str, list[Block]] | None = None, where: str = "", prompt_only: bool = False) -> dict:
-    """Tokenise ``segments``, expanding the n-th marker of a modality to ``blocks[modality][n]``.
-
-    Truncates text past ``max_length``; a sample whose cut would remove part of a media block,
-    or that keeps no supervised token, raises (``BadSample`` when media are involved).
-    ``prompt_only`` (inference: segments that end with the assistant header): nothing is cut and
-    no supervised token is required; a prompt longer than ``max_length`` raises instead.
-    """
+def encode_segments(segments: list[Segment], tokenizer, sample_id: str,
+                    blocks: dict[str, list[Block]] | None = None, where: str = "") -> dict:
+    """Tokenise ``segments`` in full (no truncation), expanding the n-th marker of a modality to
+    ``blocks[modality][n]``; a marker/media/token disagreement raises ``BadSample``."""
     queues = {m: list(v) for m, v in (blocks or {}).items()}
     used = {m: 0 for m in queues}
     input_ids: list[int] = []
@@ -56,6 +55,22 @@ def tokenize_segments(segments: list[Segment], tokenizer, max_length: int, sampl
     if placeholder_ids and sum(1 for t in input_ids if t in placeholder_ids) != want:
         raise BadSample("tokenization mismatch", where, sample_id,
                         "the text itself contains a placeholder token (<|image_pad|> etc.); remove it")
+    return {"input_ids": input_ids, "labels": labels}
+
+
+def lost_supervised(labels: list[int], max_length: int) -> int:
+    """Supervised tokens that a cut to ``max_length`` removes."""
+    return sum(1 for lab in labels[max_length:] if lab != IGNORE_INDEX)
+
+
+def truncate(item: dict, max_length: int, sample_id: str, where: str = "",
+             placeholder_ids: set[int] | frozenset = frozenset(), prompt_only: bool = False) -> dict:
+    """Cut ``item`` to ``max_length`` tokens. A cut into a media block, or one (or a sample) that keeps
+    no supervised token, raises ``BadSample`` (a plain ``DataError`` without a location).
+
+    ``prompt_only`` (inference: segments that end with the assistant header): nothing is cut and
+    no supervised token is required; a prompt longer than ``max_length`` raises instead."""
+    input_ids, labels = item["input_ids"], item["labels"]
     truncated = len(input_ids) > max_length
     if prompt_only:
         if truncated:
@@ -69,9 +84,18 @@ def tokenize_segments(segments: list[Segment], tokenizer, max_length: int, sampl
                         "would split a media block; raise data.max_length, lower data.max_tiles, or drop the sample")
     input_ids, labels = input_ids[:max_length], labels[:max_length]
     if all(lab == IGNORE_INDEX for lab in labels[1:]):
-        why = f"truncated to data.max_length={max_length}" if truncated else "the template produced none"
-        msg = f"no supervised token left ({why}); raise data.max_length or fix the sample"
+        why = (f"truncated from {len(item['input_ids'])} tokens to data.max_length={max_length}" if truncated
+               else "the template produced none")
+        fix = "raise data.max_length or shorten the sample"
         if where:
-            raise BadSample("no supervised token left", where, sample_id, msg)
-        raise DataError(f"sample '{sample_id}': {msg}")
+            raise BadSample("no supervised token left", where, sample_id, f"{why}; {fix}")
+        raise DataError(f"sample '{sample_id}': no supervised token left ({why}); {fix}")
     return {"input_ids": input_ids, "labels": labels}
+
+
+def tokenize_segments(segments: list[Segment], tokenizer, max_length: int, sample_id: str,
+                      blocks: dict[str, list[Block]] | None = None, where: str = "", prompt_only: bool = False) -> dict:
+    """:func:`encode_segments` then :func:`truncate` to ``max_length`` (``prompt_only``: see there)."""
+    item = encode_segments(segments, tokenizer, sample_id, blocks, where)
+    ph = {tid for v in (blocks or {}).values() for tid, _ in v}
+    return truncate(item, max_length, sample_id, where, ph, prompt_only)

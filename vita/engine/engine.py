@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 
 from vita.data import DataBundle, Position
 from vita.engine import checkpoint as ckpt
+from vita.engine.console import ProgressBar
 from vita.engine.distributed import DistInfo, all_reduce_sum
 from vita.engine.ds_config import build_ds_config
 from vita.engine.export import export_model
@@ -70,7 +71,7 @@ class Trainer:
         self.stop_signals = StopSignals()  # SLURM's warning before the time limit, or SIGTERM
         self.metrics = MetricsLogger(run_dir, list(cfg.logging.loggers), dist_info.is_main, cfg.name,
                                      OmegaConf.to_container(cfg, resolve=True), cfg.logging.wandb_project,
-                                     cfg.logging.wandb_entity)
+                                     cfg.logging.wandb_entity, console_every=cfg.train.log_every)
 
     # -- the loop ---------------------------------------------------------------------------------
     def train(self) -> dict:
@@ -94,11 +95,9 @@ class Trainer:
             last.update(self.data.skip_counts())  # bad samples dropped so far, per reason (this rank)
             self.step += 1
             self.position = self._next(position)
-            if self.step % self.cfg.train.log_every == 0 or self.step == self.total_steps:
-                self.metrics.log(self.step, last)
             if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{last['lr']:.2e}")
+                bar.update(last)
+            self.metrics.log(self.step, last, final=self.step == self.total_steps)  # console: every log_every
             if self.cfg.train.ckpt_every and self.step % self.cfg.train.ckpt_every == 0 and self.step < self.total_steps:
                 self.save()
             if self.evaluator is not None:
@@ -193,14 +192,15 @@ class Trainer:
     def _progress_bar(self):
         if not (self.dist.is_main and self.cfg.logging.progress_bar):
             return None
-        from tqdm.auto import tqdm
-
-        return tqdm(total=self.total_steps, initial=self.step, desc=self.cfg.name, dynamic_ncols=True)
+        return ProgressBar(self.total_steps, self.step, self.cfg.name)
 
     def client_state(self) -> dict:
         return {"step": self.step, "position": self.position.state_dict(), "stage": self.cfg.stage.name,
                 "global_batch_size": self.data.sampler.global_batch_size, "world_size": self.dist.world_size,
-                "sampler": self.data.sampler.state_dict()}
+                "sampler": self.data.sampler.state_dict(),
+                # counters the metrics report cumulatively: a resumed run goes on counting from them
+                "skipped": {"nonfinite_micro_batches": self.skipped_micro_batches, "nonfinite_steps": self.skipped_steps,
+                            "bad_samples_loaded": dict(self.data.loader.skipped)}}
 
     def save(self) -> Path:
         path = ckpt.save_checkpoint(self.engine, self.ckpt_root, self.step, self.client_state(),
@@ -225,6 +225,10 @@ class Trainer:
             self.data.sampler.load_state_dict(client["sampler"])
         self.step = int(client["step"])
         self.position = Position(**client["position"])
+        skipped = client.get("skipped", {})
+        self.skipped_micro_batches = int(skipped.get("nonfinite_micro_batches", 0))
+        self.skipped_steps = int(skipped.get("nonfinite_steps", 0))
+        self.data.loader.skipped.update(skipped.get("bad_samples_loaded", {}))
         if self.dist.is_main:
             log.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step, self.position.epoch,
                      self.position.step)

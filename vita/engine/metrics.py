@@ -1,6 +1,7 @@
 """Metric sinks (console, ``metrics.jsonl``, wandb, tensorboard) and the end-of-run loss plot.
 
-Only rank 0 writes. Every sink gets the same flat dict per logging step.
+Only rank 0 writes. The file sinks get every step's flat dict; the console gets a line every
+``console_every`` steps (``train.log_every``) and at the last step, so the terminal stays readable.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ class MetricsLogger:
     CONSOLE_KEYS = ("loss", "lr", "grad_norm", "tokens_per_s", "samples_per_s", "step_time_s", "tflops", "mfu")
 
     def __init__(self, run_dir: Path, loggers: list[str], enabled: bool, run_name: str, config: dict,
-                 wandb_project: str = "vita", wandb_entity: str | None = None, console_every_line: bool = False) -> None:
+                 wandb_project: str = "vita", wandb_entity: str | None = None, console_every: int = 1) -> None:
         self.enabled = enabled
+        self.console_every = max(1, console_every)
         self.loggers = set(loggers)
         self.path = run_dir / "metrics.jsonl"
         self._wandb = self._tb = None
@@ -43,14 +45,17 @@ class MetricsLogger:
 
             self._tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
 
-    def log(self, step: int, metrics: dict[str, Any]) -> None:
+    def log(self, step: int, metrics: dict[str, Any], final: bool = False) -> None:
+        """Write ``metrics`` of ``step`` to every sink; the console only every ``console_every`` steps or if ``final``."""
         if not self.enabled:
             return
         row = {"step": step, **metrics}
         if "jsonl" in self.loggers:
             with self.path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
-        if "console" in self.loggers and any(k in metrics for k in self.CONSOLE_KEYS):  # eval rows: vita.eval.loop
+        # training rows only (eval rows print their own table: vita.eval.loop), every console_every steps
+        if ("console" in self.loggers and any(k in metrics for k in self.CONSOLE_KEYS)
+                and (step % self.console_every == 0 or final)):
             log.info("step %d  %s", step, "  ".join(f"{k} {_fmt(metrics[k])}" for k in self.CONSOLE_KEYS if k in metrics))
         if self._wandb is not None:
             self._wandb.log({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=step)

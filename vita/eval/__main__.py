@@ -99,7 +99,7 @@ def run_eval(target: str | None, overrides: list[str], args) -> dict[str, dict[s
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m vita.eval", description=__doc__.split("\n\n")[0])
-    ap.add_argument("args", nargs="*", help="TARGET (run dir, export, HF folder; optional) and key=value overrides")
+    ap.add_argument("args", nargs="*", help="TARGET (run dir, export, HF folder, VITA folder; optional) and key=value overrides")
     ap.add_argument("--output", help="folder for predictions.jsonl and metrics.json (default TARGET/eval)")
     ap.add_argument("--metric", help="metrics for every set, comma-separated (wer, cer, exact, contains, choice, loss)")
     ap.add_argument("--sets", help="only these sets (comma-separated names)")
@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-new-tokens", type=int)
     ap.add_argument("--batch-size", type=int)
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    ap.add_argument("--config-dir", "-cd", help="a config folder added to the search path (as for vita.run)")
     ap.add_argument("--score", help="re-score this predictions.jsonl with --metric (no model)")
     args = ap.parse_intermixed_args(argv)
     try:
@@ -117,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         from vita.infer import split_target
 
         target, overrides = split_target(args.args)
+        if args.config_dir:
+            overrides = ["--config-dir", args.config_dir, *overrides]
         run_eval(target, overrides, args)
     except VitaError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -119,21 +119,11 @@ def load_target(target: str | Path | None, overrides: list[str] | None = None, d
 
 # -- configs ---------------------------------------------------------------------------------------
 def compose(overrides: list[str]) -> DictConfig:
-    """``conf/config.yaml`` composed with ``overrides`` (as ``python -m vita.run`` would)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
+    """``conf/config.yaml`` composed with ``overrides`` as ``python -m vita.run`` would: through
+    :func:`vita.cli.compose_cli`, so ``--config-dir DIR`` and ``hydra.searchpath=[...]`` work here too."""
+    from vita.cli import compose_cli
 
-    from vita.config import CONF_DIR, register_configs, register_resolvers
-
-    register_configs()
-    register_resolvers()
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return hydra_compose(config_name="config", overrides=overrides)
-    except (HydraException, OmegaConfBaseException) as e:
-        raise ConfigError(f"config overrides {' '.join(overrides)}: {str(e).splitlines()[0]}") from None
+    return compose_cli(list(overrides), resolve=False)
 
 
 def _key(o: str) -> str:
@@ -146,10 +136,17 @@ def apply_overrides(base: dict, overrides: list[str]) -> DictConfig:
     from vita.config import Config, register_configs
 
     register_configs()
+    from vita.cli import split_config_dirs
+
     cfg = OmegaConf.merge(OmegaConf.structured(Config), base)
+    dirs, overrides = split_config_dirs(list(overrides))
+    where = [a for d in dirs for a in ("--config-dir", d)]
+    where += [o for o in overrides if o.startswith("hydra.searchpath=")]
+    overrides = [o for o in overrides if not o.startswith("hydra.searchpath=")]
     groups = [o for o in overrides if "." not in _key(o)]
     if groups:
-        fresh = compose(groups + [o for o in overrides if _key(o).split(".")[0] in {_key(g) for g in groups}])
+        fresh = compose(where + groups + [o for o in overrides
+                                          if _key(o).split(".")[0] in {_key(g) for g in groups}])
         for g in groups:
             cfg[_key(g)] = fresh[_key(g)]
     for o in overrides:

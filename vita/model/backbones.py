@@ -100,14 +100,15 @@ def build_backbone(model_cfg, vocab_size: int | None = None) -> torch.nn.Module:
     if model_cfg.pretrained:
         if model_cfg.trust_remote_code:
             kw["trust_remote_code"] = True
-        if model_cfg.gguf_file:
-            kw["gguf_file"] = model_cfg.gguf_file
+        path = model_cfg.pretrained
+        if model_cfg.gguf_file:  # dequantised once into a cached HF folder (vita/model/gguf_cache.py)
+            from vita.model.gguf_cache import hf_folder
+
+            path = str(hf_folder(model_cfg.pretrained, model_cfg.gguf_file))
         try:
-            lm = AutoModelForCausalLM.from_pretrained(model_cfg.pretrained, **kw)
+            lm = AutoModelForCausalLM.from_pretrained(path, **kw)
         except (OSError, ValueError) as e:
             raise ConfigError(f"model.pretrained={model_cfg.pretrained}: cannot load a causal LM ({e})") from e
-        if model_cfg.gguf_file:
-            forget_gguf_quantization(lm)
         if vocab_size and vocab_size > lm.get_input_embeddings().num_embeddings:
             lm.resize_token_embeddings(vocab_size)
         return lm

@@ -12,8 +12,6 @@ import re
 from pathlib import Path
 
 import torch
-from peft import LoraConfig as PeftLoraConfig
-from peft import inject_adapter_in_model
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -22,11 +20,13 @@ from vita.errors import CheckpointError, ConfigError
 PEFT_PREFIX = "base_model.model."
 
 
-def peft_config(lora_cfg, task_type: str | None = None) -> PeftLoraConfig:
+def peft_config(lora_cfg, task_type: str | None = None):
     """The peft ``LoraConfig`` for a group's ``lora`` settings."""
     if lora_cfg.bias not in ("none", "all", "lora_only"):
         raise ConfigError(f"lora.bias={lora_cfg.bias!r}; valid options: none, all, lora_only")
     targets = list(lora_cfg.target_modules)
+    from peft import LoraConfig as PeftLoraConfig  # imported on use: peft pulls in bitsandbytes and torch._dynamo
+
     return PeftLoraConfig(
         r=lora_cfg.r,
         lora_alpha=lora_cfg.alpha,
@@ -46,6 +46,8 @@ def attach_lora(module: nn.Module, lora_cfg, group: str) -> list[str]:
     module.requires_grad_(False)
     cfg = peft_config(lora_cfg)
     try:
+        from peft import inject_adapter_in_model
+
         inject_adapter_in_model(cfg, module)
     except ValueError as e:
         names = sorted({n.rsplit(".", 1)[-1] for n, m in module.named_modules() if isinstance(m, nn.Linear)})

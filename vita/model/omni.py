@@ -124,6 +124,8 @@ class OmniModel(nn.Module):
         return DataSpec(
             image_size=vt.image_size if vt else None, image_mean=vt.image_mean if vt else None,
             image_std=vt.image_std if vt else None, tokens_per_tile=self.tokens_per_tile,
+            patch_size=getattr(vt, "patch_size", 14) if vt else 14,
+            max_audio_frames=getattr(ae, "window", None) if ae else None,
             audio_feature=ae.feature if ae else None, n_mels=ae.n_mels if ae else 0,
             audio_num_tokens=self._audio_token_rule(), image_token_id=self.image_token_id,
             video_token_id=self.video_token_id, audio_token_id=self.audio_token_id)

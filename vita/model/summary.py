@@ -42,15 +42,10 @@ def format_table(name: str, counts: dict[str, int]) -> str:
 
 
 def compose_model(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
+    """The config of a command line (``--config-dir`` and search paths honoured, as for ``vita.run``)."""
+    from vita.cli import compose_cli
 
-    from vita.config import CONF_DIR, register_configs, register_resolvers
-
-    register_configs()
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
-    return cfg
+    return compose_cli(overrides, resolve=False)
 
 
 def main(argv: list[str] | None = None) -> None:

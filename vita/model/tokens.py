@@ -38,7 +38,6 @@ def load_tokenizer(model_cfg, path: str | None = None):
     kw = {"trust_remote_code": True} if model_cfg.trust_remote_code else {}
     if path is not None:
         return AutoTokenizer.from_pretrained(path, **kw)
-    tok_path = model_cfg.tokenizer or model_cfg.pretrained
-    if model_cfg.gguf_file and not model_cfg.tokenizer:
-        kw["gguf_file"] = model_cfg.gguf_file
-    return AutoTokenizer.from_pretrained(tok_path, **kw)
+    from vita.model.gguf_cache import tokenizer_path
+
+    return AutoTokenizer.from_pretrained(tokenizer_path(model_cfg), **kw)  # a GGUF's via its cached HF folder

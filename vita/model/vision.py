@@ -20,14 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import (
-    CLIPVisionConfig,
-    CLIPVisionModel,
-    InternVLVisionConfig,
-    InternVLVisionModel,
-    SiglipVisionConfig,
-    SiglipVisionModel,
-)
+from transformers import CLIPVisionConfig, InternVLVisionConfig, SiglipVisionConfig  # the models: imported on use
 
 from vita.registry import VISION_TOWERS
 
@@ -117,6 +110,8 @@ class S2Tower(nn.Module):
 
 
 def _internvit(cfg: dict, select_layer: int) -> VisionTower:
+    from transformers import InternVLVisionModel
+
     config = InternVLVisionConfig(**cfg)
     size, patch = config.image_size[0], config.patch_size[0]
     return VisionTower(InternVLVisionModel(config), image_size=size, patch_size=patch, hidden=config.hidden_size,
@@ -146,6 +141,8 @@ SIGLIP_SO400M = dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers
 
 
 def _siglip(cfg: dict, select_layer: int, use_s2: bool, s2_scales: list[int] | None) -> nn.Module:
+    from transformers import SiglipVisionModel
+
     config = SiglipVisionConfig(**{"vision_use_head": False, **cfg})
     tower = VisionTower(SiglipVisionModel(config), image_size=config.image_size, patch_size=config.patch_size,
                         hidden=config.hidden_size, select_layer=select_layer, drop_cls=False, shuffle=False,
@@ -174,6 +171,8 @@ CLIP_L_336 = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24
 
 
 def _clip(cfg: dict, select_layer: int) -> VisionTower:
+    from transformers import CLIPVisionModel
+
     config = CLIPVisionConfig(**cfg)
     return VisionTower(CLIPVisionModel(config), image_size=config.image_size, patch_size=config.patch_size,
                        hidden=config.hidden_size, select_layer=select_layer, drop_cls=True, shuffle=False,

@@ -1,15 +1,21 @@
-"""Two ranks, ZeRO-3 on gloo: rank 0's batches carry only images, rank 1's only audio.
+"""Two ranks, ZeRO-3 on gloo, each rank given its own modality mix: the one 2-rank modality launcher.
 
-Run by tests/test_mixed_modality_dist.py under torchrun. Each rank prints its losses; the
-no-hang contract (dummy inputs for the absent modality) is what keeps the ranks in step.
-Usage: torchrun --nproc_per_node 2 tests/dist_mixed_modality.py BACKBONE [lora] [nodummy]
-(``nodummy`` switches the contract off, to show that the test can fail.)
+Usage: torchrun --nproc_per_node 2 tests/dist_modality.py BACKBONE STEPS SCHEDULE [lora] [nodummy]
+
+``SCHEDULE`` is ``split`` (rank 0 only images, rank 1 only audio, the same batch every step, so the loss
+must fall; tests/test_mixed_modality_dist.py) or ``rotate`` (at step s rank r trains on ``mix_of(s, r)``
+of text-only, image-only, audio-only, video: the ranks never hold the same mix and within 8 steps every
+mix has met every other; tests/reliability/test_modality_mix_dist.py). ``nodummy`` switches the no-hang
+contract (dummy inputs for absent modalities) off, to show that the test can fail. Every collective has a
+120 s timeout (gloo) and the caller a wall-clock one: a hang ends as a failure. Each rank writes
+``$VITA_RESULT_DIR/rank<r>.json``.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -23,25 +29,34 @@ from vita.config import ModelConfig
 from vita.model import OmniModel, build_model
 
 IMG, VID, AUD = 1000, 1001, 1002
-STEPS = 20
+MIXES = ("text", "image", "audio", "video")
+LR = {"split": 5e-3, "rotate": 2e-3}
 
 
-def make_batch(model, rank: int, step: int) -> dict:
-    g = torch.Generator().manual_seed(1000 * rank)  # the same batch every step, so the loss must fall
-    ids = torch.randint(0, 900, (2, 48), generator=g)
-    out = {}
-    if rank == 0:  # images only: 2 tiles in sample 0, 1 in sample 1
-        T = model.tokens_per_tile
+def mix_of(step: int, rank: int, schedule: str) -> str:
+    if schedule == "split":
+        return ("image", "audio")[rank]
+    offset = 1 + (step // 4) % 3  # rank 1 runs 1, 2 or 3 mixes ahead of rank 0, 4 steps each
+    return MIXES[(step + rank * offset) % 4]
+
+
+def make_batch(model, mix: str) -> dict:
+    """One fixed batch per mix: 2 samples of 64 tokens with the mix's placeholder blocks."""
+    g = torch.Generator().manual_seed(MIXES.index(mix))
+    ids = torch.randint(0, 900, (2, 64), generator=g)
+    T, out = model.tokens_per_tile, {}
+    if mix == "image":  # 2 tiles in sample 0, 1 in sample 1
         ids[0, 2:2 + 2 * T] = IMG
         ids[1, 3:3 + T] = IMG
         out["pixel_values"] = torch.randn(3, 3, 56, 56, generator=g)
-    else:  # audio only: one clip per sample, different lengths
-        lens = [77, 50]
-        for b, n in enumerate(lens):
-            k = model.audio_num_tokens(n)
-            ids[b, 4:4 + k] = AUD
+    elif mix == "video":  # 3 frames in sample 0
+        ids[0, 2:2 + 3 * T] = VID
+        out["pixel_values"] = torch.randn(3, 3, 56, 56, generator=g)
+    elif mix == "audio":  # one clip per sample, different lengths
+        for b, n in enumerate((77, 50)):
+            ids[b, 4:4 + model.audio_num_tokens(n)] = AUD
         out["audio_features"] = torch.randn(2, 77, 80, generator=g)
-        out["audio_lengths"] = torch.tensor(lens)
+        out["audio_lengths"] = torch.tensor([77, 50])
     labels = ids.clone()
     labels[ids >= IMG] = -100
     return {"input_ids": ids, "labels": labels, "attention_mask": torch.ones_like(ids), **out}
@@ -66,9 +81,9 @@ def skip_dummies() -> None:
 
 
 def main() -> None:
-    backbone = sys.argv[1]
-    lora = "lora" in sys.argv[2:]
-    if "nodummy" in sys.argv[2:]:
+    backbone, steps, schedule = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    lora = "lora" in sys.argv[4:]
+    if "nodummy" in sys.argv[4:]:
         skip_dummies()
     deepspeed.init_distributed(dist_backend="gloo", auto_mpi_discovery=False, verbose=False,
                                timeout=datetime.timedelta(seconds=120))
@@ -82,25 +97,28 @@ def main() -> None:
         from peft import LoraConfig, get_peft_model
 
         model.llm = get_peft_model(model.llm, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
-    params = [p for p in model.parameters() if p.requires_grad]
     ds_cfg = {"train_micro_batch_size_per_gpu": 2, "gradient_accumulation_steps": 1, "train_batch_size": 4,
               "gradient_clipping": 1.0, "steps_per_print": 10**9,
               "zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0},
-              "optimizer": {"type": "AdamW", "params": {"lr": 5e-3, "torch_adam": True}}}
-    engine, *_ = deepspeed.initialize(model=model, model_parameters=params, config=ds_cfg)
-    losses = []
-    for step in range(STEPS):
-        batch = make_batch(model, rank, step)
-        out = engine(**batch)
+              "optimizer": {"type": "AdamW", "params": {"lr": LR[schedule], "torch_adam": True}}}
+    engine, *_ = deepspeed.initialize(model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
+                                      config=ds_cfg)
+    losses, mixes = [], []
+    for step in range(steps):
+        mix = mix_of(step, rank, schedule)
+        print(f"rank {rank} step {step} {mix}", flush=True)
+        out = engine(**make_batch(model, mix))
         loss = out["ce_sum"] / out["num_tokens"] + sum(out["aux"].values())
         engine.backward(loss)
         engine.step()
         losses.append(float(loss.detach()))
+        mixes.append(mix)
+    finite = all(math.isfinite(float(p.detach().float().sum())) for p in engine.module.parameters())
     n_lora = sum(getattr(p, "ds_numel", p.numel()) for n, p in model.named_parameters() if "lora_" in n and p.requires_grad)
-    result = {"rank": rank, "losses": losses, "lora_params": n_lora, "aux": sorted(out["aux"])}
+    result = {"rank": rank, "losses": losses, "mixes": mixes, "local_params_finite": finite, "lora_params": n_lora,
+              "aux": sorted(out["aux"])}
     # one file per rank: both ranks printing to one stdout can interleave their lines
     Path(os.environ["VITA_RESULT_DIR"], f"rank{rank}.json").write_text(json.dumps(result))
-    print("RESULT", rank, flush=True)
     dist.barrier()
     engine.destroy()
     dist.destroy_process_group()
