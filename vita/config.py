@@ -239,6 +239,10 @@ class EngineConfig:
     """Recompute activations in backward to save memory."""
     optimizer_impl: str = "auto"
     """``torch`` (torch AdamW), ``fused`` (DeepSpeed's), ``auto`` = fused on GPU, torch on CPU."""
+    fused_loss: str = "auto"
+    """The LM loss without ``[tokens x vocab]`` logits: ``chunked`` (head + cross-entropy + their
+    gradients in chunks of tokens, vita/model/loss.py), ``liger`` (liger-kernel's fused linear cross-entropy, GPU, if installed),
+    ``off`` (plain logits), ``auto`` = liger if installed on a GPU, else chunked (off under ZeRO-3)."""
     stage3_param_persistence_threshold: int = 100000
     """ZeRO-3: parameters smaller than this stay unpartitioned."""
     timeout_min: int = 30
@@ -361,6 +365,7 @@ ENUMS = {
     "engine.zero_stage": (0, 1, 2, 3),
     "engine.precision": ("fp32", "bf16", "fp16"),
     "engine.optimizer_impl": ("auto", "torch", "fused"),
+    "engine.fused_loss": ("auto", "chunked", "liger", "off"),
     "optim.scheduler": ("cosine", "linear", "constant"),
     "train.resume": ("auto", "never"),
     "train.nan_policy": ("stop", "skip"),

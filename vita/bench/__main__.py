@@ -8,6 +8,7 @@ one suite refreshes its section and keeps the others' last figures (each with it
 - ``engine``: ms/step of vita ZeRO-0 / ZeRO-2 vs plain torch vs the HF Trainer (vita.bench.overhead).
 - ``tokens``: non-pad token share per sampler and with packing, VITA-like mixture (vita.bench.data).
 - ``data``: samples/s of one data worker for 13-tile images, 16-frame video, 30 s audio (vita.bench.data).
+- ``loss_memory``: peak memory and time of the LM loss, plain logits vs chunked (vita.bench.loss_memory).
 Figures are measured, never asserted. Set ``OMP_NUM_THREADS`` (the command records it).
 """
 
@@ -24,7 +25,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"
-SUITES = ("engine", "tokens", "data")
+SUITES = ("engine", "tokens", "data", "loss_memory")
 
 
 def machine() -> dict:
@@ -49,6 +50,10 @@ def run_suite(name: str, args) -> dict:
         from vita.bench.overhead import run
 
         return run(steps=args.steps, warmup=args.warmup, block=args.block, micro_batch=args.micro_batch)
+    if name == "loss_memory":
+        from vita.bench.loss_memory import run
+
+        return run()
     from vita.bench.data import media_throughput, padding_shares
 
     if name == "tokens":
@@ -92,6 +97,15 @@ def render(record: dict) -> str:
                     "12.5 tokens/s, text 50–2,000 tokens; max_length 6,200; 8 ranks × micro-batch 4; 20,000 samples.",
                     "", "| sampler | non-pad token share |", "|---|---:|",
                     *[f"| {k} | {v:.3f} |" for k, v in res["shares"].items()], ""]
+        elif name == "loss_memory":
+            from vita.bench.loss_memory import table as loss_table
+
+            out += ["Head + cross-entropy, forward and backward once, each in a fresh subprocess; peak RSS added "
+                    "by the loss (`ru_maxrss` after minus before; logits, softmax and gradients, the head weight's "
+                    f"gradient included), vocab {res['vocab']:,}, fp32 (vita/bench/loss_memory.py). "
+                    "`engine.fused_loss=auto` uses the chunked loss on CPU (liger-kernel's on a GPU when installed). "
+                    "Goal of issue 14: chunked ≤ 10% of the plain loss's memory, time ≤ 1.1×.", "",
+                    *loss_table(res), ""]
         else:
             out += ["One process (= one data worker), 448-px tiles, from the demo's real media.", "",
                     "| sample | samples/s |", "|---|---:|",
@@ -110,7 +124,7 @@ def render(record: dict) -> str:
 
 
 TITLES = {"engine": "Engine overhead (step time, world 1)", "tokens": "Token efficiency (non-pad share)",
-          "data": "Data throughput per worker"}
+          "data": "Data throughput per worker", "loss_memory": "LM loss memory (plain vs chunked)"}
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -29,6 +29,7 @@ from vita.engine.optim import make_scheduler_factory, param_groups, warmup_steps
 from vita.engine.preemption import StopSignals
 from vita.engine.run_dir import mark_complete
 from vita.errors import CheckpointError, VitaError
+from vita.model.loss import resolve_fused_loss
 from vita.model.omni import count_label_tokens
 from vita.stage import lora_groups
 
@@ -57,6 +58,7 @@ class Trainer:
 
         if cfg.engine.gradient_checkpointing:
             model.gradient_checkpointing_enable()
+        model.fused_loss = resolve_fused_loss(cfg.engine.fused_loss, cfg.engine.zero_stage)  # vita/model/loss.py
         groups = param_groups(model.module_groups(), group_lrs, cfg.optim.weight_decay)
         sched = make_scheduler_factory(cfg.optim.scheduler, self.total_steps,
                                        warmup_steps(cfg.optim, self.total_steps), cfg.optim.min_lr_ratio)

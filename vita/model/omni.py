@@ -22,9 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from vita.errors import DataError
+from vita.model.loss import IGNORE_INDEX, lm_loss_sum
 from vita.model.spec import AudioTokenCount, DataSpec, no_audio_tokens
-
-IGNORE_INDEX = -100
 
 
 def count_label_tokens(labels: torch.Tensor) -> int:
@@ -72,6 +71,9 @@ class OmniModel(nn.Module):
         self.router_aux_loss_coef = router_aux_loss_coef if router_aux_loss_coef is not None else cfg_coef
         self.is_moe = hasattr(llm.config, "num_local_experts")
         self.image_token_id = self.video_token_id = self.audio_token_id = None
+        self.fused_loss = "off"
+        """How the LM loss runs: ``off`` (plain logits), ``chunked`` or ``liger`` (vita/model/loss.py); the
+        engine sets it from ``engine.fused_loss``."""
 
     # -- description ------------------------------------------------------------------------------
     @property
@@ -178,12 +180,20 @@ class OmniModel(nn.Module):
         kw = {}
         if self.is_moe:
             kw["output_router_logits"] = True
+        fused = self.fused_loss != "off"
+        if fused:  # the head runs inside the loss, in chunks: the LLM makes one position's logits only
+            kw["logits_to_keep"] = 1
         out = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
-                       output_hidden_states=self.state_head is not None, **kw)
-        logits = out.logits[:, :-1].float()
+                       output_hidden_states=fused or self.state_head is not None, **kw)
         target = lm_labels[:, 1:]
-        ce_sum = F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=IGNORE_INDEX,
-                                 reduction="sum")
+        if fused:
+            hidden = out.hidden_states[-1][:, :-1]
+            ce_sum = lm_loss_sum(hidden.reshape(-1, hidden.shape[-1]), self.llm.get_output_embeddings(),
+                                 target.reshape(-1), self.fused_loss)
+        else:
+            logits = out.logits[:, :-1].float()
+            ce_sum = F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1),
+                                     ignore_index=IGNORE_INDEX, reduction="sum")
         aux: dict[str, torch.Tensor] = {}
         if self.is_moe and getattr(out, "aux_loss", None) is not None and self.router_aux_loss_coef:
             aux["router"] = self.router_aux_loss_coef * out.aux_loss
