@@ -98,7 +98,17 @@ def render(record: dict) -> str:
             out += ["VITA-like mixture: images 1–13 tiles × 256, video 4–16 frames × 256, audio 2–30 s at "
                     "12.5 tokens/s, text 50–2,000 tokens; max_length 6,200; 8 ranks × micro-batch 4; 20,000 samples.",
                     "", "| sampler | non-pad token share |", "|---|---:|",
-                    *[f"| {k} | {v:.3f} |" for k, v in res["shares"].items()], ""]
+                    *[f"| {k} | {v:.3f} |" for k, v in res["shares"].items()], "",
+                    "Packing fills rows of `max_length` across the whole token budget (first-fit-decreasing over "
+                    "windows of `data.pack_window` samples, `token_budget // max_length` rows per micro-batch; "
+                    "the share counts each micro-batch as rows x its longest row). Before issue 14 it reached "
+                    "only 0.952, below token_budget without packing: the packer saw one micro-batch at a time, "
+                    "and the token_budget sampler had cut those from samples sorted by length, so each held "
+                    "samples of nearly one length. Such samples cannot complement each other in a row (two of "
+                    "3,500 tokens never share a 6,200-token row), so rows held one sample, or k of them, with "
+                    "the same gap each, and the last row of every micro-batch was only partly full but padded to "
+                    "the longest row: about half a row of padding per 4-5 rows. Mixing lengths (a shuffled "
+                    "window) and packing the whole window first removes both.", ""]
         elif name == "loss_memory":
             from vita.bench.loss_memory import table as loss_table
 
@@ -109,7 +119,12 @@ def render(record: dict) -> str:
                     "Goal of issue 14: chunked ≤ 10% of the plain loss's memory, time ≤ 1.1×.", "",
                     *loss_table(res), ""]
         else:
-            out += ["One process (= one data worker), 448-px tiles, from the demo's real media.", "",
+            out += ["One process (= one data worker), 448-px tiles, from the demo's real media. The 16-frame "
+                    "video is vtest.avi (768×576 msmpeg4, 795 frames, a key frame every 250): 16 frames spread "
+                    "over the clip need every frame decoded (inter frames), which dominates; decoding is threaded "
+                    "and stops at the last sampled frame, only sampled frames are converted and resized, all "
+                    "normalised at once (pixels equal the plain decode's, tests/test_data_media.py). Figures "
+                    "fall several-fold on a loaded machine: read them with the load average above.", "",
                     "| sample | samples/s |", "|---|---:|",
                     *[f"| {k} | {v:.2f} |" for k, v in res["samples_per_s"].items()], ""]
     out += ["## FLOPs and MFU", "",
