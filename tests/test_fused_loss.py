@@ -97,15 +97,17 @@ def test_chunked_loss_equals_plain_loss_and_grads(backbone, monkeypatch):
 
 
 def test_fused_loss_resolves():
-    """auto = chunked on CPU and off under ZeRO-3; liger without liger-kernel + GPU, or a fused loss under
-    ZeRO-3, fails with a one-line hint; unknown modes list the valid ones."""
-    assert resolve_fused_loss("auto", 0) == ("liger" if torch.cuda.is_available() and
-                                             __import__("importlib").util.find_spec("liger_kernel") else "chunked")
-    assert resolve_fused_loss("auto", 3) == "off"
+    """auto = chunked on CPU (ZeRO-3 included); liger without liger-kernel + GPU, or under ZeRO-3, fails with a
+    one-line hint; unknown modes list the valid ones."""
+    import importlib.util
+
+    liger = torch.cuda.is_available() and importlib.util.find_spec("liger_kernel") is not None
+    assert resolve_fused_loss("auto", 0) == ("liger" if liger else "chunked")
+    assert resolve_fused_loss("auto", 3) == "chunked"
     assert resolve_fused_loss("off", 2) == "off"
-    assert resolve_fused_loss("chunked", 2) == "chunked"
+    assert resolve_fused_loss("chunked", 3) == "chunked"
     with pytest.raises(ConfigError, match="ZeRO-3"):
-        resolve_fused_loss("chunked", 3)
+        resolve_fused_loss("liger", 3)
     with pytest.raises(ConfigError, match="valid options"):
         resolve_fused_loss("fast", 0)
     if not torch.cuda.is_available():

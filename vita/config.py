@@ -248,7 +248,7 @@ class EngineConfig:
     fused_loss: str = "auto"
     """The LM loss without ``[tokens x vocab]`` logits: ``chunked`` (head + cross-entropy + their
     gradients in chunks of tokens, vita/model/loss.py), ``liger`` (liger-kernel's fused linear cross-entropy, GPU, if installed),
-    ``off`` (plain logits), ``auto`` = liger if installed on a GPU, else chunked (off under ZeRO-3)."""
+    ``off`` (plain logits), ``auto`` = liger if installed on a GPU (below ZeRO-3), else chunked."""
     stage3_param_persistence_threshold: int = 100000
     """ZeRO-3: parameters smaller than this stay unpartitioned."""
     timeout_min: int = 30

@@ -8,6 +8,7 @@ one suite refreshes its section and keeps the others' last figures (each with it
 - ``engine``: ms/step of vita ZeRO-0 / ZeRO-2 vs plain torch vs the HF Trainer (vita.bench.overhead).
 - ``tokens``: non-pad token share per sampler and with packing, VITA-like mixture (vita.bench.data).
 - ``data``: samples/s of one data worker for 13-tile images, 16-frame video, 30 s audio (vita.bench.data).
+- ``packing_throughput``: training tokens/s packed across the batch vs padded, same samples (vita.bench.packing_speed).
 - ``loss_memory``: peak memory and time of the LM loss, plain logits vs chunked (vita.bench.loss_memory).
 Figures are measured, never asserted. Set ``OMP_NUM_THREADS`` (the command records it).
 """
@@ -25,7 +26,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"
-SUITES = ("engine", "tokens", "data", "loss_memory")
+SUITES = ("engine", "tokens", "packing_throughput", "data", "loss_memory")
 
 
 def machine() -> dict:
@@ -52,6 +53,10 @@ def run_suite(name: str, args) -> dict:
         return run(steps=args.steps, warmup=args.warmup, block=args.block, micro_batch=args.micro_batch)
     if name == "loss_memory":
         from vita.bench.loss_memory import run
+
+        return run()
+    if name == "packing_throughput":
+        from vita.bench.packing_speed import run
 
         return run()
     from vita.bench.data import media_throughput, padding_shares
@@ -109,6 +114,18 @@ def render(record: dict) -> str:
                     "the same gap each, and the last row of every micro-batch was only partly full but padded to "
                     "the longest row: about half a row of padding per 4-5 rows. Mixing lengths (a shuffled "
                     "window) and packing the whole window first removes both.", ""]
+        elif name == "packing_throughput":
+            from vita.bench.packing_speed import table as packing_table
+
+            s = res["setup"]
+            out += [f"{s['samples']} synthetic samples with the VITA-like length mixture scaled down 20× (max_length "
+                    f"{s['max_length']}), a Qwen2-shaped model (hidden 256, 4 layers, vocab 1024, fp32, sdpa), "
+                    f"forward + backward of {s['micro_batches']} micro-batches per arm, arms alternating in blocks "
+                    f"of {s['block']} (vita/bench/packing_speed.py). Goal of issue 14: packed ≥ 1.3× unpacked.", "",
+                    *packing_table(res), "",
+                    "On CPU a packed row runs dense attention over its whole length under a block-diagonal mask "
+                    "(the masked-out part is computed too) and long rows cost more attention per token than the "
+                    "short rows that token_budget groups; flash-attn's varlen path on a GPU skips both.", ""]
         elif name == "loss_memory":
             from vita.bench.loss_memory import table as loss_table
 
@@ -141,7 +158,8 @@ def render(record: dict) -> str:
 
 
 TITLES = {"engine": "Engine overhead (step time, world 1)", "tokens": "Token efficiency (non-pad share)",
-          "data": "Data throughput per worker", "loss_memory": "LM loss memory (plain vs chunked)"}
+          "data": "Data throughput per worker", "packing_throughput": "Packing: training tokens/s",
+          "loss_memory": "LM loss memory (plain vs chunked)"}
 
 
 def main(argv: list[str] | None = None) -> dict:
