@@ -113,3 +113,21 @@ def test_fused_loss_resolves():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="liger-kernel"):
             resolve_fused_loss("liger", 0)
+
+
+def test_a_lora_wrapped_head_falls_back_to_the_plain_loss():
+    """A head that is not a plain nn.Linear (LoRA on lm_head) cannot be fused: the plain loss runs instead."""
+    from vita.model.loss import lm_loss_sum
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.base, self.extra = torch.nn.Linear(8, 20), torch.nn.Linear(8, 20, bias=False)
+
+        def forward(self, x):
+            return self.base(x) + self.extra(x)
+
+    torch.manual_seed(0)
+    head, h, t = Wrapped(), torch.randn(6, 8), torch.randint(0, 20, (6,))
+    want = F.cross_entropy(head(h), t, reduction="sum")
+    assert torch.allclose(lm_loss_sum(h, head, t, "chunked"), want)

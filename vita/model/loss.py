@@ -14,12 +14,14 @@ excluded) and the same gradients for hidden states, head weight and bias, to fp3
 from __future__ import annotations
 
 import importlib.util
+import logging
 
 import torch
 import torch.nn.functional as F
 
 from vita.errors import ConfigError
 
+log = logging.getLogger(__name__)
 IGNORE_INDEX = -100
 CHUNK_ELEMENTS = 1 << 26
 """Logit elements per chunk (256 MB in fp32): ``chunk_rows = max(1, CHUNK_ELEMENTS // vocab)``."""
@@ -147,11 +149,14 @@ def lm_loss_sum(hidden: torch.Tensor, head: torch.nn.Module, target: torch.Tenso
                 ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """Summed token cross-entropy of ``head(hidden)`` (hidden [N, H], target [N]) by ``mode``
     (``chunked``, ``liger`` or ``off`` = plain logits); fp32."""
+    if mode != "off" and not fusable_head(head):  # e.g. LoRA on the head: its output is not F.linear(x, weight, bias)
+        if not getattr(lm_loss_sum, "_warned", False):
+            log.warning("engine.fused_loss=%s: the LM head is a %s, not a plain nn.Linear; using the plain loss",
+                        mode, type(head).__name__)
+            lm_loss_sum._warned = True
+        mode = "off"
     if mode == "off":
         return F.cross_entropy(head(hidden).float(), target, ignore_index=ignore_index, reduction="sum")
-    if not fusable_head(head):
-        raise ConfigError(f"engine.fused_loss={mode} needs the LM head to be a plain nn.Linear, not "
-                          f"{type(head).__name__}; set engine.fused_loss=off")
     if mode == "liger":
         from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
 
