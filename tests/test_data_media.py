@@ -191,8 +191,8 @@ def _reference_video_frames(path, opts, spec):
     return want, torch.stack(out)
 
 
-@pytest.mark.parametrize("name", ["vtest.avi", "Megamind.avi", "tree.avi"])
-@pytest.mark.parametrize("aspect", ["square", "pad"])
+@pytest.mark.parametrize("name,aspect", [("vtest.avi", "square"), ("Megamind.avi", "pad"), ("tree.avi", "square"),
+                                         ("tree.avi", "pad")])
 def test_video_decode_equals_the_plain_decode(name, aspect):
     """The fast decode (threaded, sampled frames only, vectorised normalisation) gives the same frames as the
     plain one on every demo video, at VITA's 448-px tiles: the same count (tree.avi's header over-counts, so

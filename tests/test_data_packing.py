@@ -116,7 +116,7 @@ def test_packed_mixed_media_loss_and_grads_equal_per_sample():
         model.zero_grad(set_to_none=True)
         out = model(**{k: v for k, v in mb.items() if isinstance(v, torch.Tensor)}, host_batch=mb)
         (out["ce_sum"] / 100.0).backward()
-        return float(out["ce_sum"]), int(out["num_tokens"]), {
+        return float(out["ce_sum"].detach()), int(out["num_tokens"]), {
             n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
     got_ce, got_n, got_g = run(packed)
