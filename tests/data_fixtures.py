@@ -33,3 +33,32 @@ def tokenizer():
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(ASSETS / "tokenizers/chatterbot-bpe")
+
+
+def omni_demo(overrides: list[str] = ()):
+    """``tiny_omni`` on the demo data, composed as ``vita.run`` would: (cfg, tokenizer, model, data bundle)."""
+    from vita.bench.harness import build, compose
+    from vita.data import build_data
+    from vita.model import ensure_media_tokens
+
+    demo_root()
+    cfg = compose(["model=tiny_omni", "data=demo", "data.num_workers=0", *overrides])
+    tok, model = build(cfg)
+    ensure_media_tokens(tok, model)
+    return cfg, tok, model, build_data(cfg, tok, 0, 1, spec=model.data_spec())
+
+
+def samples_by_kind(dataset, kinds=("image", "video", "audio", "text")) -> dict[str, dict]:
+    """One loaded sample of each kind from the demo data (``video`` = frames, ``image`` = tiles, no audio)."""
+    out = {}
+    for i in range(len(dataset)):
+        it = dataset[i]
+        pix, aud = "pixel_values" in it, "audio_features" in it
+        kind = "audio" if aud and not pix else "text" if not (pix or aud) else "image+audio" if pix and aud else None
+        if pix and not aud:
+            kind = "video" if str(it["id"]).startswith("video") else "image"
+        if kind in kinds and kind not in out:
+            out[kind] = it
+        if len(out) == len(kinds):
+            return out
+    raise AssertionError(f"the demo data lacks a kind: found {sorted(out)} of {kinds}")

@@ -26,10 +26,12 @@ def make_loader(name: str) -> StepLoader:
     modalities = rng.random(n) < 0.4
     items = [{"id": f"s{i}", "input_ids": [i + 1] * int(lengths[i]), "labels": [i + 1] * int(lengths[i])}
              for i in range(n)]
-    sampler = SAMPLERS.build(name, num_samples=n, global_batch_size=micro * accum * world, seed=11,
-                             micro_per_step=accum * world, lengths=lengths, modalities=modalities, token_budget=120)
-    return StepLoader(TokenizedDataset(items), sampler, Collator(0), rank=rank, world=world, micro_batch_size=micro,
-                      grad_accum=accum, num_workers=2)
+    packing = name.endswith("+packing")  # across the batch: rows of 60 tokens, 2 per micro-batch
+    sampler = SAMPLERS.build(name.removesuffix("+packing"), num_samples=n, global_batch_size=micro * accum * world,
+                             seed=11, micro_per_step=accum * world, lengths=lengths, modalities=modalities,
+                             token_budget=120, packing=packing, max_length=60, pack_window=32)
+    return StepLoader(TokenizedDataset(items), sampler, Collator(0, packing, 60), rank=rank, world=world,
+                      micro_batch_size=micro, grad_accum=accum, num_workers=2)
 
 
 def run(name: str, mode: str, steps: int, state_path: str) -> list:

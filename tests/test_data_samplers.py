@@ -12,7 +12,8 @@ from tests.conftest import PY, ROOT, vita_env
 from vita.data.samplers import LengthGroupedSampler, ModalityLengthGroupedSampler, RandomSampler, TokenBudgetSampler
 from vita.errors import CheckpointError
 
-SAMPLERS = ["random", "sequential", "length_grouped", "modality_length_grouped", "token_budget"]
+SAMPLERS = ["random", "sequential", "length_grouped", "modality_length_grouped", "token_budget",
+            "token_budget+packing"]
 
 
 def job(mode: str, steps: int, state) -> dict:
@@ -23,7 +24,8 @@ def job(mode: str, steps: int, state) -> dict:
 
 
 def test_resume_in_new_process_with_workers(tmp_path):
-    """For every sampler: k steps, save the loader state, restore in a fresh process (2 data workers):
+    """For every sampler (and token_budget packing across the batch): k steps, save the loader state, restore in
+    a fresh process (2 data workers):
     the remaining batch sequence equals that of an uninterrupted run."""
     full = job("full", 30, tmp_path / "s.json")  # > 1 epoch for every sampler
     first = job("first", 7, tmp_path / "s.json")

@@ -87,3 +87,20 @@ def test_changed_config_in_same_run_dir_is_refused(out_root):
     assert proc.returncode == 2, proc.stdout[-2000:]
     assert "different config" in proc.stderr and "train.seed: 42 -> 7" in proc.stderr
     assert "train.max_steps" not in proc.stderr  # a longer run of the same config may resume
+
+
+def test_sigkill_and_restart_with_packing_is_bit_identical(out_root):
+    """Packing across the batch (token_budget + packing): a run killed mid-epoch and restarted ends with
+    the same weights and losses as one never stopped (the packed plan is a pure function of the seed)."""
+    common = ["experiment=smoke", "data.limit=512", "train.max_steps=24", "train.ckpt_every=4", "train.keep_last=2",
+              "optim.warmup_steps=3", "data.sampler=token_budget", "data.packing=true", "data.max_length=128",
+              "data.token_budget=512", "data.pack_window=64"]
+    run_vita([*quiet("straight", out_root), *common])
+    args = [*quiet("killed", out_root), *common]
+    killed_at = _kill_at(args, out_root, "killed", random.Random().randint(5, 16))
+    run_dir = find_run(out_root, "killed")
+    proc = run_vita(args)
+    assert "resumed from" in proc.stdout + proc.stderr, f"did not resume after kill at step {killed_at}"
+    a, b = load_final(find_run(out_root, "straight")), load_final(run_dir)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f"differs after a kill at {killed_at}"
+    assert losses(run_dir) == losses(find_run(out_root, "straight"))

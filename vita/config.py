@@ -192,9 +192,15 @@ class DataConfig:
     vita_layout: bool = False
     """Lay out markers in user turns as VITA does (visual markers first, one newline after each)."""
     packing: bool = False
-    """Pack each micro-batch's samples into rows of ``max_length``; position ids restart per sample."""
+    """Pack samples into rows of ``max_length``; position ids restart per sample, attention stays inside
+    each. With ``sampler: token_budget`` rows are filled across the batch (first-fit-decreasing over
+    ``pack_window`` samples), ``token_budget // max_length`` rows per micro-batch; other samplers pack
+    within each micro-batch."""
+    pack_window: int = 1024
+    """``token_budget`` + packing: samples the packer sees at once (more fills rows better, up to a point)."""
     token_budget: int = 0
-    """``sampler: token_budget``: tokens per micro-batch (padding-aware, or summed when packing)."""
+    """``sampler: token_budget``: tokens per micro-batch (count x longest when padding; with packing, a
+    multiple of ``max_length``: that many full rows)."""
     eval: dict[str, EvalSetConfig] = field(default_factory=dict)
     """Named eval sets run every ``train.eval_every`` steps and by ``python -m vita.eval`` (metrics
     ``eval/<name>/<metric>``). Add one from the command line with
@@ -278,6 +284,10 @@ class EngineConfig:
     """Recompute activations in backward to save memory."""
     optimizer_impl: str = "auto"
     """``torch`` (torch AdamW), ``fused`` (DeepSpeed's), ``auto`` = fused on GPU, torch on CPU."""
+    fused_loss: str = "auto"
+    """The LM loss without ``[tokens x vocab]`` logits: ``chunked`` (head + cross-entropy + their
+    gradients in chunks of tokens, vita/model/loss.py), ``liger`` (liger-kernel's fused linear cross-entropy, GPU, if installed),
+    ``off`` (plain logits), ``auto`` = liger if installed on a GPU (below ZeRO-3), else chunked."""
     stage3_param_persistence_threshold: int = 100000
     """ZeRO-3: parameters smaller than this stay unpartitioned."""
     timeout_min: int = 30
@@ -411,6 +421,7 @@ ENUMS = {
     "engine.zero_stage": (0, 1, 2, 3),
     "engine.precision": ("fp32", "bf16", "fp16"),
     "engine.optimizer_impl": ("auto", "torch", "fused"),
+    "engine.fused_loss": ("auto", "chunked", "liger", "off"),
     "optim.scheduler": ("cosine", "linear", "constant"),
     "train.resume": ("auto", "never"),
     "train.nan_policy": ("stop", "skip"),
@@ -517,6 +528,10 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"config key '{key}' must be >= 1, got {OmegaConf.select(cfg, key)}")
     if cfg.data.sampler == "token_budget" and cfg.data.token_budget < 1:
         raise ConfigError("data.sampler=token_budget needs data.token_budget >= 1 (tokens per micro-batch)")
+    if cfg.data.packing and cfg.data.sampler == "token_budget" and cfg.data.token_budget < cfg.data.max_length:
+        raise ConfigError(f"data.packing with sampler=token_budget fills token_budget // max_length rows per "
+                          f"micro-batch: data.token_budget={cfg.data.token_budget} < data.max_length="
+                          f"{cfg.data.max_length}; set data.token_budget to a multiple of data.max_length")
     if cfg.data.packing and cfg.data.sampler != "token_budget":
         log_hint = "packing fills rows of data.max_length from each micro-batch; pair it with sampler=token_budget"
         if cfg.engine.micro_batch_size < 2:

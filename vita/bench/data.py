@@ -77,7 +77,7 @@ def padding_shares(n: int = 20000, max_length: int = 6200, world: int = 8, micro
     budget = micro * max_length
     runs = [("random", {}, False), ("length_grouped", {}, False), ("modality_length_grouped", {}, False),
             ("token_budget", {"token_budget": budget}, False),
-            ("token_budget + packing", {"token_budget": budget, "packing": True}, True)]
+            ("token_budget + packing", {"token_budget": budget, "packing": True, "max_length": max_length}, True)]
     for label, extra, packing in runs:
         s = SAMPLERS.build(label.split(" ")[0], num_samples=n, global_batch_size=world * micro, seed=0,
                            micro_per_step=world, lengths=lengths, modalities=mm, **extra)

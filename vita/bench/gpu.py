@@ -4,9 +4,10 @@ Model: Qwen2.5-0.5B shapes (vocab 151,936) + InternViT-300M-448px shapes + VITA'
 random init, bf16, DeepSpeed ZeRO-2, stage ``full`` (everything trained). Data: a synthetic
 VITA-format set written here (no download): 60% image samples (random-colour JPEGs whose aspect
 ratio gives 1-6 tiles + thumbnail, 256 tokens each) and 40% text-only, answers of 20-1,000 random
-words, so lengths vary as in VITA's mixture. Both arms draw the same micro-batches of
-``--micro-batch`` samples with VITA's ``modality_length_grouped`` sampler; one pads them
-(``data.packing=false``), the other packs them into rows of ``max_length`` (``data.packing=true``).
+words, so lengths vary as in VITA's mixture. The padded arm draws micro-batches of
+``--micro-batch`` samples with VITA's ``modality_length_grouped`` sampler (``data.packing=false``);
+the packed arm packs the same samples across the batch into ``--micro-batch`` rows of
+``max_length`` per micro-batch (``data.sampler=token_budget``, ``data.packing=true``).
 
 Each arm is one ``python -m vita.run`` (so the figures are the training log's own): the table
 averages the logged steps after ``--skip`` warm-up steps: tokens/s = non-pad tokens / step time
@@ -71,7 +72,10 @@ def overrides(a, data: Path, out: Path, packing: bool) -> list[str]:
         f"model.vision.tower={'tiny-internvit' if smoke else 'internvit'}", "model.audio.encoder=null",
         f"model.attn_implementation={attn}", "data=demo", "data.name=synthetic", "data.state_tokens=false",
         f"data.datasets=[{{name:synthetic,annotations:[{data}],image_root:{data.parent / 'img'}}}]",
-        f"data.max_length={a.max_length}", "data.sampler=modality_length_grouped", f"data.packing={packing}",
+        f"data.max_length={a.max_length}", f"data.packing={packing}",
+        # packed: across the batch (token_budget, micro_batch rows of max_length); padded: VITA's sampler
+        *(["data.sampler=token_budget", f"data.token_budget={a.micro_batch * a.max_length}"] if packing
+          else ["data.sampler=modality_length_grouped"]),
         f"data.num_workers={0 if smoke else a.workers}", "engine=zero2",
         f"engine.precision={'fp32' if smoke else 'bf16'}", f"engine.micro_batch_size={a.micro_batch}",
         f"engine.peak_tflops={a.peak_tflops}", f"train.max_steps={a.steps}", "train.log_every=1",

@@ -4,7 +4,9 @@ loop and the Hugging Face Trainer, on one ~30 M-parameter Qwen2-shaped model and
 All four arms start from the same weights (one seeded build, deep-copied), train fp32 on the same
 pre-loaded micro-batches (the demo data), with torch AdamW, gradient clipping at 1.0 and the same
 warmup + cosine schedule; they alternate in blocks (vita.bench.harness.interleave), so their last
-losses agree when they do the same work. The HF Trainer runs without DeepSpeed (see
+losses agree when they do the same work. Ratios are of medians over all timed steps; their spread is
+the 25th-75th percentile of the per-block ratios (arm median / plain median in the same block,
+which ran next to each other in time). The HF Trainer runs without DeepSpeed (see
 vita.bench.hf_arm: DeepSpeed's CPU path is only what vita uses here; the Trainer's DeepSpeed
 integration is not run on CPU). Ratios are of medians, measured in one run.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import statistics
 import tempfile
 from pathlib import Path
 
@@ -24,7 +27,23 @@ SHAPE = "{hidden_size:512,intermediate_size:2048,num_hidden_layers:8,num_attenti
 ARMS = ("vita ZeRO-0", "vita ZeRO-2", "plain torch", "HF Trainer")
 
 
-def run(steps: int = 20, warmup: int = 2, block: int = 5, micro_batch: int = 4) -> dict:
+def block_ratios(times: list[float], plain: list[float], block: int) -> list[float]:
+    """Per interleaved block: the arm's median step time over plain torch's in the same block (adjacent in time)."""
+    out = []
+    for s in range(0, min(len(times), len(plain)), block):
+        a, b = times[s:s + block], plain[s:s + block]
+        out.append(statistics.median(a) / statistics.median(b))
+    return out
+
+
+def _quantile(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    k = (len(xs) - 1) * q
+    lo = int(k)
+    return xs[lo] + (xs[min(lo + 1, len(xs) - 1)] - xs[lo]) * (k - lo)
+
+
+def run(steps: int = 200, warmup: int = 5, block: int = 5, micro_batch: int = 4) -> dict:
     """Measure every arm; returns per-arm summaries, ratios to plain torch and the setup."""
     from vita.bench.hf_arm import HFTrainerArm
     from vita.engine.engine import Trainer
@@ -33,7 +52,9 @@ def run(steps: int = 20, warmup: int = 2, block: int = 5, micro_batch: int = 4) 
 
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
     total = warmup + steps
+    # the loss as the other arms compute it (plain logits): this measures the loop, not engine.fused_loss
     common = ["experiment=chatterbot_tiny", "model=tiny_qwen2", f"++model.overrides={SHAPE}", "engine.precision=fp32", "engine.grad_accum=1",
+              "engine.fused_loss=off",
               f"engine.micro_batch_size={micro_batch}", f"train.max_steps={total}"]
     cfgs = {0: compose([*common, "engine=zero0"]), 2: compose([*common, "engine=zero2"])}
     cfg = cfgs[0]
@@ -77,6 +98,9 @@ def run(steps: int = 20, warmup: int = 2, block: int = 5, micro_batch: int = 4) 
     plain = arms["plain torch"]["median_ms"]
     for arm in ARMS:
         arms[arm]["ratio_to_plain"] = arms[arm]["median_ms"] / plain
+        r = block_ratios(times[arm], times["plain torch"], block)
+        arms[arm].update(ratio_p25=_quantile(r, 0.25), ratio_p75=_quantile(r, 0.75), ratio_blocks=len(r),
+                         p25_ms=1e3 * _quantile(times[arm], 0.25), p75_ms=1e3 * _quantile(times[arm], 0.75))
     return {"arms": arms, "setup": {"params": n_params, "shape": SHAPE, "micro_batch": micro_batch, "steps": steps,
                                     "warmup": warmup, "block": block, "tokens_per_step": mean_tokens,
                                     "flops_per_step": mean_flops, "threads": torch.get_num_threads()}}
@@ -84,9 +108,12 @@ def run(steps: int = 20, warmup: int = 2, block: int = 5, micro_batch: int = 4) 
 
 def table(result: dict) -> list[str]:
     """Markdown rows of a :func:`run` result."""
-    rows = ["| arm | median ms/step | mean ms/step | × plain torch | tokens/s | model GFLOP/s | steps | last loss |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = ["| arm | median ms/step (IQR) | mean ms/step | × plain torch | block ratios p25–p75 | tokens/s | "
+            "model GFLOP/s | steps | last loss |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for arm, r in result["arms"].items():
-        rows.append(f"| {arm} | {r['median_ms']:.1f} | {r['mean_ms']:.1f} | {r['ratio_to_plain']:.3f} | "
+        iqr = f" ({r['p25_ms']:.0f}–{r['p75_ms']:.0f})" if "p25_ms" in r else ""
+        spread = f"{r['ratio_p25']:.3f}–{r['ratio_p75']:.3f}" if "ratio_p25" in r else "–"
+        rows.append(f"| {arm} | {r['median_ms']:.1f}{iqr} | {r['mean_ms']:.1f} | {r['ratio_to_plain']:.3f} | {spread} | "
                     f"{r['tokens_per_s']:.0f} | {r['gflops']:.1f} | {r['steps']} | {r['last_loss']:.4f} |")
     return rows

@@ -122,7 +122,8 @@ def build_data(cfg, tokenizer, rank: int, world: int, spec: DataSpec | None = No
     global_batch = cfg.engine.micro_batch_size * micro_per_step
     sampler = SAMPLERS.build(d.sampler, num_samples=len(dataset), global_batch_size=global_batch, seed=cfg.train.seed,
                              micro_per_step=micro_per_step, lengths=idx.lengths, modalities=idx.multimodal,
-                             token_budget=d.token_budget, packing=d.packing)
+                             token_budget=d.token_budget, packing=d.packing, max_length=d.max_length,
+                             pack_window=d.pack_window)
     loader = StepLoader(dataset, sampler, Collator(tokenizer.pad_token_id, d.packing, d.max_length), rank=rank,
                         world=world, micro_batch_size=cfg.engine.micro_batch_size, grad_accum=cfg.engine.grad_accum,
                         num_workers=d.num_workers, on_bad_sample=d.on_bad_sample)

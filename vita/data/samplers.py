@@ -156,38 +156,59 @@ class ModalityLengthGroupedSampler(LengthGroupedSampler):
 
 
 class TokenBudgetSampler(GlobalBatchSampler):
-    """Micro-batches filled up to ``token_budget`` tokens: samples sorted by length (ties broken by
-    seed) are cut greedily into micro-batches whose cost stays within the budget, where cost is
-    ``count x longest`` (padding) or the sum of lengths (``packing``). The micro-batches are fixed;
-    each epoch shuffles their order, so every epoch has the same number of steps."""
+    """Micro-batches filled up to ``token_budget`` tokens. The micro-batches are fixed for a seed;
+    each epoch shuffles their order, so every epoch has the same number of steps.
+
+    Padding (``packing`` off): samples sorted by length (ties broken by seed) are cut greedily into
+    micro-batches whose cost ``count x longest`` stays within the budget.
+    Packing: the samples, shuffled by seed, are packed across the batch into rows of ``max_length``
+    (first-fit-decreasing over windows of ``pack_window`` samples, vita.data.packing.packed_plan),
+    ``token_budget // max_length`` rows per micro-batch (``max_length`` 0: one row of the budget).
+    """
 
     name = "token_budget"
 
     def __init__(self, num_samples: int, global_batch_size: int, seed: int = 0, micro_per_step: int = 1,
-                 lengths=None, modalities=None, token_budget: int = 0, packing: bool = False, **_) -> None:
+                 lengths=None, modalities=None, token_budget: int = 0, packing: bool = False, max_length: int = 0,
+                 pack_window: int = 1024, **_) -> None:
         if token_budget < 1:
             raise ConfigError("sampler token_budget needs data.token_budget >= 1 (tokens per micro-batch)")
         super().__init__(num_samples, micro_per_step, seed, micro_per_step, lengths, modalities)
         self.global_batch_size = global_batch_size
         self.token_budget, self.packing = token_budget, packing
-        tie = np.random.default_rng([seed, 7]).permutation(num_samples)
-        order = np.lexsort((tie, self.lengths))
-        self.plan: list[list[int]] = []
-        cur: list[int] = []
-        for i in order.tolist():
-            n = int(self.lengths[i])
-            if n > token_budget:
-                raise ConfigError(f"a sample has {n} tokens > data.token_budget={token_budget}; raise the budget")
-            cost = (sum(int(self.lengths[j]) for j in cur) + n) if packing else (len(cur) + 1) * n
-            if cur and cost > token_budget:
-                self.plan.append(cur)
-                cur = []
-            cur.append(i)
-        if cur:
-            self.plan.append(cur)
+        self.row_length = (max_length or token_budget) if packing else 0
+        self.pack_window = pack_window if packing else 0
+        too_long = int(self.lengths.max(initial=0))
+        if too_long > token_budget:
+            raise ConfigError(f"a sample has {too_long} tokens > data.token_budget={token_budget}; raise the budget")
+        if packing:
+            if self.row_length > token_budget:
+                raise ConfigError(f"data.max_length={self.row_length} > data.token_budget={token_budget}: a packed "
+                                  "micro-batch holds token_budget // max_length rows; raise the budget")
+            from vita.data.packing import packed_plan
+
+            order = np.random.default_rng([seed, 7]).permutation(num_samples)
+            self.plan = packed_plan(order.tolist(), self.lengths, self.row_length,
+                                    token_budget // self.row_length, max(1, pack_window))
+        else:
+            self.plan = self._padded_plan(seed)
         if len(self.plan) < micro_per_step:
             raise ConfigError(f"{len(self.plan)} micro-batches of data.token_budget={token_budget} tokens cannot fill "
                               f"one step of {micro_per_step}; lower the budget or add data")
+
+    def _padded_plan(self, seed: int) -> list[list[int]]:
+        tie = np.random.default_rng([seed, 7]).permutation(self.num_samples)
+        plan: list[list[int]] = []
+        cur: list[int] = []
+        for i in np.lexsort((tie, self.lengths)).tolist():
+            n = int(self.lengths[i])
+            if cur and (len(cur) + 1) * n > self.token_budget:
+                plan.append(cur)
+                cur = []
+            cur.append(i)
+        if cur:
+            plan.append(cur)
+        return plan
 
     @property
     def steps_per_epoch(self) -> int:
@@ -201,7 +222,8 @@ class TokenBudgetSampler(GlobalBatchSampler):
         return [list(self.plan[j]) for j in self._order(epoch)[step * k:(step + 1) * k]]
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "token_budget": self.token_budget, "packing": self.packing}
+        return {**super().state_dict(), "token_budget": self.token_budget, "packing": self.packing,
+                "row_length": self.row_length, "pack_window": self.pack_window}
 
 
 @SAMPLERS.register("random")

@@ -31,6 +31,7 @@ from vita.engine.preemption import StopSignals
 from vita.engine.run_dir import mark_complete
 from vita.errors import CheckpointError, VitaError
 from vita.eval.loop import build_evaluator, prompt_settings
+from vita.model.loss import resolve_fused_loss
 from vita.model.omni import count_label_tokens
 from vita.stage import lora_groups
 
@@ -60,6 +61,7 @@ class Trainer:
 
         if cfg.engine.gradient_checkpointing:
             model.gradient_checkpointing_enable()
+        model.fused_loss = resolve_fused_loss(cfg.engine.fused_loss, cfg.engine.zero_stage)  # vita/model/loss.py
         groups = param_groups(model.module_groups(), group_lrs, cfg.optim.weight_decay)
         sched = make_scheduler_factory(cfg.optim.scheduler, self.total_steps,
                                        warmup_steps(cfg.optim, self.total_steps), cfg.optim.min_lr_ratio)
@@ -111,23 +113,31 @@ class Trainer:
         return last
 
     def train_step(self, micro_batches: list[dict]) -> dict:
-        """One optimizer step over this rank's micro-batches; returns global-batch metrics."""
+        """One optimizer step over this rank's micro-batches; returns global-batch metrics.
+
+        Nothing here reads a device tensor per micro-batch (no host sync): counts come from the host
+        batch, the loss sum and the finite flags stay on the device and are read once, at the step's
+        end (``train.nan_policy=skip`` alone checks each micro-batch, to drop exactly that one)."""
         world, accum = self.dist.world_size, len(micro_batches)
         local_tokens = sum(count_label_tokens(mb["labels"]) for mb in micro_batches)
         global_tokens = all_reduce_sum(local_tokens)
         # DeepSpeed averages gradients over ranks and divides by grad_accum; undo both so the
         # gradient is that of (sum of token losses over the global batch) / global_tokens.
         scale = world * accum / max(global_tokens, 1.0)
-        ce_total, grad_norm = 0.0, None
+        ce_total, grad_norm, bad = torch.zeros((), device=self.engine.device), None, []
         lr = self.engine.get_lr()[0]  # the lr this step uses (the scheduler moves in engine.step)
         for mb in micro_batches:
-            batch = {k: v.to(self.engine.device) for k, v in mb.items() if isinstance(v, torch.Tensor)}
-            out = self.engine(**batch, sample_ids=mb.get("ids"))  # ids only name samples in model errors
+            batch = {k: v.to(self.engine.device, non_blocking=True) for k, v in mb.items() if isinstance(v, torch.Tensor)}
+            out = self.engine(**batch, sample_ids=mb.get("ids"), host_batch=mb)  # ids name samples in model errors
             loss = out["ce_sum"] * scale + sum(out["aux"].values())
-            if not self._all_finite(loss):
+            if self.cfg.train.nan_policy == "skip" and not self._all_finite(loss):
                 loss = self._handle_non_finite(mb)
+            else:
+                bad.append(~torch.isfinite(loss.detach()))  # read once, before the update
             self.engine.backward(loss)
             boundary = self.engine.is_gradient_accumulation_boundary()
+            if boundary and bad:
+                self._check_finite_losses(bad, micro_batches)
             if boundary and self.cfg.engine.zero_stage == 0:
                 grad_norm = self._grad_norm()  # ZeRO-0 with a torch optimizer reports None
                 if not math.isfinite(grad_norm):  # a torch optimizer would apply it: zero it first
@@ -139,11 +149,11 @@ class Trainer:
             self.engine.step()  # ZeRO 1-3 discard a non-finite gradient themselves and count it
             if boundary and self.engine.skipped_steps > skipped_before:
                 self._handle_non_finite_grad(micro_batches)
-            ce_total += float(out["ce_sum"].detach())
+            ce_total += out["ce_sum"].detach()
         ds_norm = self.engine.get_global_grad_norm()
         grad_norm = float(ds_norm) if ds_norm is not None else grad_norm
         return {
-            "loss": all_reduce_sum(ce_total) / max(global_tokens, 1.0),
+            "loss": all_reduce_sum(float(ce_total)) / max(global_tokens, 1.0),
             "lr": lr,
             "grad_norm": grad_norm,
             "tokens": all_reduce_sum(sum(int(mb["attention_mask"].sum()) for mb in micro_batches)),
@@ -155,6 +165,13 @@ class Trainer:
         }
 
     # -- side concerns ----------------------------------------------------------------------------
+    def _check_finite_losses(self, bad: list[torch.Tensor], micro_batches: list[dict]) -> None:
+        """``nan_policy=stop``: one read of the step's finite flags (agreed over ranks) before the update."""
+        flags = torch.stack(bad).tolist()
+        if all_reduce_sum(float(sum(flags))) > 0:
+            mb = micro_batches[flags.index(True)] if any(flags) else micro_batches[0]
+            self._handle_non_finite(mb)  # raises under nan_policy=stop
+
     def _all_finite(self, loss: torch.Tensor) -> bool:
         bad = 0.0 if torch.isfinite(loss).all() else 1.0
         return all_reduce_sum(bad) == 0.0
@@ -180,8 +197,8 @@ class Trainer:
         log.warning("step %d: non-finite gradient, optimizer update skipped (batch %s)", self.step + 1, ids)
 
     def _grad_norm(self) -> float:
-        sq = sum(float(p.grad.detach().float().pow(2).sum()) for p in self.trainable if p.grad is not None)
-        return math.sqrt(sq)
+        norms = [torch.linalg.vector_norm(p.grad.detach().float()) for p in self.trainable if p.grad is not None]
+        return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0  # one read per step
 
     def _next(self, position: Position) -> Position:
         nxt = Position(position.epoch, position.step + 1)

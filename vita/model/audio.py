@@ -115,13 +115,16 @@ class WhisperAudioEncoder(AudioEncoder):
         return torch.zeros(1, n, self.n_mels, device=p.device, dtype=p.dtype), torch.tensor([n], device=p.device)
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = features.to(next(self.parameters()).dtype)[:, : self.window].transpose(1, 2)  # [A, n_mels, T]
+        x = features.to(next(self.parameters()).dtype)[:, : self.window]
+        # pad each clip with its floor value (what Whisper's own extractor gives for silence), past its own
+        # end too (batch padding), so a clip encodes the same alone or batched
+        valid = (torch.arange(x.shape[1], device=x.device) < lengths.to(x.device).unsqueeze(1)).unsqueeze(-1)
+        floor = torch.where(valid, x, torch.inf).amin(dim=(1, 2), keepdim=True)
+        x = torch.where(valid, x, floor).transpose(1, 2)  # [A, n_mels, T]
         if x.shape[-1] < self.window:
-            # pad with each clip's floor value: what Whisper's own extractor gives for silence
-            floor = x.amin(dim=(1, 2), keepdim=True)
             x = torch.cat([x, floor.expand(-1, x.shape[1], self.window - x.shape[-1])], dim=-1)
         out = self.encoder(input_features=x).last_hidden_state
-        n = torch.tensor([self.num_tokens(int(t)) for t in lengths], device=out.device)
+        n = (lengths.to(out.device).clamp(max=self.window) - 1) // 2 + 1  # whisper_encoder_tokens, on the device
         return out, n
 
 

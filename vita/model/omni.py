@@ -22,9 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from vita.errors import DataError
+from vita.model.attention import segment_causal_mask, segment_ids
+from vita.model.loss import IGNORE_INDEX, lm_loss_sum
 from vita.model.spec import AudioTokenCount, DataSpec, no_audio_tokens
-
-IGNORE_INDEX = -100
 
 
 def count_label_tokens(labels: torch.Tensor) -> int:
@@ -72,6 +72,9 @@ class OmniModel(nn.Module):
         self.router_aux_loss_coef = router_aux_loss_coef if router_aux_loss_coef is not None else cfg_coef
         self.is_moe = hasattr(llm.config, "num_local_experts")
         self.image_token_id = self.video_token_id = self.audio_token_id = None
+        self.fused_loss = "off"
+        """How the LM loss runs: ``off`` (plain logits), ``chunked`` or ``liger`` (vita/model/loss.py); the
+        engine sets it from ``engine.fused_loss``."""
 
     # -- description ------------------------------------------------------------------------------
     @property
@@ -138,11 +141,16 @@ class OmniModel(nn.Module):
         """[N, 3, S, S] -> [N, tokens_per_tile, hidden]."""
         return self.vision_projector(self.vision_tower(pixel_values))
 
-    def encode_audio(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
-        """[A, T, n_mels], [A] -> padded [A, T', hidden] (prompts first) and each clip's token count."""
-        x, _ = self.audio_encoder(features, lengths)
-        x = self.audio_projector(x)
-        counts = [self.audio_num_tokens(int(n)) for n in lengths]
+    def encode_audio(self, features: torch.Tensor, lengths: torch.Tensor,
+                     host_lengths: list[int] | None = None) -> tuple[torch.Tensor, list[int]]:
+        """[A, T, n_mels], [A] -> padded [A, T', hidden] (prompts first) and each clip's token count
+        (from ``host_lengths``, the same lengths as host ints, when given: no device read)."""
+        x, out_len = self.audio_encoder(features, lengths)
+        # the encoder's output past each clip's end (batch padding) is zeroed, as a clip alone ends there:
+        # the projector's conv then sees the same input whatever the clip is batched or packed with
+        valid = torch.arange(x.shape[1], device=x.device) < out_len.to(x.device).unsqueeze(1)
+        x = self.audio_projector(x * valid.unsqueeze(-1).to(x.dtype))
+        counts = [self.audio_num_tokens(int(n)) for n in (lengths if host_lengths is None else host_lengths)]
         if self.audio_prompt_num:
             prompts = self.audio_encoder.prompt_embeddings.weight.to(x.dtype)
             x = torch.cat([prompts.unsqueeze(0).expand(x.shape[0], -1, -1), x], dim=1)
@@ -152,7 +160,7 @@ class OmniModel(nn.Module):
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, pixel_values: torch.Tensor | None = None,
                 audio_features: torch.Tensor | None = None, audio_lengths: torch.Tensor | None = None,
-                sample_ids: list[str] | None = None, **_) -> dict:
+                sample_ids: list[str] | None = None, host_batch: dict | None = None, **_) -> dict:
         """Returns ``ce_sum`` (summed token cross-entropy, fp32), ``num_tokens`` and ``aux`` losses.
 
         Args:
@@ -164,14 +172,17 @@ class OmniModel(nn.Module):
             audio_features: [A, T_max, n_mels] padded; ``audio_lengths`` [A] valid frames; clip i
                 fills ``audio_num_tokens(audio_lengths[i])`` positions.
             sample_ids: the batch's ``ids`` (the engine passes them); only used in error messages.
+            host_batch: the same micro-batch on the host (the engine passes the loader's CPU batch):
+                placeholder checks and audio token counts read it, so the forward never waits on
+                the device (no host sync); without it they read the tensors above.
 
         A missing modality (key absent or first dim 0) runs that encoder on its dummy input x 0.
-        With ``position_ids`` (packed rows, restarting per sample) the attention mask is left out so
-        that transformers isolates the samples (block-diagonal causal attention).
+        With ``position_ids`` (packed rows, restarting per sample) attention stays inside each sample:
+        a block-diagonal causal mask for sdpa/eager (vita/model/attention.py), the position ids alone
+        for flash-attn (its varlen ``cu_seqlens`` path).
         """
-        if position_ids is not None:
-            attention_mask = None
-        embeds, _ = self.embed(input_ids, pixel_values, audio_features, audio_lengths, sample_ids)
+        embeds, _ = self.embed(input_ids, pixel_values, audio_features, audio_lengths, sample_ids, host_batch)
+        attention_mask = self._llm_attention_mask(attention_mask, position_ids, host_batch, embeds)
         lm_labels, state_labels = labels, None
         if self.state_head is not None:
             # VITA-FO: labels below -100 are user-state labels (-101 -> class 0, -102 -> class 1, ...)
@@ -180,18 +191,41 @@ class OmniModel(nn.Module):
         kw = {}
         if self.is_moe:
             kw["output_router_logits"] = True
+        fused = self.fused_loss != "off"
+        if fused:  # the head runs inside the loss, in chunks: the LLM makes one position's logits only
+            kw["logits_to_keep"] = 1
         out = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
-                       output_hidden_states=self.state_head is not None, **kw)
-        logits = out.logits[:, :-1].float()
+                       output_hidden_states=fused or self.state_head is not None, **kw)
         target = lm_labels[:, 1:]
-        ce_sum = F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=IGNORE_INDEX,
-                                 reduction="sum")
+        if fused:
+            hidden = out.hidden_states[-1][:, :-1]
+            ce_sum = lm_loss_sum(hidden.reshape(-1, hidden.shape[-1]), self.llm.get_output_embeddings(),
+                                 target.reshape(-1), self.fused_loss)
+        else:
+            logits = out.logits[:, :-1].float()
+            ce_sum = F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1),
+                                     ignore_index=IGNORE_INDEX, reduction="sum")
         aux: dict[str, torch.Tensor] = {}
         if self.is_moe and getattr(out, "aux_loss", None) is not None and self.router_aux_loss_coef:
             aux["router"] = self.router_aux_loss_coef * out.aux_loss
         if self.state_head is not None:
             aux["state"] = self.state_loss_weight * self._state_loss(out.hidden_states[-1], state_labels)
         return {"ce_sum": ce_sum, "num_tokens": (target != IGNORE_INDEX).sum(), "aux": aux}
+
+    def _llm_attention_mask(self, attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None,
+                            host_batch: dict | None, embeds: torch.Tensor):
+        """What the LLM gets as ``attention_mask``: None (plain causal, or flash-attn with packed position ids),
+        the 2-D padding mask, or a ready 4-D segment mask built on the device (sdpa / eager; no host sync)."""
+        impl = getattr(self.llm.config, "_attn_implementation", None)
+        if impl not in ("sdpa", "eager") or self.is_moe:  # MoE: the router loss reads a 2-D mask
+            return None if position_ids is not None else attention_mask
+        if position_ids is None:
+            if host_batch is None:
+                return attention_mask  # transformers decides (it reads the mask)
+            if bool(host_batch["attention_mask"].all()):  # a host read: no padding, plain causal
+                return None
+        seg = segment_ids(attention_mask, position_ids, embeds.shape[:2]).to(embeds.device)
+        return segment_causal_mask(seg, impl, embeds.dtype)
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -227,17 +261,24 @@ class OmniModel(nn.Module):
         return out
 
     def _state_loss(self, hidden: torch.Tensor, state_labels: torch.Tensor) -> torch.Tensor:
-        logits = self.state_head(hidden).float()
-        valid = state_labels != IGNORE_INDEX
-        if not bool(valid.any()):
-            return logits.sum() * 0.0
-        return F.cross_entropy(logits[valid], state_labels[valid], weight=self.state_class_weights.to(logits.device))
+        """Class-weighted mean cross-entropy over the labelled positions (0, still in the graph, when there are
+        none), as ``F.cross_entropy(weight=...)`` on the selected rows, without selecting them (no host sync)."""
+        logits = self.state_head(hidden).float().reshape(-1, self.state_head.out_features)
+        target = state_labels.reshape(-1)
+        w = self.state_class_weights.to(logits.device)
+        total = F.cross_entropy(logits, target, weight=w, ignore_index=IGNORE_INDEX, reduction="sum")
+        valid = target != IGNORE_INDEX
+        denom = (w[torch.where(valid, target, 0)] * valid).sum()
+        return total / denom.clamp_min(torch.finfo(denom.dtype).tiny)
 
     def embed(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None,
               audio_features: torch.Tensor | None = None, audio_lengths: torch.Tensor | None = None,
-              sample_ids: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              sample_ids: list[str] | None = None, host_batch: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Token embeddings with media features spliced in and every unused encoder tied in at zero;
-        also that zero scalar."""
+        also that zero scalar. Checks read ``host_batch`` (CPU) when given (see :meth:`forward`)."""
+        host_ids = input_ids if host_batch is None else host_batch["input_ids"]
+        host_lengths = None if host_batch is None or "audio_lengths" not in host_batch else \
+            host_batch["audio_lengths"].tolist()
         embeds = self.llm.get_input_embeddings()(input_ids)
         zero = embeds.new_zeros((), dtype=torch.float32)
         has_media = (pixel_values is not None and pixel_values.shape[0] > 0) or (
@@ -247,26 +288,28 @@ class OmniModel(nn.Module):
                             "vita.model.ensure_media_tokens(tokenizer, model) after building it")
         if self.vision_tower is not None:
             mask = self._mask(input_ids, self.image_token_id, self.video_token_id)
+            host_mask = mask if host_batch is None else self._mask(host_ids, self.image_token_id, self.video_token_id)
             if pixel_values is not None and pixel_values.shape[0] > 0:
                 feats = self.encode_images(pixel_values)
-                self._check_vision(mask, feats.shape[0], sample_ids)
+                self._check_vision(host_mask, feats.shape[0], sample_ids)
                 embeds = embeds.masked_scatter(mask.unsqueeze(-1), feats.to(embeds.dtype))
             else:
-                self._check_none(mask, "image/video", "pixel_values", sample_ids)
+                self._check_none(host_mask, "image/video", "pixel_values", sample_ids)
                 zero = zero + 0.0 * self.encode_images(self.vision_tower.dummy_inputs()).float().sum()
         elif pixel_values is not None and pixel_values.shape[0] > 0:
             raise DataError("the batch has pixel_values but the model has no vision tower (set model.vision.tower)")
         if self.audio_encoder is not None:
             mask = self._mask(input_ids, self.audio_token_id)
+            host_mask = mask if host_batch is None else self._mask(host_ids, self.audio_token_id)
             if audio_features is not None and audio_features.shape[0] > 0:
                 if audio_lengths is None:
                     raise DataError("the batch has audio_features but no audio_lengths")
-                x, counts = self.encode_audio(audio_features, audio_lengths)
-                self._check_audio(mask, counts, sample_ids)
+                x, counts = self.encode_audio(audio_features, audio_lengths, host_lengths)
+                self._check_audio(host_mask, counts, sample_ids)
                 feats = torch.cat([x[i, :n] for i, n in enumerate(counts)])
                 embeds = embeds.masked_scatter(mask.unsqueeze(-1), feats.to(embeds.dtype))
             else:
-                self._check_none(mask, "audio", "audio_features", sample_ids)
+                self._check_none(host_mask, "audio", "audio_features", sample_ids)
                 x, _ = self.encode_audio(*self.audio_encoder.dummy_inputs())
                 zero = zero + 0.0 * x.float().sum()
         elif audio_features is not None and audio_features.shape[0] > 0:
