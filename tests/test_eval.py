@@ -69,7 +69,8 @@ def test_in_loop_eval_logs_at_the_configured_steps_and_keeps_best(out_root):
     keep_best survives keep_last=1 pruning."""
     root = demo_root()
     run_vita(_train_args("evloop", out_root, _eval_sets(root), "train.eval_every=3", "train.eval_at_start=true",
-                         "train.ckpt_every=1", "train.keep_last=1", "train.keep_best=img/loss"))
+                         "train.ckpt_every=1", "train.keep_last=1", "train.keep_best=img/loss",
+                         "logging.plot=true"))  # the eval panel beside the loss
     run = find_run(out_root, "evloop")
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
     eval_steps = [r["step"] for r in rows if "eval/speech/wer" in r]
