@@ -43,8 +43,8 @@ def test_bar_and_log_lines_do_not_interleave(tmp_path):
         assert log is not None, f"a line other than the bar or a metrics line while the bar is open: {s!r}"
         step = int(log.group(1))
         assert step % every == 0 or step == steps, f"metrics line at step {step} (log_every={every})"
-        # tqdm draws at most 10 times a second, so the last drawn bar may still show the step before
-        assert redraw is None and step in (shown, shown + 1), f"metrics line of step {step}, bar at {shown}"
+        # tqdm draws at most 10 times a second, so the last drawn bar may still show an earlier step
+        assert redraw is None and step >= shown, f"metrics line of step {step}, bar at {shown}"
         logged.append(step)
         redraw = step
     assert shown == steps
