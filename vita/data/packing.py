@@ -20,11 +20,11 @@ from __future__ import annotations
 from vita.errors import DataError
 
 
-def pack_rows(lengths: list[int], max_length: int) -> list[list[int]]:
-    """First-fit: sample positions grouped into rows whose lengths sum to at most ``max_length``."""
+def _first_fit(items: list[tuple[int, int]], max_length: int) -> tuple[list[list[int]], list[int]]:
+    """``(index, length)`` pairs, in the given order, into the first row with room: (rows, room left)."""
     rows: list[list[int]] = []
     room: list[int] = []
-    for i, n in enumerate(lengths):
+    for i, n in items:
         if n > max_length:
             raise DataError(f"a sample of {n} tokens does not fit a packed row of data.max_length={max_length}")
         for r, free in enumerate(room):
@@ -35,7 +35,12 @@ def pack_rows(lengths: list[int], max_length: int) -> list[list[int]]:
         else:
             rows.append([i])
             room.append(max_length - n)
-    return rows
+    return rows, room
+
+
+def pack_rows(lengths: list[int], max_length: int) -> list[list[int]]:
+    """First-fit: sample positions grouped into rows whose lengths sum to at most ``max_length``."""
+    return _first_fit(list(enumerate(lengths)), max_length)[0]
 
 
 def position_ids_for(lengths: list[int], row_length: int) -> list[int]:
@@ -48,21 +53,7 @@ def pack_ffd(indices: list[int], lengths, max_length: int) -> list[list[int]]:
     """First-fit-decreasing: ``indices`` (by ``lengths[i]``, longest first, ties by position) into rows
     of at most ``max_length`` tokens; returns the rows, fullest first (ties by first placement)."""
     order = sorted(range(len(indices)), key=lambda k: (-int(lengths[indices[k]]), k))
-    rows: list[list[int]] = []
-    room: list[int] = []
-    for k in order:
-        i = indices[k]
-        n = int(lengths[i])
-        if n > max_length:
-            raise DataError(f"a sample of {n} tokens does not fit a packed row of data.max_length={max_length}")
-        for r, free in enumerate(room):
-            if n <= free:
-                rows[r].append(i)
-                room[r] -= n
-                break
-        else:
-            rows.append([i])
-            room.append(max_length - n)
+    rows, room = _first_fit([(indices[k], int(lengths[indices[k]])) for k in order], max_length)
     return [rows[r] for r in sorted(range(len(rows)), key=lambda r: (room[r], r))]
 
 
