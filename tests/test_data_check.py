@@ -160,3 +160,14 @@ def test_fail_policy_at_decode_time_names_the_file(tmp_path):
     b = build_data(cfg, tokenizer(), rank=0, world=1)
     with pytest.raises(DataError, match=r"t\.jsonl:4 sample 'trunc': unreadable image: .*truncated\.jpg.*on_bad_sample=skip"):
         next(iter(b.loader.iterate(Position())))
+
+
+def test_check_on_the_default_experiment_uses_the_models_encoders(capsys):
+    """A bare ``python -m vita.check`` (the omni demo: smol_omni on demo_speech, no data.media_spec) measures
+    the audio with the model's own encoder counts instead of refusing media for want of a spec."""
+    from vita.check import main
+
+    demo_root()
+    assert main(["--workers=1"]) == 0
+    out = capsys.readouterr().out
+    assert "encoders' token counts" in out and "0 with problems" in out and "audio" in out

@@ -64,9 +64,19 @@ def run_check(cfg, workers: int | None = None, examples: int = 3, out=None) -> i
 
     out = out or sys.stdout
     tokenizer = load_tokenizer(cfg.model)  # model.tokenizer, else model.pretrained (a GGUF's via its cached folder)
+    model_spec = None
     if cfg.model.vision.tower or cfg.model.audio.encoder:
         ensure_media_tokens(tokenizer)  # as training adds them for a model with encoders
-    spec = resolve_spec(cfg.data, tokenizer, None)
+        if not cfg.data.media_spec:  # the token counts of this model's encoders, as training uses them
+            from vita.model import build_model
+
+            print("building the model for its encoders' token counts (set data.media_spec=PRESET to skip)",
+                  file=out)
+            model = build_model(cfg.model, vocab_size=len(tokenizer))
+            ensure_media_tokens(tokenizer, model)
+            model_spec = model.data_spec()
+            del model
+    spec = resolve_spec(cfg.data, tokenizer, model_spec)
     source = open_source(cfg.data)
     proc = make_processor(cfg.data, tokenizer, spec)
     workers = workers if workers is not None else min(8, os.cpu_count() or 1)
