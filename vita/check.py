@@ -14,6 +14,7 @@ import sys
 from collections import Counter, defaultdict
 
 import numpy as np
+from omegaconf import OmegaConf
 
 _STATE: dict = {}
 
@@ -65,9 +66,9 @@ def run_check(cfg, workers: int | None = None, examples: int = 3, out=None) -> i
     out = out or sys.stdout
     tokenizer = load_tokenizer(cfg.model)  # model.tokenizer, else model.pretrained (a GGUF's via its cached folder)
     model_spec = None
-    if cfg.model.vision.tower or cfg.model.audio.encoder:
+    if OmegaConf.select(cfg, "model.vision.tower") or OmegaConf.select(cfg, "model.audio.encoder"):
         ensure_media_tokens(tokenizer)  # as training adds them for a model with encoders
-        if not cfg.data.media_spec:  # the token counts of this model's encoders, as training uses them
+        if not OmegaConf.select(cfg, "data.media_spec"):  # this model's encoders' token counts, as in training
             from vita.model import build_model
 
             print("building the model for its encoders' token counts (set data.media_spec=PRESET to skip)",
