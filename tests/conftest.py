@@ -17,6 +17,8 @@ TORCHRUN = str(Path(PY).with_name("torchrun"))
 
 def vita_env(**extra: str) -> dict:
     env = dict(os.environ)
+    for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):  # left by an in-process test's
+        env.pop(k, None)  # process group, they would make the child join it (EADDRINUSE) instead of its own
     env.update(OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", WANDB_MODE="offline", WANDB_SILENT="true",
                HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
     env.update(extra)

@@ -92,6 +92,12 @@ def reads_per_step():
                 out[accum] = (mode.reads, metrics, kinds)
             finally:
                 trainer.close()
+    import os
+
+    if torch.distributed.is_initialized():  # later tests' subprocesses must start their own group
+        torch.distributed.destroy_process_group()
+    for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        os.environ.pop(k, None)
     return out
 
 
