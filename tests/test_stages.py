@@ -31,7 +31,8 @@ TRAINS = {
 
 def _cfg(overrides):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=overrides)
+        # the former default underneath: the demo experiment (the default) sets stage.groups of its own
+        return compose("config", overrides=["experiment=chatterbot_tiny", *overrides])
 
 
 @pytest.fixture(scope="module")
