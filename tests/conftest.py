@@ -82,3 +82,14 @@ def quiet(name: str, root: Path) -> list[str]:
 
 def read_json(p: Path) -> dict:
     return json.loads(p.read_text())
+
+
+def greedy_ids(llm, prompt_ids: list[int], n: int) -> list[int]:
+    """``n`` greedy tokens after ``prompt_ids`` by plain argmax over full re-forwards (no cache, no vita code)."""
+    import torch
+
+    ids = list(prompt_ids)
+    with torch.no_grad():
+        for _ in range(n):
+            ids.append(int(llm(input_ids=torch.tensor([ids])).logits[0, -1].argmax()))
+    return ids[len(prompt_ids):]
