@@ -1,0 +1,139 @@
+"""Checks a typed schema cannot express (choices, registry keys, batch arithmetic), run on a composed
+config before anything is built; re-exported by :mod:`vita.config`."""
+
+from __future__ import annotations
+
+import difflib
+import os
+
+from omegaconf import DictConfig, OmegaConf
+
+from vita.errors import ConfigError
+
+ENUMS = {
+    "engine.zero_stage": (0, 1, 2, 3),
+    "engine.precision": ("fp32", "bf16", "fp16"),
+    "engine.optimizer_impl": ("auto", "torch", "fused"),
+    "engine.fused_loss": ("auto", "chunked", "liger", "off"),
+    "optim.scheduler": ("cosine", "linear", "constant"),
+    "train.resume": ("auto", "never"),
+    "train.nan_policy": ("stop", "skip"),
+    "data.on_bad_sample": ("fail", "skip"),
+    "data.overlong": ("truncate", "skip", "fail"),
+    "model.quantization": (None, "4bit", "8bit"),
+    "stage.export": ("full", "trainable"),
+    "data.image_aspect_ratio": ("square", "pad"),
+}
+GROUP_MODES = ("full", "frozen", "lora")
+LOGGERS = ("console", "jsonl", "wandb", "tensorboard")
+
+
+def suggest_key(cfg: DictConfig, key: str) -> str:
+    """A one-line message for an unknown dotted key, with the valid keys of its parent node."""
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    if not isinstance(node, DictConfig):
+        return f"unknown config key '{key}'"
+    valid = sorted(str(k) for k in node.keys())
+    close = difflib.get_close_matches(leaf, valid, n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(repr(f'{parent}.{c}' if parent else c) for c in close)}?" if close else ""
+    where = f"'{parent}'" if parent else "the top level"
+    return f"unknown config key '{key}'.{hint} Valid keys under {where}: {', '.join(valid)}"
+
+
+def validate(cfg: DictConfig) -> None:
+    """Checks a schema cannot express: choices, registry keys, batch arithmetic. Builds nothing."""
+    from vita.registry import AUDIO_ENCODERS, BACKBONES, DATASETS, SAMPLERS, TEMPLATES, VISION_TOWERS, load_builtins
+
+    load_builtins()
+    for key, allowed in ENUMS.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"config key '{key}' is {value!r}; valid options: {', '.join(map(str, allowed))}")
+    for name, group in cfg.stage.groups.items():
+        if group.mode not in GROUP_MODES:
+            raise ConfigError(
+                f"config key 'stage.groups.{name}.mode' is {group.mode!r}; valid options: {', '.join(GROUP_MODES)}"
+            )
+    if cfg.model.quantization and cfg.stage.groups.llm.mode == "full":
+        raise ConfigError(
+            f"model.quantization={cfg.model.quantization} cannot train the LLM fully: set stage.groups.llm.mode "
+            "to lora (QLoRA) or frozen")
+    for lg in cfg.logging.loggers:
+        if lg not in LOGGERS:
+            raise ConfigError(f"config key 'logging.loggers' has {lg!r}; valid options: {', '.join(LOGGERS)}")
+    BACKBONES.get(cfg.model.backbone)
+    if cfg.model.vision.tower is not None:
+        VISION_TOWERS.get(cfg.model.vision.tower)
+        _projector_key(cfg.model.vision.projector, "model.vision.projector")
+    if cfg.model.audio.encoder is not None:
+        AUDIO_ENCODERS.get(cfg.model.audio.encoder)
+        _projector_key(cfg.model.audio.projector, "model.audio.projector")
+    TEMPLATES.get(cfg.data.template)
+    SAMPLERS.get(cfg.data.sampler)
+    DATASETS.get(cfg.data.format)
+    for key in ("engine.micro_batch_size", "engine.grad_accum", "data.max_length", "train.log_every"):
+        if OmegaConf.select(cfg, key) < 1:
+            raise ConfigError(f"config key '{key}' must be >= 1, got {OmegaConf.select(cfg, key)}")
+    if cfg.data.sampler == "token_budget" and cfg.data.token_budget < 1:
+        raise ConfigError("data.sampler=token_budget needs data.token_budget >= 1 (tokens per micro-batch)")
+    if cfg.data.packing and cfg.data.sampler == "token_budget" and cfg.data.token_budget < cfg.data.max_length:
+        raise ConfigError(f"data.packing with sampler=token_budget fills token_budget // max_length rows per "
+                          f"micro-batch: data.token_budget={cfg.data.token_budget} < data.max_length="
+                          f"{cfg.data.max_length}; set data.token_budget to a multiple of data.max_length")
+    if cfg.data.packing and cfg.data.sampler != "token_budget":
+        log_hint = "packing fills rows of data.max_length from each micro-batch; pair it with sampler=token_budget"
+        if cfg.engine.micro_batch_size < 2:
+            raise ConfigError(f"data.packing=true with engine.micro_batch_size=1 packs nothing; {log_hint}")
+    if cfg.model.attn_implementation == "flash_attention_2":
+        import importlib.util
+
+        if importlib.util.find_spec("flash_attn") is None:
+            raise ConfigError(
+                "model.attn_implementation=flash_attention_2 needs flash-attn: `pip install -e .[flash]` on a "
+                "CUDA machine, or use sdpa"
+            )
+    _validate_eval(cfg)
+    if cfg.train.resume_from is not None and not os.path.isdir(cfg.train.resume_from):
+        raise ConfigError(f"train.resume_from={cfg.train.resume_from}: no such checkpoint folder")
+
+
+def _validate_eval(cfg: DictConfig) -> None:
+    from vita.eval.metrics import parse_metrics
+
+    sets = OmegaConf.select(cfg, "data.eval") or {}
+    for name, es in sets.items():
+        try:
+            parse_metrics(es.metric)
+        except ConfigError as e:
+            raise ConfigError(f"config key 'data.eval.{name}.metric': {e}") from None
+        if not es.annotations:
+            raise ConfigError(f"eval set 'data.eval.{name}' has no annotations; set data.eval.{name}.annotations")
+        for key in ("max_new_tokens", "batch_size"):
+            if es[key] < 1:
+                raise ConfigError(f"config key 'data.eval.{name}.{key}' must be >= 1, got {es[key]}")
+    best = cfg.train.keep_best
+    if best:
+        set_name, _, met = str(best).partition("/")
+        if set_name not in sets or not met:
+            raise ConfigError(f"train.keep_best={best!r} must be <set>/<metric> of a data.eval set "
+                              f"(sets: {', '.join(sets) or 'none'})")
+        if met not in ("loss", "ppl") and met not in parse_metrics(sets[set_name].metric):
+            raise ConfigError(f"train.keep_best={best!r}: set '{set_name}' computes "
+                              f"{', '.join(['loss', 'ppl', *parse_metrics(sets[set_name].metric)])}, not {met}")
+    if cfg.train.eval_every < 0:
+        raise ConfigError(f"train.eval_every must be >= 0, got {cfg.train.eval_every}")
+    # train.eval_every / eval_at_start without data.eval sets evaluate nothing: the embedded default sets them
+    # for its demo_speech sets, and a run on other data (data=..., experiment=...) must not fail for that.
+
+
+def _projector_key(name: str, key: str) -> None:
+    import re
+
+    from vita.registry import PROJECTORS
+
+    if not re.match(r"^mlp\d+x_gelu$", name) and name not in PROJECTORS:
+        try:
+            PROJECTORS.get(name)
+        except ConfigError as e:
+            raise ConfigError(f"config key '{key}': {e}") from None
