@@ -50,9 +50,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def live_rglob(base: Path, name: str) -> list[Path]:
+    """Files called ``name`` under ``base`` while a run writes there: unlike ``Path.rglob`` a directory that
+    vanishes mid-walk (a checkpoint's ``.tmp-step_*`` renamed into place) is passed over, not an error."""
+    import os
+
+    return sorted(Path(d) / name for d, _, files in os.walk(base) if name in files)
+
+
 def find_run(root: Path, name: str) -> Path:
     """The single run dir of ``name`` under ``root`` (the one holding vita_config.json)."""
-    dirs = sorted(p.parent for p in (root / name).rglob("vita_config.json"))
+    dirs = [p.parent for p in live_rglob(root / name, "vita_config.json")]
     assert len(dirs) == 1, f"expected one run dir under {root / name}, found {dirs}"
     return dirs[0]
 

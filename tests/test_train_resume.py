@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from tests.conftest import PY, ROOT, find_run, load_final, losses, quiet, run_vita, vita_env
+from tests.conftest import PY, ROOT, find_run, live_rglob, load_final, losses, quiet, run_vita, vita_env
 
 STEPS = 30
 COMMON = ["experiment=smoke", "data.limit=512", f"train.max_steps={STEPS}", "train.ckpt_every=4",
@@ -35,7 +35,7 @@ def _kill_at(args: list[str], root, name: str, kill_step: int, timeout: float = 
     step = 0
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            runs = list((root / name).rglob("metrics.jsonl"))
+            runs = live_rglob(root / name, "metrics.jsonl")
             step = _last_step(runs[0]) if runs else 0
             if step >= kill_step:
                 proc.send_signal(signal.SIGKILL)

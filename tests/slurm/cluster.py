@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import PY, ROOT, vita_env
+from tests.conftest import PY, ROOT, live_rglob, vita_env
 
 JOB_TIMEOUT_S = 420
 
@@ -78,7 +78,7 @@ class Launch:
         return wait_until(f"job {self.job_name} in the queue", lambda: (job_ids(self.job_name) or [None])[0], timeout)
 
     def run_dirs(self) -> list[Path]:
-        return sorted(p.parent for p in (self.root / self.name).rglob("vita_config.json"))
+        return [p.parent for p in live_rglob(self.root / self.name, "vita_config.json")]
 
     def tail(self, n: int = 3000) -> str:
         """The launcher's output and every job log, last characters of each."""

@@ -15,7 +15,7 @@ import re
 import pytest
 import torch
 
-from tests.conftest import load_final, losses
+from tests.conftest import live_rglob, load_final, losses
 from tests.slurm.cluster import Launch, job_field, slurm, wait_job_state, wait_until
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.usefixtures("slurm_cluster")]
@@ -27,7 +27,7 @@ COMMON = ["hydra.launcher.tasks_per_node=2", "experiment=smoke", "data.limit=512
 
 
 def _last_step(run: Launch) -> int:
-    for metrics in (run.root / run.name).rglob("metrics.jsonl"):
+    for metrics in live_rglob(run.root / run.name, "metrics.jsonl"):
         lines = metrics.read_text().splitlines()
         try:
             return json.loads(lines[-1])["step"] if lines else 0
