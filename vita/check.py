@@ -52,15 +52,11 @@ def check_one(i: int) -> dict:
     return row
 
 
-def run_check(cfg, workers: int | None = None, examples: int = 3, out=None) -> int:
-    """Check ``cfg.data``; print the report to ``out``; return the number of problems.
-
-    Every over-long sample is listed with its token count and the limit; under ``data.overlong=truncate``
-    or ``skip`` they are not problems (the run handles them), under ``fail`` they are."""
-    from tqdm.auto import tqdm
-
-    from vita.data import make_processor, open_source, resolve_spec
-    from vita.data.dataset import duplicate_ids
+def tokenizer_and_spec(cfg, out=None, model_first: bool = False):
+    """The tokenizer and :class:`~vita.data.spec.DataSpec` for ``cfg``: the model (built, weights aside) gives its
+    encoders' token counts when ``data.media_spec`` is unset, or always with ``model_first`` (as training does:
+    the model's spec wins over the preset; ``python -m vita.data.shard`` needs exactly training's counts)."""
+    from vita.data import resolve_spec
     from vita.model.tokens import ensure_media_tokens, load_tokenizer
 
     out = out or sys.stdout
@@ -68,7 +64,7 @@ def run_check(cfg, workers: int | None = None, examples: int = 3, out=None) -> i
     model_spec = None
     if OmegaConf.select(cfg, "model.vision.tower") or OmegaConf.select(cfg, "model.audio.encoder"):
         ensure_media_tokens(tokenizer)  # as training adds them for a model with encoders
-        if not OmegaConf.select(cfg, "data.media_spec"):  # this model's encoders' token counts, as in training
+        if model_first or not OmegaConf.select(cfg, "data.media_spec"):  # this model's encoders' token counts
             from vita.model import build_model
 
             print("building the model for its encoders' token counts (set data.media_spec=PRESET to skip)",
@@ -77,7 +73,21 @@ def run_check(cfg, workers: int | None = None, examples: int = 3, out=None) -> i
             ensure_media_tokens(tokenizer, model)
             model_spec = model.data_spec()
             del model
-    spec = resolve_spec(cfg.data, tokenizer, model_spec)
+    return tokenizer, resolve_spec(cfg.data, tokenizer, model_spec)
+
+
+def run_check(cfg, workers: int | None = None, examples: int = 3, out=None) -> int:
+    """Check ``cfg.data``; print the report to ``out``; return the number of problems.
+
+    Every over-long sample is listed with its token count and the limit; under ``data.overlong=truncate``
+    or ``skip`` they are not problems (the run handles them), under ``fail`` they are."""
+    from tqdm.auto import tqdm
+
+    from vita.data import make_processor, open_source
+    from vita.data.dataset import duplicate_ids
+
+    out = out or sys.stdout
+    tokenizer, spec = tokenizer_and_spec(cfg, out)
     source = open_source(cfg.data)
     proc = make_processor(cfg.data, tokenizer, spec)
     workers = workers if workers is not None else min(8, os.cpu_count() or 1)

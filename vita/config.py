@@ -108,6 +108,19 @@ class SourceConfig:
 
 
 @dataclass(kw_only=True)
+class ShardSetConfig:
+    """One set of tar shards written by ``python -m vita.data.shard`` (``format: shards``)."""
+
+    name: str = MISSING
+    """A label for logs."""
+    url: str = MISSING
+    """The shard folder, its ``manifest.json``, or a brace pattern of shards beside the manifest
+    (``DIR/shard-{000000..000009}.tar``); a local path or an ``http(s)://`` URL."""
+    ratio: float = 1.0
+    """Share of this set's shards used per epoch (whole shards, seeded per epoch; > 1 repeats them)."""
+
+
+@dataclass(kw_only=True)
 class EvalSetConfig:
     """One named eval set (``data.eval.<name>``): VITA-format records whose last turn is the reference answer."""
 
@@ -165,6 +178,13 @@ class DataConfig:
     """``format: vita``: the datasets of the mixture."""
     mixture_seed: int = 42
     """Seed of the subsampling and shuffling of the mixture (the same on every rank)."""
+    shards: list[ShardSetConfig] = field(default_factory=list)
+    """``format: shards``: the shard sets of the mixture (``{name, url, ratio}``), read as streams: each rank
+    and data worker takes its own shards, reads only the manifests at start-up (vita/data/shards/)."""
+    shuffle_buffer: int = 1000
+    """``format: shards``: samples held and emitted in a seeded random order, then refilled (1 = stream order)."""
+    shard_timeout: float = 60.0
+    """``format: shards``: seconds an http(s) shard may stall (connect or read) before it counts as unreadable."""
     media_spec: Optional[str] = None
     """Encoder facts (tile size, tokens per tile, audio features) when the model gives none:
     a key of ``vita.data.spec.PRESETS`` (``vita``, ``whisper``, ``tiny``); ``null`` = from the model."""

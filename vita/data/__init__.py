@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from torch.utils.data import Dataset
 
+from vita.data import shards as _shards  # noqa: F401  (registers format: shards)
 from vita.data import sources as _sources  # noqa: F401  (registers the dataset formats)
 from vita.data import templates as _templates  # noqa: F401  (registers the templates)
 from vita.data.collate import Collator
@@ -110,6 +111,10 @@ def build_data(cfg, tokenizer, rank: int, world: int, spec: DataSpec | None = No
     """
     d = cfg.data
     spec = resolve_spec(d, tokenizer, spec)
+    if d.format == "shards":  # streamed tar shards (vita/data/shards/)
+        from vita.data.shards import build_shard_data
+
+        return build_shard_data(cfg, tokenizer, rank, world, spec)
     source = open_source(d)
     proc = make_processor(d, tokenizer, spec)
     idx: Index = index(source, proc, d.on_bad_sample, progress=rank == 0 and len(source) > 5000, use_cache=d.index_cache)

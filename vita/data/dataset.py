@@ -98,8 +98,11 @@ class Processor:
         self.prompt_max_length = prompt_max_length
         """Longest prompt in ``prompt_only`` mode (the model's context); 0 = ``max_length``."""
 
-    def parse(self, raw, where: str, roots: dict, prompt_only: bool = False) -> Sample:
-        s = parse_sample(raw, where, roots, prompt_only=prompt_only, max_images=self.max_images)
+    def parse(self, raw, where: str, roots: dict, prompt_only: bool = False, check_files: bool = True) -> Sample:
+        """``raw`` validated (:func:`vita.data.schema.parse_sample`) and checked against the model's encoders;
+        ``check_files=False`` leaves media paths as written (a shard holds the media itself)."""
+        s = parse_sample(raw, where, roots, check_files=check_files, prompt_only=prompt_only,
+                         max_images=self.max_images)
         if s.media and self.spec is None:
             raise BadSample("media without encoder", where, s.id, "the sample has media but the model has no "
                             "encoders; use a multimodal model or set data.media_spec")
@@ -193,7 +196,10 @@ class Processor:
         ``prompt_only`` (inference): ``raw`` ends with the user's turn and the item is the prompt up to
         the assistant header, nothing cut (see :func:`vita.data.tokenize.tokenize_segments`).
         """
-        s = self.parse(raw, where, roots, prompt_only)
+        return self.load_sample(self.parse(raw, where, roots, prompt_only), prompt_only)
+
+    def load_sample(self, s: Sample, prompt_only: bool = False) -> dict:
+        """:meth:`load` of a parsed sample (its media paths or file-like objects); raises ``BadSample``."""
         item: dict = {"id": s.id}
         if not s.media:
             item.update(self.tokens(s, {}, prompt_only))

@@ -2,7 +2,8 @@
 
 Every function also has a metadata-only twin (``image_num_tiles``, ``video_num_frames``,
 ``audio_num_frames``) that reads headers only, so samplers know token lengths without decoding.
-Decoding errors become :class:`MediaError` naming the file.
+Decoding errors become :class:`MediaError` naming the file. ``path`` may also be a file-like object
+(a shard member's bytes, :class:`vita.data.shards.reader.Member`); it is decoded in place, not copied.
 """
 
 from __future__ import annotations
@@ -17,6 +18,14 @@ from vita.data.spec import DataSpec
 from vita.errors import DataError
 
 SAMPLE_RATE = 16000
+
+
+def _open_arg(path):
+    """What a decoder opens: the path as a string, or a file-like object (a shard member) rewound to its start."""
+    if hasattr(path, "read"):
+        path.seek(0)
+        return path
+    return str(path)
 
 
 class MediaError(DataError):
@@ -86,7 +95,7 @@ def image_num_tiles(path: Path, opts: MediaOptions, image_size: int, patch_size:
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
+        with Image.open(_open_arg(path)) as im:
             w, h = im.size
     except Exception as e:  # PIL raises many types
         raise MediaError("unreadable image", path, f"{type(e).__name__}: {e}") from None
@@ -124,7 +133,7 @@ def load_image_tiles(path: Path, opts: MediaOptions, spec: DataSpec) -> torch.Te
 
     s = spec.image_size
     try:
-        with Image.open(path) as im:
+        with Image.open(_open_arg(path)) as im:
             im = im.convert("RGB")
             im.load()
     except Exception as e:
@@ -158,7 +167,7 @@ def _video_meta(path: Path) -> tuple[int, float]:
     import av
 
     try:
-        with av.open(str(path)) as c:
+        with av.open(_open_arg(path)) as c:
             if not c.streams.video:
                 raise MediaError("unreadable video", path, "no video stream")
             st = c.streams.video[0]
@@ -199,7 +208,7 @@ def load_video_frames(path: Path, opts: MediaOptions, spec: DataSpec) -> torch.T
     wanted = set(want)
     got: dict[int, object] = {}
     try:
-        with av.open(str(path)) as c:
+        with av.open(_open_arg(path)) as c:
             stream = c.streams.video[0]
             stream.thread_type = "AUTO"  # frame + slice threads where the codec has them
             for i, frame in enumerate(c.decode(stream)):
@@ -244,7 +253,7 @@ def load_audio(path: Path) -> np.ndarray:
     import soundfile as sf
 
     try:
-        wave, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        wave, rate = sf.read(_open_arg(path), dtype="float32", always_2d=True)
     except Exception as e:
         raise MediaError("unreadable audio", path, f"{type(e).__name__}: {e}") from None
     if wave.shape[0] == 0:
@@ -265,7 +274,7 @@ def audio_num_frames(path: Path, spec: DataSpec) -> int:
     import soundfile as sf
 
     try:
-        info = sf.info(str(path))
+        info = sf.info(_open_arg(path))
     except Exception as e:
         raise MediaError("unreadable audio", path, f"{type(e).__name__}: {e}") from None
     if info.frames == 0:

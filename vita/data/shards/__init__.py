@@ -1,0 +1,55 @@
+"""Sharded, streamed datasets (``data.format: shards``): WebDataset-style tar shards + a manifest.
+
+``python -m vita.data.shard`` writes them (:mod:`vita.data.shards.writer`); :func:`build_shard_data`
+reads them as per-(rank, worker) streams with a shuffle buffer and exact resume
+(:mod:`~vita.data.shards.plan`, :mod:`~vita.data.shards.stream`, :mod:`~vita.data.shards.loader`).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from vita.errors import ConfigError
+from vita.registry import DATASETS
+
+log = logging.getLogger(__name__)
+SAMPLERS = ("random", "sequential")
+
+
+@DATASETS.register("shards")
+def shards_format(data_cfg):
+    """``format: shards`` is read as a stream by :func:`build_shard_data`, never as a random-access source."""
+    raise ConfigError("data.format=shards is read as a stream (vita.data.shards.build_shard_data), not by record; "
+                      "give the JSON mixture's data config to this command")
+
+
+def build_shard_data(cfg, tokenizer, rank: int, world: int, spec=None):
+    """The :class:`~vita.data.DataBundle` of ``format: shards``: the engine cannot tell it from the JSON path's."""
+    from vita.data import DataBundle, make_processor
+    from vita.data.collate import Collator
+    from vita.data.shards.loader import ShardLoader
+    from vita.data.shards.plan import ShardPlan, check_fresh, open_set
+
+    d = cfg.data
+    if d.sampler not in SAMPLERS:
+        raise ConfigError(f"data.sampler={d.sampler} is not available with data.format=shards (the stream's order is "
+                          "the seeded shard order and shuffle buffer); use data.sampler=random (or sequential: "
+                          "shards as written, no buffer shuffle)")
+    if not d.shards:
+        raise ConfigError("data.format=shards needs data.shards: a list of {name, url, ratio} "
+                          "(url: a shard folder, its manifest.json or DIR/shard-{000000..000009}.tar)")
+    proc = make_processor(d, tokenizer, spec)
+    sets = [open_set(s.name, s.url, s.ratio, d.shard_timeout) for s in d.shards]
+    check_fresh(sets, d, proc)
+    plan = ShardPlan(sets, seed=cfg.train.seed, world=world, workers=d.num_workers,
+                     micro_batch_size=cfg.engine.micro_batch_size, grad_accum=cfg.engine.grad_accum,
+                     shuffle_buffer=d.shuffle_buffer, shuffle=d.sampler == "random")
+    if rank == 0:
+        bad = sum(int(st.manifest.get("bad_samples", 0)) for st in sets)
+        log.info("data '%s': %d shard set(s), %d shards; %d samples per epoch (%d steps), %d left unread per epoch so "
+                 "that every rank and data worker ends it at the same step; %d bad sample(s) were left out at "
+                 "sharding (bad_samples.jsonl beside each manifest)", d.name, len(sets),
+                 sum(len(st.shards) for st in sets), plan.samples_per_epoch, plan.steps_per_epoch, plan.dropped, bad)
+    loader = ShardLoader(plan, proc, Collator(tokenizer.pad_token_id, d.packing, d.max_length), rank=rank,
+                         num_workers=d.num_workers, on_bad_sample=d.on_bad_sample, timeout=d.shard_timeout)
+    return DataBundle(plan, plan, loader)

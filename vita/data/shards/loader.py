@@ -1,0 +1,112 @@
+"""The step loader of ``format: shards``: the same interface as :class:`vita.data.loader.StepLoader`.
+
+Rank ``r`` with ``k`` data workers owns streams ``r*k .. r*k+k-1``; its ``i``-th micro-batch of an
+epoch is micro-batch ``i // k`` of stream ``r*k + i % k``. With workers, each one iterates its stream
+(:class:`_RankStreams`) and the main process puts the micro-batches back in that order, so the
+batches do not depend on which worker is faster. A position ``(epoch, step)`` fixes everything:
+resuming needs nothing else (see vita/data/shards/plan.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterator
+
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from vita.data.loader import Position
+from vita.data.shards.plan import ShardPlan
+from vita.data.shards.stream import SHARD_KIND, micro_batches
+from vita.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return max(0, -(-a // b))
+
+
+class _RankStreams(IterableDataset):
+    """One worker's stream of this rank, from a start position on, across epochs: ``(epoch, i, micro_batch)``."""
+
+    def __init__(self, plan: ShardPlan, proc, collate, rank: int, start: Position, timeout: float) -> None:
+        self.plan, self.proc, self.collate, self.rank, self.start, self.timeout = (plan, proc, collate, rank, start,
+                                                                                   timeout)
+
+    def worker(self, w: int) -> Iterator[tuple[int, int, dict]]:
+        plan, k = self.plan, self.plan.workers
+        total = plan.steps_per_epoch * plan.accum
+        epoch, i0 = self.start.epoch, self.start.step * plan.accum
+        while True:
+            first, end = _ceil_div(i0 - w, k), _ceil_div(total - w, k)
+            mbs = micro_batches(plan, self.proc, self.collate, self.rank * k + w, epoch, first, end, self.timeout)
+            for local, mb in enumerate(mbs, start=first):
+                yield epoch, local * k + w, mb
+            epoch, i0 = epoch + 1, 0
+
+    def __iter__(self):
+        info = get_worker_info()
+        return self.worker(info.id if info is not None else 0)
+
+
+class ShardLoader:
+    """Iterate ``(position, micro_batches)`` from shard streams; ``position`` is the step those batches belong to."""
+
+    def __init__(self, plan: ShardPlan, proc, collate, *, rank: int, num_workers: int = 0, on_bad_sample: str = "fail",
+                 timeout: float = 60.0) -> None:
+        self.sampler, self.plan, self.proc, self.collate = plan, plan, proc, collate
+        self.rank, self.num_workers, self.on_bad_sample, self.timeout = rank, num_workers, on_bad_sample, timeout
+        self.accum = plan.accum
+        self.skipped: Counter = Counter()
+        self._told: set[str] = set()
+        self.position = Position()
+
+    def _micro_batches(self, start: Position) -> Iterator[tuple[int, int, dict]]:
+        ds = _RankStreams(self.plan, self.proc, self.collate, self.rank, start, self.timeout)
+        if self.num_workers == 0:
+            yield from ds.worker(0)
+            return
+        dl = DataLoader(ds, batch_size=None, num_workers=self.num_workers, persistent_workers=False,
+                        prefetch_factor=2)
+        pending: dict[tuple[int, int], dict] = {}
+        want = (start.epoch, start.step * self.accum)
+        total = self.plan.steps_per_epoch * self.accum
+        for epoch, i, mb in dl:
+            pending[(epoch, i)] = mb
+            while want in pending:
+                yield (*want, pending.pop(want))
+                want = (want[0], want[1] + 1) if want[1] + 1 < total else (want[0] + 1, 0)
+
+    def iterate(self, start: Position) -> Iterator[tuple[Position, list[dict]]]:
+        if start.step >= self.plan.steps_per_epoch:  # saved with other settings (more steps per epoch)
+            start = Position(start.epoch + 1, 0)
+        pos = Position(start.epoch, start.step)
+        group: list[dict] = []
+        for _epoch, _i, mb in self._micro_batches(start):
+            self._check(mb)
+            group.append(mb)
+            if len(group) == self.accum:
+                yield Position(pos.epoch, pos.step), group
+                group = []
+                pos.step += 1
+                if pos.step == self.plan.steps_per_epoch:
+                    pos.epoch, pos.step = pos.epoch + 1, 0
+                self.position = Position(pos.epoch, pos.step)
+
+    def _check(self, mb: dict) -> None:
+        for _sid, kind, msg in mb.get("skipped", []):
+            if self.on_bad_sample == "fail":
+                raise DataError(f"{msg} (set data.on_bad_sample=skip to drop such samples, or run python -m vita.check)")
+            self.skipped[kind] += 1
+            if kind != SHARD_KIND or msg not in self._told:  # a lost shard is said once, its samples all counted
+                self._told.add(msg)
+                log.warning("skipping %s", msg)
+
+    def state_dict(self) -> dict:
+        return {"position": self.position.state_dict(), "sampler": self.plan.state_dict()}
+
+    def load_state_dict(self, state: dict) -> Position:
+        self.plan.load_state_dict(state["sampler"])
+        self.position = Position(**state["position"])
+        return self.position

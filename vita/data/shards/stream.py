@@ -1,0 +1,120 @@
+"""Reading one stream's samples in the plan's order and turning them into micro-batches.
+
+:class:`SetCursor` walks one set's shards of a stream front to back (a shard is opened once and
+read to its end; a jump, only at resume, reopens the shard and passes over the members before).
+A shard that fails (:class:`~vita.data.shards.reader.ShardError`) turns its remaining samples into
+bad samples with the URL and the reason: the loader applies ``data.on_bad_sample`` to them (``fail``
+stops, ``skip`` counts them under ``unreadable shard`` and goes on with the next shard).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from vita.data.schema import BadSample
+from vita.data.shards.plan import ShardPlan, StreamEpoch
+from vita.data.shards.reader import Member, RawSample, ShardError, iter_samples
+
+SHARD_KIND = "unreadable shard"
+
+
+@dataclass
+class Lost:
+    """A sample of a shard that could not be read."""
+
+    key: str
+    message: str
+
+
+class SetCursor:
+    """Positions ``0..n-1`` of one set's samples in one stream-epoch (its shards in order)."""
+
+    def __init__(self, plan: ShardPlan, j: int, shards: np.ndarray, counts: np.ndarray, timeout: float) -> None:
+        self.set, self.shards, self.timeout = plan.sets[j], shards, timeout
+        self.starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self.pos = -1  # next position the open shard yields (-1: none open)
+        self.it: Iterator[RawSample] | None = None
+        self.t = -1  # index (into self.shards) of the open shard
+        self.broken: str | None = None
+
+    def _open(self, p: int) -> None:
+        if self.it is not None:
+            self.it.close()
+        self.t = int(np.searchsorted(self.starts, p, side="right") - 1)
+        skip = p - int(self.starts[self.t])
+        self.url = self.set.url(int(self.shards[self.t]))
+        self.it, self.pos, self.broken = iter_samples(self.url, self.timeout, skip), p, None
+
+    def take(self, a: int, e: int) -> list[tuple[str, RawSample | Lost]]:
+        """Samples at positions ``a..e-1`` as ``(shard url, sample)``."""
+        out = []
+        for p in range(a, e):
+            if p != self.pos or p >= self.starts[self.t + 1]:
+                self._open(p)
+            out.append((self.url, self._next(p)))
+            self.pos = p + 1
+        return out
+
+    def _next(self, p: int) -> RawSample | Lost:
+        key = f"{self.url}#{p - int(self.starts[self.t])}"
+        if self.broken is None:
+            try:
+                return next(self.it)
+            except StopIteration:
+                n = int(self.starts[self.t + 1] - self.starts[self.t])
+                self.broken = (f"{self.url}: {SHARD_KIND}: the shard ended after {p - int(self.starts[self.t])} of "
+                               f"its {n} samples (truncated?); the rest of it is lost, re-shard or restore the file")
+            except ShardError as e:
+                self.broken = f"{e.url}: {SHARD_KIND}: {e.detail}; the rest of this shard is lost"
+        return Lost(key, self.broken)
+
+    def close(self) -> None:
+        if self.it is not None:
+            self.it.close()
+            self.it = None
+
+
+def decode(proc, url: str, raw: RawSample | Lost) -> dict:
+    """The training item of one stored sample (media decoded from the member bytes), or a bad one."""
+    if isinstance(raw, Lost):
+        return {"id": raw.key, "bad": (SHARD_KIND, raw.message)}
+    meta = raw.meta
+    try:
+        s = proc.parse(meta["record"], meta["where"], {}, check_files=False)
+        for mod, names in meta.get("media", {}).items():
+            missing = [n for n in names if n not in raw.media]
+            if missing:
+                raise BadSample("missing member", meta["where"], s.id, f"{url} lacks {missing[0]}; re-shard")
+            s.media[mod] = [Member(raw.media[n], f"{url}#{n}") for n in names]
+        return proc.load_sample(s)
+    except BadSample as e:
+        return {"id": e.sample_id or e.where, "bad": (e.kind, str(e))}
+
+
+def micro_batches(plan: ShardPlan, proc, collate, stream: int, epoch: int, first: int, end: int,
+                  timeout: float) -> Iterator[dict]:
+    """Collated micro-batches ``first..end-1`` of ``stream`` in ``epoch`` (each ``plan.micro`` samples)."""
+    se = StreamEpoch(plan, epoch, stream)
+    cursors = [SetCursor(plan, j, se.shards[j], se.counts[j], timeout) for j in range(len(plan.sets))]
+    p, stop = first * plan.micro, end * plan.micro
+    b, off = se.locate(p)
+    items: list[dict] = []
+    try:
+        while p < stop and b < se.blocks:
+            block = [x for j, (a, e) in enumerate(se.bounds(b)) for x in cursors[j].take(a, e)]
+            perm = plan.block_perm(epoch, stream, b, len(block))
+            for k in perm[off:]:
+                if p >= stop:
+                    break
+                items.append(decode(proc, *block[k]))
+                p += 1
+                if len(items) == plan.micro:
+                    yield collate(items)
+                    items = []
+            b, off = b + 1, 0
+    finally:
+        for c in cursors:
+            c.close()
