@@ -87,7 +87,11 @@ def run_check(cfg, workers: int | None = None, examples: int = 3, out=None) -> i
     from vita.data.dataset import duplicate_ids
 
     out = out or sys.stdout
-    tokenizer, spec = tokenizer_and_spec(cfg, out)
+    tokenizer, spec = tokenizer_and_spec(cfg, out, model_first=cfg.data.format == "shards")
+    if cfg.data.format == "shards":  # the manifests and the samples left out at sharding
+        from vita.data.shards.check import check_shards
+
+        return check_shards(cfg, tokenizer, spec, out, examples)
     source = open_source(cfg.data)
     proc = make_processor(cfg.data, tokenizer, spec)
     workers = workers if workers is not None else min(8, os.cpu_count() or 1)

@@ -64,11 +64,13 @@ class ShardLoader:
 
     def _micro_batches(self, start: Position) -> Iterator[tuple[int, int, dict]]:
         ds = _RankStreams(self.plan, self.proc, self.collate, self.rank, start, self.timeout)
-        if self.num_workers == 0:
-            yield from ds.worker(0)
-            return
+        # a DataLoader even without workers: it draws its base seed from torch's RNG, as the JSON path's does,
+        # so the training RNG stream (hence the losses) is the same on both paths
         dl = DataLoader(ds, batch_size=None, num_workers=self.num_workers, persistent_workers=False,
-                        prefetch_factor=2)
+                        prefetch_factor=2 if self.num_workers else None)
+        if self.num_workers == 0:
+            yield from dl
+            return
         pending: dict[tuple[int, int], dict] = {}
         want = (start.epoch, start.step * self.accum)
         total = self.plan.steps_per_epoch * self.accum

@@ -85,6 +85,14 @@ class RawSample:
     media: dict[str, bytes] = field(default_factory=dict)
 
 
+def _read_member(tf: tarfile.TarFile, m: tarfile.TarInfo, location: str) -> bytes:
+    data = tf.extractfile(m).read()
+    if len(data) != m.size:  # a stream that ends inside a member reads short rather than failing
+        raise ShardError(location, f"member {m.name} is cut short ({len(data)} of {m.size} bytes); the shard is "
+                         "truncated or the connection dropped")
+    return data
+
+
 def iter_samples(location: str, timeout: float, skip: int = 0) -> Iterator[RawSample]:
     """The samples of one shard in order, the first ``skip`` passed over (their bytes read, not kept).
 
@@ -109,15 +117,16 @@ def iter_samples(location: str, timeout: float, skip: int = 0) -> Iterator[RawSa
                         yield cur
                     n, cur = n + 1, None
                 keep = n >= skip
+                data = _read_member(tf, m, location) if keep else None
                 if suffix == "json":
                     try:
-                        cur = RawSample(key, json.loads(tf.extractfile(m).read()) if keep else {})
+                        cur = RawSample(key, json.loads(data) if keep else {})
                     except ValueError as e:
                         raise ShardError(location, f"member {m.name}: bad JSON ({e}); re-shard") from None
                 elif cur is None or key != cur.key:
                     raise ShardError(location, f"member {m.name} comes before its {key}.json; re-shard")
                 elif keep:
-                    cur.media[m.name] = tf.extractfile(m).read()
+                    cur.media[m.name] = data
             if cur is not None and n >= skip:
                 yield cur
         except ShardError:

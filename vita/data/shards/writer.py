@@ -106,17 +106,17 @@ def write_shards(cfg, out: Path, *, shard_size: int = 10**9, samples_per_shard: 
     tokenizer, spec = tokenizer_and_spec(cfg, None, model_first=True)
     proc = make_processor(d, tokenizer, spec)
     source = open_source(d)
-    t0 = time.perf_counter()
-    idx = index(source, proc, "skip", progress=progress, use_cache=d.index_cache)
-    t_index = time.perf_counter() - t0
     finger = fmt.fingerprint(d, proc)
     source_key = index_cache.cache_key(source, proc) or f"len{len(source)}"
     out.mkdir(parents=True, exist_ok=True)
     man_path, prog_path = out / fmt.MANIFEST, out / fmt.PROGRESS
     state = {"fingerprint": finger, "source": source_key, "shard_size": shard_size,
              "samples_per_shard": samples_per_shard, "shards": []}
+    if overwrite:  # the old set goes entirely (no stale shard left beside the new manifest)
+        for f in [man_path, prog_path, *out.glob("shard-*.tar")]:
+            f.unlink(missing_ok=True)
     for p in (man_path, prog_path):
-        if p.is_file() and not overwrite:
+        if p.is_file():
             old = json.loads(p.read_text())
             same = (old.get("fingerprint") == finger and old.get("source") == source_key
                     and old.get("shard_size") == shard_size and old.get("samples_per_shard") == samples_per_shard)
@@ -127,6 +127,9 @@ def write_shards(cfg, out: Path, *, shard_size: int = 10**9, samples_per_shard: 
                 log.info("%s is complete (%d shards); nothing to do", out, len(old["shards"]))
                 return old
             state = old
+    t0 = time.perf_counter()
+    idx = index(source, proc, "skip", progress=progress, use_cache=d.index_cache)
+    t_index = time.perf_counter() - t0
     done = state["shards"]
     start = done[-1]["first"] + done[-1]["samples"] if done else 0
     if done:

@@ -1,0 +1,359 @@
+"""Sharded, streamed data (vita/data/shards/): the writer, the stream's order and resume, HTTP, bad shards,
+stale manifests, vita.check, and training on shards against the JSON path."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import PY, ROOT, _free_port, find_run, losses, quiet, run_vita, vita_env
+from tests.data_fixtures import demo_root
+from vita.data.loader import Position
+from vita.errors import DataError
+
+TEXT = ["experiment=chatterbot_tiny", "data=demo", *(f"data.datasets.{i}.ratio=0" for i in range(4))]  # demo text only
+"""The demo's 150 text samples (its media datasets weighted 0) for a tiny text model: fast to shard and train."""
+
+
+def _compose(overrides):
+    from vita.bench.harness import compose
+
+    return compose(list(overrides))
+
+
+def _write(out: Path, overrides, **kw) -> dict:
+    from vita.data.shards.writer import write_shards
+
+    return write_shards(_compose(overrides), out, args=list(overrides), progress=False, **kw)
+
+
+def _bundle(overrides, rank: int = 0, world: int = 1):
+    from vita.data import build_data
+    from vita.model.tokens import load_tokenizer
+
+    cfg = _compose(overrides)
+    return build_data(cfg, load_tokenizer(cfg.model), rank, world)
+
+
+def _shard_args(url, *extra) -> list[str]:
+    return [*TEXT, "data.format=shards", "data.sampler=random", f"data.shards=[{{name:text,url:'{url}'}}]", *extra]
+
+
+@pytest.fixture(scope="module")
+def text_shards(tmp_path_factory) -> Path:
+    """The demo text samples in 15 shards of 10."""
+    demo_root()
+    out = tmp_path_factory.mktemp("shards") / "text"
+    _write(out, TEXT, samples_per_shard=10)
+    return out
+
+
+def _ids(loader, start: Position, steps: int) -> list[list[str]]:
+    out = []
+    for pos, mbs in loader.iterate(start):
+        out.append([i for mb in mbs for i in mb["ids"]])
+        if len(out) == steps:
+            return out
+    return out
+
+
+# -- writer ------------------------------------------------------------------------------------------------
+def test_writer_manifest_counts_and_no_per_sample_lengths(text_shards):
+    man = json.loads((text_shards / "manifest.json").read_text())
+    assert man["samples"] == 150 and len(man["shards"]) == 15
+    assert sum(sh["samples"] for sh in man["shards"]) == 150
+    assert man["modalities"] == {"text": 150}
+    sizes = [(text_shards / sh["name"]).stat().st_size for sh in man["shards"]]
+    assert sizes == [sh["bytes"] for sh in man["shards"]]
+    assert man["fingerprint"]["max_length"] == 512 and man["fingerprint"]["template"] == "qwen2.5"
+    # start-up cost must not grow with the data: no list in the manifest as long as the sample count
+    flat = json.dumps(man)
+    assert len(flat) < 200 * len(man["shards"]) + 4000, len(flat)
+
+
+def test_writer_resumes_after_a_stop_with_identical_shards(tmp_path, monkeypatch):
+    demo_root()
+    straight = tmp_path / "straight"
+    _write(straight, TEXT, samples_per_shard=40)
+    from vita.data.shards import writer
+
+    calls = {"n": 0}
+    real = writer._atomic_json
+
+    def stop_after_two(path, obj):
+        real(path, obj)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # stopped after two finished shards, the third half written
+
+    stopped = tmp_path / "stopped"
+    monkeypatch.setattr(writer, "_atomic_json", stop_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        _write(stopped, TEXT, samples_per_shard=40)
+    monkeypatch.setattr(writer, "_atomic_json", real)
+    assert not (stopped / "manifest.json").exists() and (stopped / ".shard-progress.json").exists()
+    man = _write(stopped, TEXT, samples_per_shard=40)
+    assert man["timing"]["samples_written"] == 150 - 80  # continued after the two finished shards
+    a, b = json.loads((straight / "manifest.json").read_text()), man
+    assert a["shards"] == b["shards"]
+    for sh in a["shards"]:
+        assert (straight / sh["name"]).read_bytes() == (stopped / sh["name"]).read_bytes(), sh["name"]
+    assert not list(stopped.glob(".*.tmp"))
+
+
+def test_bad_samples_are_left_out_listed_and_reported_by_check(tmp_path):
+    """demo_bad: what vita.check finds on the JSON files is what sharding leaves out and lists."""
+    from vita.check import run_check
+
+    demo_root()
+    args = ["model=tiny_qwen2", "data=demo_bad"]
+    out = tmp_path / "bad"
+    import io
+
+    json_report = io.StringIO()
+    n_json = run_check(_compose(args), workers=1, out=json_report)
+    man = _write(out, args)
+    rows = [json.loads(line) for line in (out / "bad_samples.jsonl").read_text().splitlines()]
+    assert man["bad_samples"] == len(rows) > 0
+    assert all(r["message"] and r["where"] for r in rows)
+    kinds = Counter(r["kind"] for r in rows)
+    for kind in kinds:  # every kind listed at sharding is a problem vita.check reports on the JSON files
+        assert repr(kind) in json_report.getvalue(), kind
+    shard_report = io.StringIO()
+    n_shards = run_check(_compose([*args, "data.format=shards", f"data.shards=[{{name:bad,url:'{out}'}}]"]),
+                         workers=1, out=shard_report)
+    assert n_shards == len(rows) and n_json >= 1
+    assert "spec: matches this config" in shard_report.getvalue()
+    assert rows[0]["message"] in shard_report.getvalue()
+
+
+def test_webdataset_reads_a_vita_shard(text_shards):
+    wds = pytest.importorskip("webdataset")
+    samples = list(wds.WebDataset(str(text_shards / "shard-000000.tar"), shardshuffle=False))
+    assert len(samples) == 10
+    meta = json.loads(samples[0]["json"])
+    assert meta["record"]["conversations"] and meta["length"] > 0 and meta["modality"] == "lang"
+
+
+def test_size_and_brace_patterns():
+    from vita.data.shards.format import expand_braces
+    from vita.data.shards.writer import parse_size
+
+    assert parse_size("1GB") == 10**9 and parse_size("200MB") == 2 * 10**8 and parse_size("512KiB") == 512 * 1024
+    with pytest.raises(DataError, match="shard-size"):
+        parse_size("big")
+    assert expand_braces("d/s-{000..002}.tar") == ["d/s-000.tar", "d/s-001.tar", "d/s-002.tar"]
+    assert expand_braces("{a,b}-{1..2}") == ["a-1", "a-2", "b-1", "b-2"]
+
+
+# -- the stream --------------------------------------------------------------------------------------------
+def test_json_and_shards_give_the_same_micro_batches_with_media(tmp_path):
+    """The demo (images, video, audio, text) sharded and read in stream order: every tensor equals the JSON path's."""
+    from tests.data_fixtures import omni_demo
+
+    demo_root()
+    out = tmp_path / "demo"
+    _write(out, ["model=tiny_omni", "data=demo"])
+    common = ["data.sampler=sequential", "engine.micro_batch_size=8"]
+    _, _, _, js = omni_demo(common)
+    _, _, _, sh = omni_demo([*common, "data.format=shards", f"data.shards=[{{name:demo,url:'{out}'}}]"])
+    assert sh.sampler.steps_per_epoch == js.sampler.steps_per_epoch
+    kinds = set()
+    for (pa, a), (pb, b) in zip(js.loader.iterate(Position()), sh.loader.iterate(Position())):
+        assert pa == pb
+        for x, y in zip(a, b):
+            assert x["ids"] == y["ids"]
+            assert x.keys() == y.keys()
+            kinds |= set(x) & {"pixel_values", "audio_features"}
+            for k, v in x.items():
+                if isinstance(v, torch.Tensor):
+                    assert torch.equal(v, y[k]), (pa, k)
+        if pa.step == 8:
+            break
+    assert kinds == {"pixel_values", "audio_features"}
+
+
+def test_epoch_covers_every_sample_once_across_ranks_and_resume_replays_exactly(text_shards):
+    """2 ranks, buffer 8: an epoch's ids are distinct and all but the announced drop; starting at any step
+    (mid-block, across the epoch end) gives exactly the uninterrupted stream's batches."""
+    args = _shard_args(text_shards, "data.shuffle_buffer=8", "engine.micro_batch_size=3", "engine.grad_accum=2")
+    ranks = [_bundle(args, r, 2) for r in range(2)]
+    plan = ranks[0].sampler
+    steps = plan.steps_per_epoch
+    assert plan.stream_samples == 70 and steps == (70 // 3) // 2 and plan.dropped == 150 - steps * 12  # 7 of 15 shards
+    full = [_ids(b.loader, Position(), steps + 3) for b in ranks]
+    epoch0 = [i for r in full for step in r[:steps] for i in step]
+    assert len(epoch0) == len(set(epoch0)) == steps * 12
+    assert full[0][steps] != full[0][0]  # the next epoch is dealt and shuffled anew
+    for r, b in enumerate(ranks):
+        for k in (1, steps - 1, steps + 1):
+            assert _ids(b.loader, Position(k // steps, k % steps), len(full[r]) - k) == full[r][k:], (r, k)
+
+
+def test_data_workers_keep_the_order_and_resume(text_shards):
+    """With 2 data workers the rank's batches come back in the plan's order whatever worker is faster."""
+    from vita.data.shards.stream import micro_batches
+
+    args = _shard_args(text_shards, "data.shuffle_buffer=4", "engine.micro_batch_size=2", "data.num_workers=2")
+    b = _bundle(args)
+    plan, steps = b.sampler, b.sampler.steps_per_epoch
+    got = _ids(b.loader, Position(), steps)
+    streams = [list(micro_batches(plan, b.loader.proc, b.loader.collate, w, 0, 0, plan.micro_per_stream, 5))
+               for w in range(2)]
+    want = [streams[i % 2][i // 2]["ids"] for i in range(steps)]
+    assert got == want
+    assert _ids(b.loader, Position(0, 3), steps - 3) == got[3:]
+
+
+def test_stale_manifest_is_refused_with_the_fields_and_the_command(text_shards):
+    with pytest.raises(DataError) as e:
+        _bundle(_shard_args(text_shards, "data.max_length=300", "data.state_tokens=false"))
+    msg = str(e.value)
+    assert "\n" not in msg and "stale" in msg
+    assert "max_length 512 -> 300" in msg and "state_tokens True -> False" in msg
+    assert "python -m vita.data.shard" in msg and "data.max_length=300" in msg and "data.state_tokens=false" in msg
+    assert f"--out {text_shards}" in msg
+
+
+# -- HTTP --------------------------------------------------------------------------------------------------
+@pytest.fixture
+def http_dir(tmp_path):
+    """A folder served by ``python -m http.server`` on a free port: (folder, base URL)."""
+    root = tmp_path / "www"
+    root.mkdir()
+    port = _free_port()
+    proc = subprocess.Popen([PY, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(root)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    try:
+        yield root, f"http://127.0.0.1:{port}"
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_training_reads_shards_over_http(text_shards, http_dir, out_root):
+    root, base = http_dir
+    shutil.copytree(text_shards, root / "text")
+    args = [*quiet("http", out_root), *_shard_args(f"{base}/text/shard-{{000000..000014}}.tar"),
+            "train.max_steps=4", "engine.micro_batch_size=4", "data.shuffle_buffer=16", "data.shard_timeout=10"]
+    run_vita(args)
+    run = find_run(out_root, "http")
+    assert len(losses(run)) == 4 and all(x == x for x in losses(run))
+
+
+def _damage(root: Path) -> tuple[str, str]:
+    """Delete one shard (a 404) and cut another mid-member: their names."""
+    (root / "shard-000003.tar").unlink()
+    cut = root / "shard-000007.tar"
+    data = cut.read_bytes()
+    cut.write_bytes(data[: len(data) // 2 + 100])
+    return "shard-000003.tar", "shard-000007.tar"
+
+
+def test_http_404_and_truncated_shard_skip_or_fail_never_hang(text_shards, http_dir, caplog):
+    root, base = http_dir
+    shutil.copytree(text_shards, root / "text")
+    gone, cut = _damage(root / "text")
+    args = _shard_args(f"{base}/text", "data.shuffle_buffer=1", "data.sampler=sequential", "data.shard_timeout=5",
+                       "engine.micro_batch_size=5")
+    t0 = time.monotonic()
+    skip = _bundle([*args, "data.on_bad_sample=skip"])
+    with caplog.at_level(logging.WARNING):
+        ids = [i for step in _ids(skip.loader, Position(), skip.sampler.steps_per_epoch) for i in step]
+    lost = skip.loader.skipped["unreadable shard"]
+    assert 10 < lost < 20 and len(ids) == 150 - lost  # all of the 404 shard, the second half of the cut one
+    said = [r.getMessage() for r in caplog.records if "unreadable shard" in r.getMessage()]
+    assert len(said) == 2 and any(f"{base}/text/{gone}" in m and "404" in m for m in said)
+    assert any(f"{base}/text/{cut}" in m for m in said), said
+    fail = _bundle([*args, "data.on_bad_sample=fail"])
+    with pytest.raises(DataError, match=f"{base}/text/{gone}: unreadable shard: HTTP 404"):
+        _ids(fail.loader, Position(), fail.sampler.steps_per_epoch)
+    (root / "text" / gone).write_bytes((text_shards / gone).read_bytes())
+    fail = _bundle([*args, "data.on_bad_sample=fail"])
+    with pytest.raises(DataError, match=f"{base}/text/{cut}: unreadable shard: .*(cut short|truncated)"):
+        _ids(fail.loader, Position(), fail.sampler.steps_per_epoch)
+    assert time.monotonic() - t0 < 60
+
+
+def test_a_missing_manifest_names_the_url(http_dir):
+    _, base = http_dir
+    with pytest.raises(DataError, match=f"{base}/nothing/manifest.json: HTTP 404"):
+        _bundle(_shard_args(f"{base}/nothing"))
+
+
+# -- training ----------------------------------------------------------------------------------------------
+def test_sharded_demo_trains_with_the_json_losses(tmp_path, out_root):
+    """tiny_omni on the demo (all modalities): sharded and read in stream order = the JSON path with the
+    sequential sampler, loss for loss (the default random order differs by design: seeded shard order + buffer)."""
+    demo_root()
+    out = tmp_path / "demo"
+    _write(out, ["model=tiny_omni", "data=demo"])
+    common = ["model=tiny_omni", "data.sampler=sequential", "train.max_steps=4", "engine.micro_batch_size=4"]
+    run_vita([*quiet("json", out_root), "data=demo", *common])
+    run_vita([*quiet("shards", out_root), "data=demo_shards", f"data.shards.0.url={out}", *common])
+    a, b = losses(find_run(out_root, "json")), losses(find_run(out_root, "shards"))
+    assert len(a) == 4 and a == b
+
+
+TWO_RANK = ["train.max_steps=12", "train.ckpt_every=3", "engine=zero2", "engine.micro_batch_size=2",
+            "data.shuffle_buffer=8", "data.num_workers=1", "optim.warmup_steps=2"]
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_sigkill_and_resume_two_ranks_bit_identical(text_shards, out_root):
+    """2 ranks x 1 data worker on shards: SIGKILL at a random step, resume -> the uninterrupted run's weights."""
+    import random
+
+    from tests.conftest import load_final
+    from tests.reliability.test_kill_resume_dist import _kill_when
+
+    common = [*_shard_args(text_shards), *TWO_RANK]
+    straight = out_root / "straight"
+    run_vita([*quiet("straight", out_root), f"hydra.run.dir={straight}", *common], world=2)
+    run_dir = out_root / "killed"
+    args = [*quiet("killed", out_root), f"hydra.run.dir={run_dir}", *common]
+    step = random.Random().randint(4, 10)
+    seen = _kill_when(args, run_dir, "step", step)
+    proc = run_vita(args, world=2)
+    assert "resumed from" in proc.stdout + proc.stderr, f"did not resume after the kill at {seen}"
+    a, b = load_final(straight), load_final(run_dir)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after the kill at {seen}"
+    assert losses(run_dir) == losses(straight)
+
+
+def test_shard_cli_writes_and_refuses_other_data(tmp_path):
+    demo_root()
+    out = tmp_path / "cli"
+    env = vita_env()
+    cmd = [PY, "-m", "vita.data.shard", *TEXT, "--out", str(out), "--samples-per-shard", "100", "--no-progress"]
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "150 samples in 2 shard(s)" in p.stdout
+    p = subprocess.run([*cmd[:-3], "--samples-per-shard", "50", "--no-progress"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2 and "holds shards of other data or settings" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))
