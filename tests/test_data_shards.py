@@ -58,6 +58,15 @@ def text_shards(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def demo_shards(tmp_path_factory) -> Path:
+    """The whole demo (images, video, audio, text) sharded for tiny_omni, one shard."""
+    demo_root()
+    out = tmp_path_factory.mktemp("shards") / "demo"
+    _write(out, ["model=tiny_omni", "data=demo"])
+    return out
+
+
 def _ids(loader, start: Position, steps: int) -> list[list[str]]:
     out = []
     for pos, mbs in loader.iterate(start):
@@ -157,13 +166,11 @@ def test_size_and_brace_patterns():
 
 
 # -- the stream --------------------------------------------------------------------------------------------
-def test_json_and_shards_give_the_same_micro_batches_with_media(tmp_path):
+def test_json_and_shards_give_the_same_micro_batches_with_media(demo_shards):
     """The demo (images, video, audio, text) sharded and read in stream order: every tensor equals the JSON path's."""
     from tests.data_fixtures import omni_demo
 
-    demo_root()
-    out = tmp_path / "demo"
-    _write(out, ["model=tiny_omni", "data=demo"])
+    out = demo_shards
     common = ["data.sampler=sequential", "engine.micro_batch_size=8"]
     _, _, _, js = omni_demo(common)
     _, _, _, sh = omni_demo([*common, "data.format=shards", f"data.shards=[{{name:demo,url:'{out}'}}]"])
@@ -213,6 +220,29 @@ def test_data_workers_keep_the_order_and_resume(text_shards):
     want = [streams[i % 2][i // 2]["ids"] for i in range(steps)]
     assert got == want
     assert _ids(b.loader, Position(0, 3), steps - 3) == got[3:]
+
+
+def test_modality_grouping_within_the_buffer_and_its_replay(demo_shards):
+    """modality_length_grouped on shards: whole micro-batches of one modality (image/video vs the rest) far more
+    often than the plain buffer order gives, and a resume mid-block replays the same grouped order."""
+    from tests.data_fixtures import omni_demo
+    from vita.data.shards.reader import iter_samples
+
+    stored = list(iter_samples(str(demo_shards / "shard-000000.tar"), 5))
+    multimodal = {r.meta["id"]: r.meta["multimodal"] for r in stored}  # a record repeated by a ratio: one id
+    assert 0 < sum(multimodal.values()) < len(multimodal)
+    mixed = {}
+    for sampler in ("modality_length_grouped", "random"):
+        _, _, _, b = omni_demo([f"data.sampler={sampler}", "engine.micro_batch_size=4", "data.format=shards",
+                                f"data.shards=[{{name:demo,url:'{demo_shards}'}}]", "data.shuffle_buffer=64"])
+        steps = b.sampler.steps_per_epoch
+        got = _ids(b.loader, Position(), steps)
+        mixed[sampler] = sum(len({multimodal[i] for i in step}) > 1 for step in got)
+        assert steps * 4 == len(stored)  # one shard, one stream: nothing dropped
+        assert Counter(i for step in got for i in step) == Counter(r.meta["id"] for r in stored)  # the epoch's multiset
+        if sampler != "random":
+            assert _ids(b.loader, Position(0, 17), 5) == got[17:22]  # block 1 starts at sample 64, mid-step 16
+    assert mixed["modality_length_grouped"] <= 3 < mixed["random"], mixed
 
 
 def test_stale_manifest_is_refused_with_the_fields_and_the_command(text_shards):

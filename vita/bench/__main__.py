@@ -13,6 +13,8 @@ one suite refreshes its section and keeps the others' last figures (each with it
   VITA folder (vita.bench.interop_import; writes and deletes ~3 GB).
 - ``packing_throughput``: training tokens/s packed across the batch vs padded, same samples (vita.bench.packing_speed).
 - ``loss_memory``: peak memory and time of the LM loss, plain logits vs chunked (vita.bench.loss_memory).
+- ``shard_startup`` (only when named): start-up time to the first batch, JSON mixture vs tar shards, at
+  ``--shard-sizes`` samples (default 10,000 and 1,000,000), and shard writing speed (vita.bench.shard_startup).
 Figures are measured, never asserted. Set ``OMP_NUM_THREADS`` (the command records it).
 """
 
@@ -30,7 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"
 SUITES = ("engine", "tokens", "packing_throughput", "data", "loss_memory", "generate")
-OPT_IN = ("import",)  # run only when named
+OPT_IN = ("import", "shard_startup")  # run only when named
 
 
 def machine() -> dict:
@@ -71,6 +73,10 @@ def run_suite(name: str, args) -> dict:
         from vita.bench.generate import run
 
         return run()
+    if name == "shard_startup":
+        from vita.bench.shard_startup import run
+
+        return run(tuple(args.shard_sizes))
     from vita.bench.data import media_throughput, padding_shares
 
     if name == "tokens":
@@ -143,6 +149,16 @@ def render(record: dict) -> str:
                     "handed to the model, so the process holds one copy. Peak RSS is the process's `ru_maxrss` "
                     "(Python, torch and transformers included); goal of issue 13: peak / disk ≤ 1.3.", "",
                     *import_table(res), ""]
+        elif name == "shard_startup":
+            from vita.bench.shard_startup import table as shard_table
+
+            out += ["A synthetic text mixture (two JSONL files of short conversations, the tiny Qwen2's tokenizer, "
+                    f"template qwen2.5), {res['samples_per_shard']:,} samples per shard; per size, each arm in a fresh "
+                    "process, `build_data` to the first micro-batch timed (imports not; vita/bench/shard_startup.py). "
+                    "JSON cold: empty index cache, every record read and tokenised; JSON cached: `data.index_cache` "
+                    "hit (the files' line offsets are still read); shards: `format: shards`, which reads the "
+                    "manifest only. Shard writing: the writer's tar output after its index pass.", "",
+                    *shard_table(res), ""]
         elif name == "packing_throughput":
             from vita.bench.packing_speed import table as packing_table
 
@@ -192,7 +208,8 @@ def render(record: dict) -> str:
 TITLES = {"engine": "Engine overhead (step time, world 1)", "tokens": "Token efficiency (non-pad share)",
           "data": "Data throughput per worker", "generate": "Generation speed (CPU, SmolLM2-135M)",
           "import": "VITA checkpoint import (peak memory, time)",
-          "packing_throughput": "Packing: training tokens/s", "loss_memory": "LM loss memory (plain vs chunked)"}
+          "packing_throughput": "Packing: training tokens/s",
+          "shard_startup": "Data start-up: JSON mixture vs shards", "loss_memory": "LM loss memory (plain vs chunked)"}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -204,6 +221,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--block", type=int, default=5, help="engine: steps per alternating block")
     ap.add_argument("--micro-batch", type=int, default=4, help="engine: samples per step")
     ap.add_argument("--seconds", type=float, default=3.0, help="data: seconds per media measurement")
+    ap.add_argument("--shard-sizes", type=int, nargs="+", default=[10_000, 1_000_000],
+                    help="shard_startup: mixture sizes (samples)")
     ap.add_argument("--docs", type=Path, default=DOCS, help="folder of BENCHMARKS.md and benchmarks.json")
     ap.add_argument("--render", action="store_true", help="only rewrite BENCHMARKS.md from benchmarks.json")
     args = ap.parse_args(argv)

@@ -13,7 +13,8 @@ from vita.errors import ConfigError
 from vita.registry import DATASETS
 
 log = logging.getLogger(__name__)
-SAMPLERS = ("random", "sequential")
+SAMPLERS = {"random": None, "sequential": None, "length_grouped": "length", "modality_length_grouped": "modality"}
+"""``data.sampler`` on shards -> how the shuffle buffer groups micro-batches (vita.data.shards.stream.grouped)."""
 
 
 @DATASETS.register("shards")
@@ -33,8 +34,9 @@ def build_shard_data(cfg, tokenizer, rank: int, world: int, spec=None):
     d = cfg.data
     if d.sampler not in SAMPLERS:
         raise ConfigError(f"data.sampler={d.sampler} is not available with data.format=shards (the stream's order is "
-                          "the seeded shard order and shuffle buffer); use data.sampler=random (or sequential: "
-                          "shards as written, no buffer shuffle)")
+                          "the seeded shard order and shuffle buffer); use one of " + ", ".join(SAMPLERS) + " (random: "
+                          "the buffer's order; sequential: as written; the grouped ones group the micro-batches of "
+                          "each buffer)")
     if not d.shards:
         raise ConfigError("data.format=shards needs data.shards: a list of {name, url, ratio} "
                           "(url: a shard folder, its manifest.json or DIR/shard-{000000..000009}.tar)")
@@ -43,7 +45,7 @@ def build_shard_data(cfg, tokenizer, rank: int, world: int, spec=None):
     check_fresh(sets, d, proc)
     plan = ShardPlan(sets, seed=cfg.train.seed, world=world, workers=d.num_workers,
                      micro_batch_size=cfg.engine.micro_batch_size, grad_accum=cfg.engine.grad_accum,
-                     shuffle_buffer=d.shuffle_buffer, shuffle=d.sampler == "random")
+                     shuffle_buffer=d.shuffle_buffer, shuffle=d.sampler != "sequential", grouping=SAMPLERS[d.sampler])
     if rank == 0:
         bad = sum(int(st.manifest.get("bad_samples", 0)) for st in sets)
         log.info("data '%s': %d shard set(s), %d shards; %d samples per epoch (%d steps), %d left unread per epoch so "

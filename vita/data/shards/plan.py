@@ -111,11 +111,13 @@ class ShardPlan:
     name = "shards"
 
     def __init__(self, sets: list[ShardSet], *, seed: int, world: int, workers: int, micro_batch_size: int,
-                 grad_accum: int, shuffle_buffer: int, shuffle: bool = True) -> None:
+                 grad_accum: int, shuffle_buffer: int, shuffle: bool = True, grouping: str | None = None) -> None:
         self.sets, self.seed, self.world, self.workers = sets, seed, world, max(1, workers)
         self.micro, self.accum = micro_batch_size, grad_accum
         self.buffer = max(1, shuffle_buffer) if shuffle else 1
         self.shuffle = shuffle
+        self.grouping = grouping
+        """``None``, ``length`` or ``modality``: how each block's whole micro-batches are grouped (stream.grouped)."""
         self.streams = world * self.workers
         self.global_batch_size = micro_batch_size * grad_accum * world
         self.micro_per_step = grad_accum * world
@@ -180,6 +182,7 @@ class ShardPlan:
     def state_dict(self) -> dict:
         return {"sampler": self.name, "seed": self.seed, "global_batch_size": self.global_batch_size,
                 "micro_batch_size": self.micro, "shuffle_buffer": self.buffer, "shuffle": self.shuffle,
+                "grouping": self.grouping,
                 "shards": self.fingerprint(), "world": self.world, "workers": self.workers}
 
     def load_state_dict(self, state: dict) -> None:

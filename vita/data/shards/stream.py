@@ -94,6 +94,41 @@ def decode(proc, url: str, raw: RawSample | Lost) -> dict:
         return {"id": e.sample_id or e.where, "bad": (e.kind, str(e))}
 
 
+def _meta(x) -> tuple[bool, int]:
+    raw = x[1]
+    return (False, 0) if isinstance(raw, Lost) else (bool(raw.meta.get("multimodal")), int(raw.meta.get("length", 0)))
+
+
+def grouped(order: list, plan: ShardPlan, epoch: int, stream: int, block: int, start: int) -> list:
+    """A block's emitted order regrouped so that its whole micro-batches each hold one modality (``modality``)
+    and samples of similar length, longest first (``length``), in a seeded random order of micro-batches.
+
+    ``start`` is the block's first stream position: the samples that complete the micro-batch begun in the
+    previous block stay first, the ones that begin the next block's stay last, so the count per block (and
+    hence every position after it) is unchanged; the grouping reads only the block's own metadata, so a
+    replay at resume gives it again."""
+    m = plan.micro
+    head = (m - start % m) % m
+    body, rest = order[:head], order[head:]
+    tail = len(rest) % m
+    keys = [_meta(x) for x in rest]
+    groups: dict[bool, list[int]] = {}
+    for k, (mm, _n) in enumerate(keys):
+        groups.setdefault(mm if plan.grouping == "modality" else False, []).append(k)
+    chunks, mixed = [], []
+    for flag in sorted(groups):
+        idx = sorted(groups[flag], key=lambda k: -keys[k][1])  # stable: ties keep the seeded order
+        full = len(idx) // m * m
+        chunks += [idx[c:c + m] for c in range(0, full, m)]
+        mixed += idx[full:]
+    mixed.sort(key=lambda k: -keys[k][1])
+    cut = len(mixed) - tail
+    chunks += [mixed[c:c + m] for c in range(0, cut, m)]
+    rng = np.random.default_rng([plan.seed, epoch, stream, block, 1])
+    chunks = [chunks[i] for i in rng.permutation(len(chunks))] if plan.buffer > 1 else chunks
+    return body + [rest[k] for ch in chunks for k in ch] + [rest[k] for k in mixed[cut:]]
+
+
 def micro_batches(plan: ShardPlan, proc, collate, stream: int, epoch: int, first: int, end: int,
                   timeout: float) -> Iterator[dict]:
     """Collated micro-batches ``first..end-1`` of ``stream`` in ``epoch`` (each ``plan.micro`` samples)."""
@@ -105,11 +140,13 @@ def micro_batches(plan: ShardPlan, proc, collate, stream: int, epoch: int, first
     try:
         while p < stop and b < se.blocks:
             block = [x for j, (a, e) in enumerate(se.bounds(b)) for x in cursors[j].take(a, e)]
-            perm = plan.block_perm(epoch, stream, b, len(block))
-            for k in perm[off:]:
+            order = [block[k] for k in plan.block_perm(epoch, stream, b, len(block))]
+            if plan.grouping:
+                order = grouped(order, plan, epoch, stream, b, se.start(b))
+            for x in order[off:]:
                 if p >= stop:
                     break
-                items.append(decode(proc, *block[k]))
+                items.append(decode(proc, *x))
                 p += 1
                 if len(items) == plan.micro:
                     yield collate(items)
