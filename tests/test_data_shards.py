@@ -69,7 +69,7 @@ def demo_shards(tmp_path_factory) -> Path:
 
 def _ids(loader, start: Position, steps: int) -> list[list[str]]:
     out = []
-    for pos, mbs in loader.iterate(start):
+    for _pos, mbs in loader.iterate(start):
         out.append([i for mb in mbs for i in mb["ids"]])
         if len(out) == steps:
             return out

@@ -6,7 +6,7 @@
 The overrides compose the config as ``vita.run`` does (the data config, and the model whose
 tokenizer and encoders set the token counts). Bad samples are left out and listed in
 ``DIR/bad_samples.jsonl``; re-running continues after the last finished shard. Train on the result
-with ``data.format=shards data.shards=[{name:NAME,url:DIR}]`` (see docs/DATA.md).
+with ``data.format=shards data.shards=[{name:NAME,url:DIR}]`` (README, Data: Shards).
 """
 
 from __future__ import annotations
