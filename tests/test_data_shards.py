@@ -245,6 +245,20 @@ def test_modality_grouping_within_the_buffer_and_its_replay(demo_shards):
     assert mixed["modality_length_grouped"] <= 3 < mixed["random"], mixed
 
 
+def test_resume_state_refuses_another_stream_and_warns_on_other_workers(text_shards, caplog):
+    from vita.errors import CheckpointError
+
+    plan = _bundle(_shard_args(text_shards)).sampler
+    saved = plan.state_dict()
+    plan.load_state_dict(saved)  # the same settings: silent
+    with pytest.raises(CheckpointError, match="shuffle_buffer: saved 7"):
+        plan.load_state_dict({**saved, "shuffle_buffer": 7})
+    with caplog.at_level(logging.WARNING):
+        plan.load_state_dict({**saved, "workers": 2})
+    assert "saved with 1 rank(s) x 2 data worker(s) on 1 x 1" in caplog.text
+    assert "differ from an uninterrupted run's" in caplog.text
+
+
 def test_stale_manifest_is_refused_with_the_fields_and_the_command(text_shards):
     with pytest.raises(DataError) as e:
         _bundle(_shard_args(text_shards, "data.max_length=300", "data.state_tokens=false"))
@@ -369,6 +383,17 @@ def test_sigkill_and_resume_two_ranks_bit_identical(text_shards, out_root):
     for k in a:
         assert torch.equal(a[k], b[k]), f"{k} differs after the kill at {seen}"
     assert losses(run_dir) == losses(straight)
+
+
+def test_startup_benchmark_runs_tiny(tmp_path):
+    """The benchmark's command on a tiny mixture writes its section (figures measured, never asserted)."""
+    p = subprocess.run([PY, "-m", "vita.bench", "shard_startup", "--shard-sizes", "300", "--docs", str(tmp_path)],
+                       cwd=ROOT, env=vita_env(), capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    row = json.loads((tmp_path / "benchmarks.json").read_text())["shard_startup"]["result"]["rows"][0]
+    assert row["samples"] == 300 and row["shards"] == 1
+    assert min(row["json_cold_s"], row["json_cached_s"], row["shards_s"], row["write_samples_per_s"]) > 0
+    assert "## Data start-up: JSON mixture vs shards" in (tmp_path / "BENCHMARKS.md").read_text()
 
 
 def test_shard_cli_writes_and_refuses_other_data(tmp_path):
