@@ -175,11 +175,12 @@ def test_json_and_shards_give_the_same_micro_batches_with_media(demo_shards):
     _, _, _, js = omni_demo(common)
     _, _, _, sh = omni_demo([*common, "data.format=shards", f"data.shards=[{{name:demo,url:'{out}'}}]"])
     assert sh.sampler.steps_per_epoch == js.sampler.steps_per_epoch
-    kinds = set()
+    kinds, ids = set(), []
     for (pa, a), (pb, b) in zip(js.loader.iterate(Position()), sh.loader.iterate(Position())):
         assert pa == pb
         for x, y in zip(a, b):
             assert x["ids"] == y["ids"]
+            ids += x["ids"]
             assert x.keys() == y.keys()
             kinds |= set(x) & {"pixel_values", "audio_features"}
             for k, v in x.items():
@@ -187,7 +188,7 @@ def test_json_and_shards_give_the_same_micro_batches_with_media(demo_shards):
                     assert torch.equal(v, y[k]), (pa, k)
         if pa.step == 8:
             break
-    assert kinds == {"pixel_values", "audio_features"}
+    assert kinds == {"pixel_values", "audio_features"} and any(i.startswith("video") for i in ids), ids
 
 
 def test_epoch_covers_every_sample_once_across_ranks_and_resume_replays_exactly(text_shards):
