@@ -208,6 +208,24 @@ def test_epoch_covers_every_sample_once_across_ranks_and_resume_replays_exactly(
             assert _ids(b.loader, Position(k // steps, k % steps), len(full[r]) - k) == full[r][k:], (r, k)
 
 
+def test_shard_sets_mix_with_ratios_and_brace_selection(text_shards):
+    """Two sets: all 15 shards (ratio 1) and shards 0-4 by pattern at ratio 2: an epoch holds shards 0-4's samples
+    three times, the others once, in one interleaved, shuffled stream."""
+    from vita.data.shards.reader import iter_samples
+
+    sets = (f"data.shards=[{{name:all,url:'{text_shards}'}},"
+            f"{{name:head,url:'{text_shards}/shard-{{000000..000004}}.tar',ratio:2.0}}]")
+    b = _bundle([*TEXT, "data.format=shards", "data.sampler=random", sets, "data.shuffle_buffer=16",
+                 "engine.micro_batch_size=5"])
+    assert b.sampler.samples_per_epoch == 250 and b.sampler.dropped == 0
+    got = _ids(b.loader, Position(), b.sampler.steps_per_epoch)
+    head = [r.meta["id"] for i in range(5) for r in iter_samples(str(text_shards / f"shard-{i:06d}.tar"), 5)]
+    rest = [r.meta["id"] for i in range(5, 15) for r in iter_samples(str(text_shards / f"shard-{i:06d}.tar"), 5)]
+    assert Counter(i for step in got for i in step) == Counter(head * 3 + rest)
+    first = [i for step in got[:4] for i in step]  # the first buffer: both sets, in proportion (150 : 100)
+    assert 2 <= sum(i in set(head) for i in first) <= 18
+
+
 def test_data_workers_keep_the_order_and_resume(text_shards):
     """With 2 data workers the rank's batches come back in the plan's order whatever worker is faster."""
     from vita.data.shards.stream import micro_batches
