@@ -157,7 +157,10 @@ def render(record: dict) -> str:
                     "process, `build_data` to the first micro-batch timed (imports not; vita/bench/shard_startup.py). "
                     "JSON cold: empty index cache, every record read and tokenised; JSON cached: `data.index_cache` "
                     "hit (the files' line offsets are still read); shards: `format: shards`, which reads the "
-                    "manifest only. Shard writing: the writer's tar output after its index pass.", "",
+                    "manifest and then the first shuffle buffer (1,000 samples) of one shard. Shard writing: the "
+                    "writer's tar output after its index pass (each record read again, its media copied, tar "
+                    "members of 512-byte blocks); JSON cold at 1M ran on a loaded machine (see the load average).",
+                    "",
                     *shard_table(res), ""]
         elif name == "packing_throughput":
             from vita.bench.packing_speed import table as packing_table
