@@ -67,8 +67,8 @@ def tokenizer_and_spec(cfg, out=None, model_first: bool = False):
         if model_first or not OmegaConf.select(cfg, "data.media_spec"):  # this model's encoders' token counts
             from vita.model import build_model
 
-            print("building the model for its encoders' token counts (set data.media_spec=PRESET to skip)",
-                  file=out)
+            print("building the model for its encoders' token counts " + ("(as training uses them)" if model_first else
+                  "(set data.media_spec=PRESET to skip)"), file=out)
             model = build_model(cfg.model, vocab_size=len(tokenizer))
             ensure_media_tokens(tokenizer, model)
             model_spec = model.data_spec()
