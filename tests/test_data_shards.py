@@ -226,6 +226,17 @@ def test_shard_sets_mix_with_ratios_and_brace_selection(text_shards):
     assert 2 <= sum(i in set(head) for i in first) <= 18
 
 
+def test_packing_on_the_stream(text_shards):
+    """data.packing packs each streamed micro-batch into rows of max_length, the same samples as unpacked."""
+    plain = _bundle(_shard_args(text_shards, "engine.micro_batch_size=8"))
+    packed = _bundle(_shard_args(text_shards, "engine.micro_batch_size=8", "data.packing=true"))
+    for (_, a), (_, b) in zip(plain.loader.iterate(Position()), packed.loader.iterate(Position(0, 0))):
+        assert sorted(a[0]["ids"]) == sorted(b[0]["ids"]) and "position_ids" in b[0]
+        assert b[0]["input_ids"].shape[0] < a[0]["input_ids"].shape[0]  # several samples per row
+        assert int(b[0]["attention_mask"].sum()) == int(a[0]["attention_mask"].sum())
+        break
+
+
 def test_data_workers_keep_the_order_and_resume(text_shards):
     """With 2 data workers the rank's batches come back in the plan's order whatever worker is faster."""
     from vita.data.shards.stream import micro_batches
