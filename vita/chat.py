@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from vita.errors import VitaError
+from vita.errors import VitaError, one_line_errors
 
 COMMANDS = "/image PATH, /video PATH, /audio PATH, /system TEXT, /reset, /quit"
 FIXES = {"image": "pass an image file (PNG, JPEG ...)", "video": "pass a video file PyAV can decode (AVI, MP4 ...)",
@@ -204,25 +204,22 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_intermixed_args(argv)
     from vita.infer import load_target, split_target
 
-    try:
-        if bool(args.input) != bool(args.output):
-            raise VitaError("--input and --output go together (a VITA-format file in, predictions JSONL out)")
-        target, overrides = split_target(args.args)
-        if args.config_dir:
-            overrides = ["--config-dir", args.config_dir, *overrides]
-        loaded = load_target(target, overrides, dtype=args.dtype)
-        if args.input:
-            return batch_file(loaded, args)
-        if args.prompt is not None:
-            return one_shot(loaded, args)
-        return repl(loaded, args)
-    except VitaError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if bool(args.input) != bool(args.output):
+        raise VitaError("--input and --output go together (a VITA-format file in, predictions JSONL out)")
+    target, overrides = split_target(args.args)
+    if args.config_dir:
+        overrides = ["--config-dir", args.config_dir, *overrides]
+    loaded = load_target(target, overrides, dtype=args.dtype)
+    if args.input:
+        return batch_file(loaded, args)
+    if args.prompt is not None:
+        return one_shot(loaded, args)
+    return repl(loaded, args)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ from collections import Counter, defaultdict
 import numpy as np
 from omegaconf import OmegaConf
 
+from vita.errors import one_line_errors
+
 _STATE: dict = {}
 
 
@@ -144,10 +146,10 @@ def run_check(cfg, workers: int | None = None, examples: int = 3, out=None) -> i
     return n_bad
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     """``python -m vita.check [--workers=N] [--config-dir DIR] [overrides]``; exit 0 clean, 1 problems, 2 error."""
     from vita.cli import compose_cli
-    from vita.errors import VitaError
 
     args = list(sys.argv[1:] if argv is None else argv)
     workers = None
@@ -155,12 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         if a.startswith("--workers="):
             workers = int(a.split("=", 1)[1])
             args.remove(a)
-    try:
-        cfg = compose_cli(args)
-        return 1 if run_check(cfg, workers) else 0
-    except VitaError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    cfg = compose_cli(args)
+    return 1 if run_check(cfg, workers) else 0
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from vita.errors import CheckpointError
+from vita.errors import CheckpointError, one_line_errors
 
 
 def merge_lora(src: Path, out: Path, dtype: torch.dtype = torch.float32) -> Path:
@@ -46,6 +46,7 @@ def merge_lora(src: Path, out: Path, dtype: torch.dtype = torch.float32) -> Path
     return out
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m vita.export", description=__doc__.split("\n\n")[0])
     ap.add_argument("src", type=Path, help="export folder (a run's final/), or a run dir with --format vita")
@@ -55,24 +56,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-shard-size", default="5GB", help="--format vita: largest shard (default 5GB)")
     ap.add_argument("--dtype", default="auto", help="--format vita: auto (as stored), bfloat16, float16, float32")
     args = ap.parse_args(argv)
-    from vita.errors import VitaError
 
-    try:
-        if args.format == "vita":
-            from vita.interop.exporter import export_vita
-            from vita.interop.importer import parse_dtype
-            from vita.interop.writer import parse_size
+    if args.format == "vita":
+        from vita.interop.exporter import export_vita
+        from vita.interop.importer import parse_dtype
+        from vita.interop.writer import parse_size
 
-            path = export_vita(args.src, args.out or args.src / "vita_format", parse_size(args.max_shard_size),
-                               parse_dtype(args.dtype))
-            print(f"VITA-layout model written to {path}")
-            return 0
-        if args.out is None:
-            ap.error("the hf format needs OUT")
-        path = merge_lora(args.src, args.out)
-    except VitaError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        path = export_vita(args.src, args.out or args.src / "vita_format", parse_size(args.max_shard_size),
+                           parse_dtype(args.dtype))
+        print(f"VITA-layout model written to {path}")
+        return 0
+    if args.out is None:
+        ap.error("the hf format needs OUT")
+    path = merge_lora(args.src, args.out)
     print(f"merged model written to {path}")
     return 0
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from vita.errors import VitaError
+from vita.errors import VitaError, one_line_errors
 
 
 def _sets_config(cfg, args) -> dict:
@@ -97,6 +97,7 @@ def run_eval(target: str | None, overrides: list[str], args) -> dict[str, dict[s
     return results
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m vita.eval", description=__doc__.split("\n\n")[0])
     ap.add_argument("args", nargs="*", help="TARGET (run dir, export, HF folder, VITA folder; optional) and key=value overrides")
@@ -110,20 +111,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config-dir", "-cd", help="a config folder added to the search path (as for vita.run)")
     ap.add_argument("--score", help="re-score this predictions.jsonl with --metric (no model)")
     args = ap.parse_intermixed_args(argv)
-    try:
-        if args.score:
-            res = score_predictions(Path(args.score), args.metric or "exact")
-            print(format_table({s: {"samples": 0, **m} for s, m in res.items()}))
-            return 0
-        from vita.infer import split_target
+    if args.score:
+        res = score_predictions(Path(args.score), args.metric or "exact")
+        print(format_table({s: {"samples": 0, **m} for s, m in res.items()}))
+        return 0
+    from vita.infer import split_target
 
-        target, overrides = split_target(args.args)
-        if args.config_dir:
-            overrides = ["--config-dir", args.config_dir, *overrides]
-        run_eval(target, overrides, args)
-    except VitaError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    target, overrides = split_target(args.args)
+    if args.config_dir:
+        overrides = ["--config-dir", args.config_dir, *overrides]
+    run_eval(target, overrides, args)
     return 0
 
 

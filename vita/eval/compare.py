@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from vita.engine.metrics import read_metrics
-from vita.errors import VitaError
+from vita.errors import VitaError, one_line_errors
 
 
 def eval_rows(run_dir: Path) -> list[dict]:
@@ -39,16 +39,13 @@ def compare_table(run_dir: Path) -> str:
     return "\n".join(lines)
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
         print("usage: python -m vita.eval.compare RUN_DIR", file=sys.stderr)
         return 2
-    try:
-        print(compare_table(Path(args[0])))
-    except VitaError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    print(compare_table(Path(args[0])))
     return 0
 
 

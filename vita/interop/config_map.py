@@ -152,13 +152,20 @@ def _tower_config(folder: Path, config: dict) -> dict:
     return found
 
 
+def _part_present(folder: Path, config: dict, keys: dict, field: str, prefix: str, probe: str) -> bool:
+    """Whether the shards hold an encoder (its ``probe`` tensor); config.json naming one the shards lack is an error."""
+    if probe in keys:
+        return True
+    if config.get(field):
+        raise CheckpointError(f"{folder}: config.json names {field}={config[field]!r} but the shards hold no "
+                              f"{prefix}* tensors (expected {probe})")
+    return False
+
+
 def _vision(folder: Path, config: dict, wf: WeightFiles, notes: dict) -> dict | None:
     keys = wf.tensors
     patch_key = VISION + "embeddings.patch_embedding.weight"
-    if patch_key not in keys:
-        if config.get("mm_vision_tower"):
-            raise CheckpointError(f"{folder}: config.json names mm_vision_tower={config['mm_vision_tower']!r} but the "
-                                  f"shards hold no {VISION}* tensors (expected {patch_key})")
+    if not _part_present(folder, config, keys, "mm_vision_tower", VISION, patch_key):
         return None
     tower_name = str(config.get("mm_vision_tower") or "internvit").lower()
     if any(s in tower_name for s in ("sig", "eva", "clip")) and "internvit" not in tower_name:
@@ -202,10 +209,7 @@ ADP = "model.audio_encoder.adpter."
 def _audio(folder: Path, config: dict, wf: WeightFiles, notes: dict) -> dict | None:
     keys = wf.tensors
     embed = ENC + "enc.1.embed.0.weight"
-    if embed not in keys:
-        if config.get("mm_audio_encoder"):
-            raise CheckpointError(f"{folder}: config.json names mm_audio_encoder={config['mm_audio_encoder']!r} but the "
-                                  f"shards hold no {ENC}* tensors (expected {embed})")
+    if not _part_present(folder, config, keys, "mm_audio_encoder", ENC, embed):
         return None
     d = keys[embed].shape[0]
     blk = ENC + "enc.1.encoders.0."

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from vita.errors import VitaError
+from vita.errors import one_line_errors
 
 
 def convert(src: str | Path, out: str | Path, dtype: str = "auto", allow_bin: bool = False) -> Path:
@@ -33,6 +33,7 @@ def convert(src: str | Path, out: str | Path, dtype: str = "auto", allow_bin: bo
     return out
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m vita.interop.convert", description=__doc__.split("\n\n")[0])
     ap.add_argument("src", type=Path, help="VITA whole-model folder (config.json + safetensors shards)")
@@ -43,21 +44,17 @@ def main(argv: list[str] | None = None) -> int:
                     help="only say what vita makes of the folder (config.json + shard headers; no weights read)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        if args.check:
-            from vita.interop.importer import compose_from_vita
+    if args.check:
+        from vita.interop.importer import compose_from_vita
 
-            imported, wf = compose_from_vita(args.src, allow_bin=args.allow_bin)
-            print(imported.summary())
-            print(f"{len(wf.tensors)} tensors in {len(wf.files)} files, {wf.nbytes() / 2**30:.2f} GiB")
-            print("as Hydra overrides: " + " ".join(imported.hydra_overrides()))
-            return 0
-        if args.out is None:
-            ap.error("--out is required (or --check)")
-        path = convert(args.src, args.out, args.dtype, args.allow_bin)
-    except VitaError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        imported, wf = compose_from_vita(args.src, allow_bin=args.allow_bin)
+        print(imported.summary())
+        print(f"{len(wf.tensors)} tensors in {len(wf.files)} files, {wf.nbytes() / 2**30:.2f} GiB")
+        print("as Hydra overrides: " + " ".join(imported.hydra_overrides()))
+        return 0
+    if args.out is None:
+        ap.error("--out is required (or --check)")
+    path = convert(args.src, args.out, args.dtype, args.allow_bin)
     print(f"vita export written to {path}")
     return 0
 
