@@ -16,12 +16,14 @@ import logging
 import sys
 from pathlib import Path
 
+from vita.errors import one_line_errors
 
+
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     """Exit 0 when written, 2 on an error (one line)."""
     from vita.cli import compose_cli
     from vita.data.shards.writer import parse_size, write_shards
-    from vita.errors import VitaError
 
     ap = argparse.ArgumentParser(prog="python -m vita.data.shard", description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, help="folder of the shards and manifest.json")
@@ -31,14 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     args, overrides = ap.parse_known_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        cfg = compose_cli(overrides)
-        man = write_shards(cfg, Path(args.out).expanduser(), shard_size=parse_size(args.shard_size),
-                           samples_per_shard=args.samples_per_shard, args=overrides,
-                           progress=not args.no_progress, overwrite=args.overwrite)
-    except VitaError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    cfg = compose_cli(overrides)
+    man = write_shards(cfg, Path(args.out).expanduser(), shard_size=parse_size(args.shard_size),
+                       samples_per_shard=args.samples_per_shard, args=overrides,
+                       progress=not args.no_progress, overwrite=args.overwrite)
     print(f"{args.out}: {man['samples']} samples in {len(man['shards'])} shard(s), {man['bytes'] / 1e6:.1f} MB, "
           f"{man['bad_samples']} bad sample(s) left out (bad_samples.jsonl)")
     return 0
