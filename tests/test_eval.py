@@ -64,20 +64,32 @@ def _train_args(name, out_root, *extra) -> list[str]:
             "train.max_steps=4", "train.log_every=1", *extra]
 
 
-def test_in_loop_eval_logs_at_the_configured_steps_and_keeps_best(out_root):
-    """eval_at_start + eval_every=2 over 4 steps: eval/* rows at 0, 2, 4 in metrics.jsonl and on the plot;
-    keep_best survives keep_last=1 pruning."""
+SPEECH_METRICS = ("wer", "cer", "exact", "contains")
+
+
+@pytest.fixture(scope="module")
+def eval_run(tmp_path_factory):
+    """One 4-step run with in-loop eval (at start, every 3 steps, at the end), checkpoints every step pruned to
+    keep_last=1 + the best: the in-loop test reads its rows, the vita.eval test evaluates its newest checkpoint."""
+    out_root = tmp_path_factory.mktemp("evloop") / "outputs"
     root = demo_root()
-    run_vita(_train_args("evloop", out_root, _eval_sets(root), "train.eval_every=3", "train.eval_at_start=true",
+    sets = _eval_sets(root, speech_metric=f"[{','.join(SPEECH_METRICS)}]", speech_bs=2)
+    run_vita(_train_args("evloop", out_root, sets, "train.eval_every=3", "train.eval_at_start=true",
                          "train.ckpt_every=1", "train.keep_last=1", "train.keep_best=img/loss",
                          "logging.plot=true"))  # the eval panel beside the loss
-    run = find_run(out_root, "evloop")
+    return find_run(out_root, "evloop")
+
+
+def test_in_loop_eval_logs_at_the_configured_steps_and_keeps_best(eval_run):
+    """eval_at_start + eval_every=3 over 4 steps: eval/* rows at 0, 3, 4 in metrics.jsonl and on the plot;
+    keep_best survives keep_last=1 pruning."""
+    run = eval_run
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
     eval_steps = [r["step"] for r in rows if "eval/speech/wer" in r]
     assert eval_steps == [0, 3, 4]  # at start, every 3 steps, and the last step
     keys = {k for r in rows for k in r if k.startswith("eval/")}
     assert keys == {f"eval/{s}/{m}" for s in ("speech", "img") for m in ("loss", "ppl")} | {
-        "eval/speech/wer", "eval/speech/cer"}
+        f"eval/speech/{m}" for m in SPEECH_METRICS}
     img = {r["step"]: r["eval/img/loss"] for r in rows if "eval/img/loss" in r}
     best = read_json(run / "checkpoints" / "best.json")
     want = min((s for s in img if s > 0), key=lambda s: img[s])
@@ -125,15 +137,12 @@ def test_zero3_two_ranks_unequal_shards_equal_world_one(out_root):
 
 
 # -- python -m vita.eval ----------------------------------------------------------------------------
-def test_vita_eval_on_a_trained_run_writes_files(out_root, tmp_path):
-    """vita.eval on a run dir (its newest checkpoint): predictions.jsonl + metrics.json, and they re-score
-    to the same figures; the loss equals the in-loop eval of the same checkpoint."""
+def test_vita_eval_on_a_trained_run_writes_files(eval_run, tmp_path):
+    """vita.eval on a run dir (its newest checkpoint, step 4): predictions.jsonl + metrics.json, and they
+    re-score to the same figures; the loss equals the in-loop eval of the same checkpoint."""
     from vita.eval.__main__ import main, score_predictions
 
-    root = demo_root()
-    sets = _eval_sets(root, speech_metric="[wer,cer,exact,contains]", speech_bs=2)
-    run_vita(_train_args("evcli", out_root, sets, "train.eval_every=4", "train.max_steps=4"))
-    run = find_run(out_root, "evcli")
+    run = eval_run
     out = tmp_path / "ev"
     assert main([str(run), "--output", str(out)]) == 0  # the run's own data.eval sets
     metrics = read_json(out / "metrics.json")["metrics"]

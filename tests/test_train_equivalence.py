@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import find_run, losses, quiet, run_vita
+from tests.conftest import find_run, losses, quiet, read_json, run_vita
 
 STEPS = 12
 COMMON = ["experiment=smoke", "data.limit=96", f"train.max_steps={STEPS}", "train.ckpt_every=0",
@@ -25,13 +25,20 @@ pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def trajectories(tmp_path_factory) -> dict[tuple[int, int], list[float]]:
+    """World 1: the four ZeRO stages as one Hydra multirun (four jobs, one after the other, in one process:
+    one interpreter start-up instead of four); world 2: one torchrun per stage."""
     root = tmp_path_factory.mktemp("eq")
     out = {}
-    for world in (1, 2):
-        for stage in (0, 1, 2, 3):
-            name = f"z{stage}_w{world}"
-            run_vita([*quiet(name, root), *COMMON, *LAYOUT[world], f"engine=zero{stage}"], world=world)
-            out[(stage, world)] = losses(find_run(root, name))
+    run_vita(["-m", *quiet("z_w1", root), *COMMON, *LAYOUT[1], "engine=zero0,zero1,zero2,zero3"])
+    for cfg_file in sorted((root / "z_w1").rglob("vita_config.json")):
+        stage = read_json(cfg_file)["engine"]["zero_stage"]
+        assert (stage, 1) not in out, f"two world-1 runs of ZeRO-{stage}"
+        out[(stage, 1)] = losses(cfg_file.parent)
+    assert sorted(out) == [(s, 1) for s in range(4)], sorted(out)
+    for stage in (0, 1, 2, 3):
+        name = f"z{stage}_w2"
+        run_vita([*quiet(name, root), *COMMON, *LAYOUT[2], f"engine=zero{stage}"], world=2)
+        out[(stage, 2)] = losses(find_run(root, name))
     return out
 
 

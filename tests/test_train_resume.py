@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -47,8 +49,25 @@ def _kill_at(args: list[str], root, name: str, kill_step: int, timeout: float = 
     return step
 
 
-def test_sigkill_and_restart_is_bit_identical(out_root):
-    run_vita([*quiet("straight", out_root), *COMMON])
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory) -> tuple[Path, Path]:
+    """The uninterrupted 30-step run (output root, run dir): the reference of the kill test, and the complete
+    run that the rerun and changed-config tests start again (each on its own copy)."""
+    root = tmp_path_factory.mktemp("straight") / "outputs"
+    run_vita([*quiet("straight", root), *COMMON])
+    return root, find_run(root, "straight")
+
+
+def _copy_of(straight, tmp_path) -> tuple[Path, list[str]]:
+    """A copy of the straight run and the arguments that name it (its own config, pinned to the copy)."""
+    root, run_dir = straight
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    return copy, [*quiet("straight", root), f"hydra.run.dir={copy}"]
+
+
+def test_sigkill_and_restart_is_bit_identical(out_root, straight):
+    straight_dir = straight[1]
     kill_step = random.Random().randint(5, STEPS - 8)
     args = [*quiet("killed", out_root), *COMMON]
     killed_at = _kill_at(args, out_root, "killed", kill_step)
@@ -57,33 +76,30 @@ def test_sigkill_and_restart_is_bit_identical(out_root):
     proc = run_vita(args)
     assert "resumed from" in proc.stdout + proc.stderr, f"did not resume after kill at step {killed_at}"
 
-    a, b = load_final(find_run(out_root, "straight")), load_final(run_dir)
+    a, b = load_final(straight_dir), load_final(run_dir)
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), f"{k} differs after a kill at step {killed_at}"
-    assert losses(run_dir) == losses(find_run(out_root, "straight"))
+    assert losses(run_dir) == losses(straight_dir)
 
     # resume_from: a new run dir started from the straight run's next-to-last checkpoint ends identical
-    ckpts = sorted((find_run(out_root, "straight") / "checkpoints").glob("step_*"))
+    ckpts = sorted((straight_dir / "checkpoints").glob("step_*"))
     assert len(ckpts) == 2  # keep_last
     run_vita([*quiet("branch", out_root), *COMMON, f"train.resume_from={ckpts[0]}"])
     c = load_final(find_run(out_root, "branch"))
     assert all(torch.equal(a[k], c[k]) for k in a)
 
 
-def test_rerun_of_complete_run_does_nothing(out_root):
-    args = [*quiet("again", out_root), "experiment=smoke", "data.limit=64", "train.max_steps=3"]
-    run_vita(args)
-    proc = run_vita(args)
+def test_rerun_of_complete_run_does_nothing(straight, tmp_path):
+    run_dir, pinned = _copy_of(straight, tmp_path)
+    proc = run_vita([*pinned, *COMMON])
     assert "already complete" in proc.stdout
 
 
-def test_changed_config_in_same_run_dir_is_refused(out_root):
-    run_dir = out_root / "pinned"
-    base = [*quiet("changed", out_root), f"hydra.run.dir={run_dir}", "experiment=smoke", "data.limit=64",
-            "train.max_steps=6", "train.ckpt_every=2"]
-    run_vita(base)
-    proc = run_vita([*base, "train.seed=7", "train.max_steps=8"], check=False)
+def test_changed_config_in_same_run_dir_is_refused(straight, tmp_path):
+    run_dir, pinned = _copy_of(straight, tmp_path)
+    base = [*pinned, *(a for a in COMMON if not a.startswith("train.max_steps="))]
+    proc = run_vita([*base, "train.seed=7", f"train.max_steps={STEPS + 8}"], check=False)
     assert proc.returncode == 2, proc.stdout[-2000:]
     assert "different config" in proc.stderr and "train.seed: 42 -> 7" in proc.stderr
     assert "train.max_steps" not in proc.stderr  # a longer run of the same config may resume

@@ -41,12 +41,37 @@ def _check(results: list[dict], steps: int) -> None:
     assert len({frozenset(pair) for pair in zip(r0["mixes"], r1["mixes"])}) == 6  # every mix met every other
 
 
+SHORT, LONG = 8, 50
+
+
+@pytest.fixture(scope="module")
+def mix_runs(request, tmp_path_factory):
+    """``runs(backbone, extra, steps)``: the per-rank results of the first ``steps`` steps of one variant.
+
+    One 2-rank launch per variant serves both tests when the 50-step test is selected too: a rank's
+    batches (one fixed batch per mix), its mix at each step and the constant lr do not depend on the
+    number of steps, so the first 8 steps of the 50-step run are the 8-step run. Run alone (``-m "not
+    slow"``), the short test launches only its 8 steps."""
+    long_selected = any(getattr(item, "originalname", "") == "test_modality_mix_zero3_50_steps"
+                        for item in request.session.items)
+    cache: dict[tuple, list[dict]] = {}
+
+    def runs(backbone: str, extra: list[str], steps: int) -> list[dict]:
+        n = LONG if long_selected else steps
+        key = (backbone, tuple(extra), n)
+        if key not in cache:
+            cache[key] = _run(tmp_path_factory.mktemp("mix"), backbone, extra, n)
+        return [{**r, "losses": r["losses"][:steps], "mixes": r["mixes"][:steps]} for r in cache[key]]
+
+    return runs
+
+
 @pytest.mark.parametrize("backbone,extra", VARIANTS, ids=IDS)
-def test_modality_mix_zero3_short(tmp_path, backbone, extra):
-    _check(_run(tmp_path, backbone, extra, 8), 8)
+def test_modality_mix_zero3_short(mix_runs, backbone, extra):
+    _check(mix_runs(backbone, extra, SHORT), SHORT)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backbone,extra", VARIANTS, ids=IDS)
-def test_modality_mix_zero3_50_steps(tmp_path, backbone, extra):
-    _check(_run(tmp_path, backbone, extra, 50), 50)
+def test_modality_mix_zero3_50_steps(mix_runs, backbone, extra):
+    _check(mix_runs(backbone, extra, LONG), LONG)
