@@ -1,0 +1,110 @@
+"""``stage.init_from=vita:PATH`` under ZeRO-3 (2 ranks, gloo): the model is built in its partitions and
+each tensor streamed into them, so a rank holds its half, never the whole; training from it is the
+training of the old path (every rank loads the whole model, ``deepspeed.initialize`` partitions it,
+``stage.init_partitioned=false``), to the bit; a LoRA stage runs on it the same way.
+
+What "never the whole" is measured by: every rank's log line, written after the import from the real
+partitions (``ds_tensor`` sizes summed), and the loader's count of parameters it filled through
+``GatheredParameters`` one at a time (each found partitioned before and after: checked in the loader,
+which raises otherwise). Peak RSS is in the line too but not asserted: at this size it is the
+interpreter's, not the model's.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import subprocess
+
+import pytest
+import torch
+
+from tests.conftest import PY, ROOT, find_run, load_final, losses, quiet, run_vita, vita_env
+from tests.interop_fixtures import make_vita_folder
+
+pytestmark = pytest.mark.slow
+
+LINE = re.compile(r"into ZeRO-3 partitions: rank (\d) holds ([\d,]+) of ([\d,]+) parameter elements .*?; "
+                  r"(\d+) parameters filled one at a time, the largest ([\d,]+) elements")
+COMMON = ["experiment=smoke", "data.limit=16", "engine.micro_batch_size=4", "train.max_steps=3", "engine=zero3",
+          "optim.weight_decay=0.1"]  # decay: its groups read each matrix's dimensions, partitioned or not
+LORA = ["stage=lora_llm", "stage.groups.vision_tower.mode=frozen"]  # (more overrides: a run dir name over 255)
+
+
+def _int(s: str) -> int:
+    return int(s.replace(",", ""))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("vita_z3")
+    src = make_vita_folder(root / "release", "vita-Qwen2", seed=3)
+    out = {}
+    for name, extra in (("new", []), ("old", ["stage.init_partitioned=false"]),
+                        ("lora_new", LORA), ("lora_old", [*LORA, "stage.init_partitioned=false"])):
+        proc = run_vita([*quiet(name, root / "out"), *COMMON, f"stage.init_from=vita:{src}", *extra], world=2)
+        out[name] = (find_run(root / "out", name), proc.stdout + proc.stderr)
+    return src, out
+
+
+def _model_numels(src) -> list[int]:
+    """Element counts of the folder's model parameters (built on the meta device, nothing read)."""
+    from vita.interop import compose_from_vita
+    from vita.interop.meta import params_on_meta
+    from vita.model import build_model
+
+    imported, _ = compose_from_vita(src)
+    with params_on_meta():
+        model = build_model(imported.model, vocab_size=1024)
+    return [p.numel() for p in model.parameters()]
+
+
+def test_each_rank_holds_half_of_the_imported_model(runs):
+    src, out = runs
+    numels = _model_numels(src)
+    found = {int(m[0]): m[1:] for m in LINE.findall(out["new"][1])}
+    assert sorted(found) == [0, 1], out["new"][1][-3000:]
+    half = sum(math.ceil(n / 2) for n in numels)  # ZeRO-3 pads each partition to ceil(numel / world)
+    for rank, (held, total, filled, largest) in found.items():
+        assert _int(total) == sum(numels)
+        assert _int(held) == half, (rank, held)  # the real partitions: ~1/2, not the whole
+        assert 0.49 < _int(held) / _int(total) < 0.51
+        assert int(filled) == len(numels)  # every parameter went in through GatheredParameters, alone
+        assert _int(largest) == max(numels) < sum(numels) / 4  # the most ever gathered: one tensor
+    assert not LINE.search(out["old"][1])  # the old path loads the whole model on each rank
+
+
+def test_partitioned_import_trains_as_the_old_path(runs):
+    _, out = runs
+    new, old = out["new"][0], out["old"][0]
+    assert len(losses(new)) == 3
+    assert losses(new) == pytest.approx(losses(old), abs=1e-5)
+    a, b = load_final(new), load_final(old)
+    assert sorted(a) == sorted(b)
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-5
+    for part in ("vision_tower", "audio_encoder", "vision_projector", "audio_projector"):
+        from safetensors.torch import load_file
+
+        x, y = load_file(str(new / "final" / f"{part}.safetensors")), load_file(str(old / "final" / f"{part}.safetensors"))
+        assert max((x[k] - y[k]).abs().max().item() for k in x) <= 1e-5, part
+
+
+def test_lora_stage_on_the_partitioned_import(runs, tmp_path):
+    from vita.interop.exporter import read_all
+
+    src, out = runs
+    new, old = out["lora_new"][0], out["lora_old"][0]
+    assert LINE.search(out["lora_new"][1])
+    assert losses(new) == pytest.approx(losses(old), abs=1e-5)
+    assert losses(new)[-1] < losses(new)[0]
+    adapter = new / "final" / "adapters" / "llm" / "adapter_model.safetensors"
+    assert adapter.is_file()
+    proc = subprocess.run([PY, "-m", "vita.export", str(new), str(tmp_path / "vita"), "--format", "vita"],
+                          cwd=ROOT, env=vita_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    back, released = read_all(tmp_path / "vita"), read_all(src)
+    assert sorted(back) == sorted(released)
+    q = "model.layers.0.self_attn.q_proj.weight"  # LoRA merged: the trained weight, not the released one
+    assert not torch.allclose(back[q], released[q], atol=1e-6)
+    k = "model.vision_tower.vision_tower.encoder.layers.0.mlp.fc1.weight"  # frozen tower: as released
+    assert torch.equal(back[k], released[k])
