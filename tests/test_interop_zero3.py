@@ -22,8 +22,6 @@ import torch
 from tests.conftest import PY, ROOT, find_run, load_final, losses, quiet, run_vita, vita_env
 from tests.interop_fixtures import make_vita_folder
 
-pytestmark = pytest.mark.slow
-
 LINE = re.compile(r"into ZeRO-3 partitions: rank (\d) holds ([\d,]+) of ([\d,]+) parameter elements .*?; "
                   r"(\d+) parameters filled one at a time, the largest ([\d,]+) elements")
 COMMON = ["experiment=smoke", "data.limit=16", "engine.micro_batch_size=4", "train.max_steps=3", "engine=zero3",
@@ -59,6 +57,7 @@ def _model_numels(src) -> list[int]:
     return [p.numel() for p in model.parameters()]
 
 
+@pytest.mark.slow
 def test_each_rank_holds_half_of_the_imported_model(runs):
     src, out = runs
     numels = _model_numels(src)
@@ -74,6 +73,7 @@ def test_each_rank_holds_half_of_the_imported_model(runs):
     assert not LINE.search(out["old"][1])  # the old path loads the whole model on each rank
 
 
+@pytest.mark.slow
 def test_partitioned_import_trains_as_the_old_path(runs):
     _, out = runs
     new, old = out["new"][0], out["old"][0]
@@ -89,6 +89,7 @@ def test_partitioned_import_trains_as_the_old_path(runs):
         assert max((x[k] - y[k]).abs().max().item() for k in x) <= 1e-5, part
 
 
+@pytest.mark.slow
 def test_lora_stage_on_the_partitioned_import(runs, tmp_path):
     from vita.interop.exporter import read_all
 
@@ -108,3 +109,44 @@ def test_lora_stage_on_the_partitioned_import(runs, tmp_path):
     assert not torch.allclose(back[q], released[q], atol=1e-6)
     k = "model.vision_tower.vision_tower.encoder.layers.0.mlp.fc1.weight"  # frozen tower: as released
     assert torch.equal(back[k], released[k])
+
+
+class _Tokenizer:
+    """As much of a tokenizer as the decision reads: its size and vocabulary."""
+
+    def __init__(self, size: int, vocab: dict) -> None:
+        self.size, self.vocab = size, vocab
+
+    def __len__(self) -> int:
+        return self.size
+
+    def get_vocab(self) -> dict:
+        return self.vocab
+
+
+def test_which_imports_are_built_in_partitions(tmp_path, caplog):
+    """ZeRO-3 only, unless stage.init_partitioned=false, and not when the embedding table would have to grow."""
+    from hydra import compose, initialize_config_dir
+
+    from vita.config import CONF_DIR, register_configs
+    from vita.interop import adopt_vita_config
+    from vita.interop.importer import read_tokenizer, zero3_build_config
+
+    register_configs()
+    src = make_vita_folder(tmp_path / "release", "vita-Qwen2", seed=1)
+
+    def cfg(*extra):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            c = compose("config", overrides=["experiment=smoke", f"stage.init_from=vita:{src}", *extra])
+        adopt_vita_config(c, src)
+        return c
+
+    tok = read_tokenizer(src)  # 1024 tokens with the media tokens, 1040 embedding rows
+    ds = zero3_build_config(cfg("engine=zero3", "engine.precision=bf16"), src, tok, 2)
+    assert ds["zero_optimization"]["stage"] == 3 and ds["bf16"]["enabled"] and ds["train_batch_size"] % 2 == 0
+    assert zero3_build_config(cfg("engine=zero2"), src, tok, 2) is None
+    assert zero3_build_config(cfg("engine=zero3", "stage.init_partitioned=false"), src, tok, 2) is None
+    with caplog.at_level("INFO", logger="vita"):
+        assert zero3_build_config(cfg("engine=zero3"), src, _Tokenizer(1039, {}), 2) is None  # +3 media > 1040
+    assert "embeddings must grow to 1042 rows" in caplog.text
+    assert zero3_build_config(cfg("engine=zero3"), src, _Tokenizer(1037, {}), 2) is not None  # 1040: no growth
