@@ -11,7 +11,7 @@ Into a model built in ZeRO-3 partitions (:func:`vita.engine.partitioned.partitio
 rank reads the same tensors in the same order and each parameter is filled through DeepSpeed's
 ``GatheredParameters([param], modifier_rank=0)``: gathered whole for that one copy, written by rank
 0, broadcast and re-partitioned on exit. Peak per rank = its partitions + the tensor in flight
-(read, and the one gathered parameter). A :class:`GatherLog` counts what went that way.
+(read, gathered, and the collectives' buffers: about three times its size). A :class:`GatherLog` counts what went that way.
 """
 
 from __future__ import annotations
