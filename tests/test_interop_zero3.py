@@ -23,7 +23,7 @@ from tests.conftest import PY, ROOT, find_run, load_final, losses, quiet, run_vi
 from tests.interop_fixtures import make_vita_folder
 
 LINE = re.compile(r"into ZeRO-3 partitions: rank (\d) holds ([\d,]+) of ([\d,]+) parameter elements .*?; "
-                  r"(\d+) parameters filled one at a time, the largest ([\d,]+) elements")
+                  r"(\d+) parameters filled one at a time \((\d+) through GatheredParameters\), the largest ([\d,]+) elements")
 COMMON = ["experiment=smoke", "data.limit=16", "engine.micro_batch_size=4", "train.max_steps=3", "engine=zero3",
           "optim.weight_decay=0.1"]  # decay: its groups read each matrix's dimensions, partitioned or not
 LORA = ["stage=lora_llm", "stage.groups.vision_tower.mode=frozen"]  # (more overrides: a run dir name over 255)
@@ -64,12 +64,13 @@ def test_each_rank_holds_half_of_the_imported_model(runs):
     found = {int(m[0]): m[1:] for m in LINE.findall(out["new"][1])}
     assert sorted(found) == [0, 1], out["new"][1][-3000:]
     half = sum(math.ceil(n / 2) for n in numels)  # ZeRO-3 pads each partition to ceil(numel / world)
-    for rank, (held, total, filled, largest) in found.items():
+    for rank, (held, total, filled, gathered, largest) in found.items():
         assert _int(total) == sum(numels)
         assert _int(held) == half, (rank, held)  # the real partitions: ~1/2, not the whole
         assert 0.49 < _int(held) / _int(total) < 0.51
-        assert int(filled) == len(numels)  # every parameter went in through GatheredParameters, alone
-        assert _int(largest) == max(numels) < sum(numels) / 4  # the most ever gathered: one tensor
+        assert int(filled) == len(numels)  # every parameter filled alone, partitioned before and after
+        assert int(gathered) == 0  # each rank copied its own slice: no parameter was ever whole
+        assert _int(largest) == max(numels) < sum(numels) / 4  # the most read at once: one tensor
     assert not LINE.search(out["old"][1])  # the old path loads the whole model on each rank
 
 

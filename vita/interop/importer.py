@@ -187,9 +187,9 @@ def _build_partitioned(model_cfg, folder: Path, wf: WeightFiles, plan, meta_mode
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (Linux)
     log.info("loaded %s parameters from %s (%d files) into ZeRO-3 partitions: rank %d holds %s of %s parameter "
-             "elements (%.1f%%); %d parameters filled one at a time, the largest %s elements; peak RSS %.2f GiB",
-             f"{n:,}", folder, len(wf.files), dist.get_rank(), f"{held:,}", f"{total:,}", 100 * held / max(total, 1),
-             counter.params, f"{counter.largest:,}", rss)
+             "elements (%.1f%%); %d parameters filled one at a time (%d through GatheredParameters), the largest "
+             "%s elements; peak RSS %.2f GiB", f"{n:,}", folder, len(wf.files), dist.get_rank(), f"{held:,}",
+             f"{total:,}", 100 * held / max(total, 1), counter.params, counter.gathered, f"{counter.largest:,}", rss)
     return model
 
 

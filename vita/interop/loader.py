@@ -65,12 +65,14 @@ def check_fit(plan: KeyPlan, wf: WeightFiles, only: set[str] | None = None, what
 
 @dataclass
 class GatherLog:
-    """What loading into ZeRO-3 partitions did: each parameter gathered alone, none found whole."""
+    """What loading into ZeRO-3 partitions did: each parameter filled alone, none found whole."""
 
     params: int = 0
-    """Parameters filled through ``GatheredParameters`` (each one partitioned before and after)."""
+    """Parameters filled (each one partitioned before and after)."""
+    gathered: int = 0
+    """Of them, those filled through ``GatheredParameters`` (the others: each rank its own slice)."""
     largest: int = 0
-    """Elements of the largest of them: the most any rank held whole at once."""
+    """Elements of the largest of them: the most read (or gathered) at once."""
 
 
 def stream_into(model: nn.Module, plan: KeyPlan, wf: WeightFiles, dtype: torch.dtype | None = None,
@@ -128,7 +130,9 @@ def _place(holders: list, tensor: torch.Tensor, partitioned: GatherLog | None = 
 
 
 def _fill_partitioned(param: nn.Parameter, tensor: torch.Tensor, counter: GatherLog, attr: str) -> None:
-    """Copy ``tensor`` into a ZeRO-3 parameter through its gathered form (rank 0 writes, all re-partition)."""
+    """Put ``tensor`` into a ZeRO-3 parameter: each rank copies its own slice into ``ds_tensor`` (no
+    collective, nothing whole), or, where the partition is not a plain slice in memory (NVMe offload,
+    quantised or secondary partitions), through ``GatheredParameters`` (rank 0 writes, all re-partition)."""
     import deepspeed
     import torch.distributed as dist
     from deepspeed.runtime.zero.partition_parameters import ZeroParamStatus
@@ -136,11 +140,24 @@ def _fill_partitioned(param: nn.Parameter, tensor: torch.Tensor, counter: Gather
     if not is_partitioned(param) or param.ds_status != ZeroParamStatus.NOT_AVAILABLE or param.data.numel():
         raise RuntimeError(f"loading into ZeRO-3 partitions: parameter '{attr}' is not partitioned "
                            "(built outside vita.engine.partitioned.partitioned_build?)")
-    with deepspeed.zero.GatheredParameters([param], modifier_rank=0):
-        if dist.get_rank() == 0:
+    part, group = param.ds_tensor, param.ds_process_group
+    if (part.final_location is None and not hasattr(part, "ds_quant_scale")
+            and getattr(param, "ds_secondary_tensor", None) is None
+            and part.numel() * dist.get_world_size(group=group) == param.ds_numel_aligned):
+        # DeepSpeed's layout: the flat parameter, padded to world x partition, rank r holding [r*n, (r+1)*n)
+        n = part.numel()
+        start = n * dist.get_rank(group=group)
+        k = max(0, min(n, param.ds_numel - start))
+        if k:
             with torch.no_grad():
-                param.data.copy_(tensor)
-    if param.data.numel():  # DeepSpeed re-partitions on exit; check it did
+                part.narrow(0, 0, k).copy_(tensor.reshape(-1).narrow(0, start, k))
+    else:
+        with deepspeed.zero.GatheredParameters([param], modifier_rank=0):
+            if dist.get_rank() == 0:
+                with torch.no_grad():
+                    param.data.copy_(tensor)
+        counter.gathered += 1
+    if param.data.numel():  # still partitioned; check it
         raise RuntimeError(f"loading into ZeRO-3 partitions: parameter '{attr}' stayed whole after its copy")
     counter.params += 1
     counter.largest = max(counter.largest, numel(param))
