@@ -7,7 +7,9 @@ What "never the whole" is measured by: every rank's log line, written after the 
 partitions (``ds_tensor`` sizes summed), and the loader's count of parameters it filled through
 ``GatheredParameters`` one at a time (each found partitioned before and after: checked in the loader,
 which raises otherwise). Peak RSS is in the line too but not asserted: at this size it is the
-interpreter's, not the model's.
+interpreter's, not the model's. The 2-rank runs are ``slow`` (~3 min together); two fast tests check
+which imports take this path and that both ways of filling a partition (own slice; GatheredParameters
+for partitions that are no plain slice) give the meta-device load's tensors bitwise.
 """
 
 from __future__ import annotations
@@ -151,3 +153,44 @@ def test_which_imports_are_built_in_partitions(tmp_path, caplog):
         assert zero3_build_config(cfg("engine=zero3"), src, _Tokenizer(1039, {}), 2) is None  # +3 media > 1040
     assert "embeddings must grow to 1042 rows" in caplog.text
     assert zero3_build_config(cfg("engine=zero3"), src, _Tokenizer(1037, {}), 2) is not None  # 1040: no growth
+
+
+_BOTH_WAYS = r"""
+import os, sys
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[2], RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+import logging
+import deepspeed, torch
+logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+deepspeed.init_distributed("gloo")
+import vita.interop.loader as loader
+from vita.interop import build_vita_model, compose_from_vita
+src = sys.argv[1]
+imported, _ = compose_from_vita(src)
+ds = {"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1, "train_batch_size": 1,
+      "zero_optimization": {"stage": 3}}
+ref = dict(build_vita_model(imported.model, src, dtype=torch.float32, progress=False).named_parameters())
+for way in ("slice", "gathered"):
+    if way == "gathered":
+        loader.own_slice_in_memory = lambda p: False  # as for NVMe / quantised partitions
+    model = build_vita_model(imported.model, src, dtype=torch.float32, progress=False, ds_config=ds)
+    params = dict(model.named_parameters())
+    with deepspeed.zero.GatheredParameters(list(params.values())):
+        bad = [k for k in ref if not torch.equal(ref[k], params[k].detach())]
+    print(way, len(params), "differ:", bad[:4], flush=True)
+"""
+
+
+def test_partitioned_fill_both_ways_equals_the_meta_load(tmp_path):
+    """Both ways into a partition (own slice, and GatheredParameters where a partition is no plain slice)
+    give the meta-device load's tensors bitwise (one rank: the slice is the whole; two ranks: above)."""
+    from tests.conftest import _free_port
+
+    src = make_vita_folder(tmp_path / "release", "vita-mixtral", seed=2)  # fused expert tensors too
+    proc = subprocess.run([PY, "-c", _BOTH_WAYS, str(src), str(_free_port())], cwd=ROOT, env=vita_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(("slice", "gathered"))]
+    assert len(lines) == 2 and all(line.endswith("differ: []") for line in lines), proc.stdout[-2000:]
+    n = int(lines[0].split()[1])
+    counts = [(int(m[3]), int(m[4])) for m in LINE.findall(proc.stdout)]
+    assert counts == [(n, 0), (n, n)]  # filled, of them gathered: none the first way, all the second

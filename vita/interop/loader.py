@@ -129,6 +129,17 @@ def _place(holders: list, tensor: torch.Tensor, partitioned: GatherLog | None = 
             current.copy_(tensor)
 
 
+def own_slice_in_memory(param: nn.Parameter) -> bool:
+    """This rank's partition of ``param`` is a plain slice in memory (not on NVMe, not quantised, no
+    ZeRO++ secondary copy): the loader can write it directly."""
+    import torch.distributed as dist
+
+    part = param.ds_tensor
+    return (part.final_location is None and not hasattr(part, "ds_quant_scale")
+            and getattr(param, "ds_secondary_tensor", None) is None
+            and part.numel() * dist.get_world_size(group=param.ds_process_group) == param.ds_numel_aligned)
+
+
 def _fill_partitioned(param: nn.Parameter, tensor: torch.Tensor, counter: GatherLog, attr: str) -> None:
     """Put ``tensor`` into a ZeRO-3 parameter: each rank copies its own slice into ``ds_tensor`` (no
     collective, nothing whole), or, where the partition is not a plain slice in memory (NVMe offload,
@@ -141,9 +152,7 @@ def _fill_partitioned(param: nn.Parameter, tensor: torch.Tensor, counter: Gather
         raise RuntimeError(f"loading into ZeRO-3 partitions: parameter '{attr}' is not partitioned "
                            "(built outside vita.engine.partitioned.partitioned_build?)")
     part, group = param.ds_tensor, param.ds_process_group
-    if (part.final_location is None and not hasattr(part, "ds_quant_scale")
-            and getattr(param, "ds_secondary_tensor", None) is None
-            and part.numel() * dist.get_world_size(group=group) == param.ds_numel_aligned):
+    if own_slice_in_memory(param):
         # DeepSpeed's layout: the flat parameter, padded to world x partition, rank r holding [r*n, (r+1)*n)
         n = part.numel()
         start = n * dist.get_rank(group=group)
