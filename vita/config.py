@@ -279,6 +279,9 @@ class StageConfig:
     VITA's ``mm_projector.bin`` / ``audio_adpter.bin`` (their group only)."""
     init_allow_bin: bool = False
     """Let ``stage.init_from`` read pickled ``.bin`` weights (``torch.load(weights_only=True)``); off = safetensors only."""
+    init_partitioned: bool = True
+    """Under ``engine.zero_stage=3``, build a ``vita:PATH`` model straight into ZeRO-3 partitions (each rank holds
+    its part from the start); false: every rank loads the whole model and ``deepspeed.initialize`` partitions it."""
     export: str = "full"
     """``full``: the LLM (HF folder) + every other group; ``trainable``: only the groups this stage trains."""
 

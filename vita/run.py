@@ -32,7 +32,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     from vita.engine.engine import Trainer
     from vita.engine.run_dir import prepare_run_dir
     from vita.interop import adopt_vita_config, build_vita_model, is_whole_model, vita_path
-    from vita.interop.importer import read_tokenizer
+    from vita.interop.importer import read_tokenizer, zero3_build_config
     from vita.model import build_model, ensure_media_tokens
     from vita.model.init_from import load_init
     from vita.model.tokens import load_tokenizer
@@ -57,9 +57,11 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict:
         tokenizer = read_tokenizer(vita_src) if vita_src is not None else load_tokenizer(cfg.model)
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.engine.precision, torch.float32)
         if vita_src is not None:  # built on the meta device, filled from the shards one tensor at a time
-            # in the engine's dtype: DeepSpeed casts to it anyway (its fp32 master copies come from these values)
+            # in the engine's dtype: DeepSpeed casts to it anyway (its fp32 master copies come from these values);
+            # under ZeRO-3 built in its partitions, each rank filling only its part
             model = build_vita_model(cfg.model, vita_src, vocab_size=len(tokenizer), dtype=dtype,
-                                     allow_bin=cfg.stage.init_allow_bin, progress=dist_info.is_main)
+                                     allow_bin=cfg.stage.init_allow_bin, progress=dist_info.is_main,
+                                     ds_config=zero3_build_config(cfg, vita_src, tokenizer, dist_info.world_size))
         else:
             model = build_model(cfg.model, vocab_size=len(tokenizer), work_dir=run_dir, compute_dtype=dtype,
                                 gradient_checkpointing=cfg.engine.gradient_checkpointing)

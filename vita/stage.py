@@ -7,6 +7,7 @@ import logging
 from torch import nn
 
 from vita.config import GroupConfig
+from vita.engine.partitioned import numel
 from vita.model.lora import attach_lora
 
 log = logging.getLogger("vita")
@@ -50,8 +51,8 @@ def trainable_table(model: nn.Module, lrs: dict[str, float]) -> str:
     wrapped = getattr(model, "lora_wrapped", {})
     rows = [("group", "mode", "trainable", "total", "lr")]
     for name, module in model.module_groups().items():
-        total = sum(p.numel() for p in module.parameters())
-        train = sum(p.numel() for p in module.parameters() if p.requires_grad)
+        total = sum(numel(p) for p in module.parameters())  # ZeRO-3 partitions: their whole size
+        train = sum(numel(p) for p in module.parameters() if p.requires_grad)
         mode = "lora" if name in wrapped else "full" if name in lrs else "frozen"
         rows.append((name, mode, f"{train:,}", f"{total:,}", f"{lrs[name]:.2e}" if name in lrs else "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

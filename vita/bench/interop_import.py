@@ -5,6 +5,11 @@ parameters, tiny vision / audio parts, bfloat16, 1 GB shards + index), imports i
 :func:`vita.interop.load_vita` (``dtype="auto"``) in a fresh subprocess, and reports that
 process's peak resident memory (``ru_maxrss``) against the checkpoint's size on disk, and the
 import time. The checkpoint is deleted afterwards unless ``keep``.
+
+``python -m vita.bench.interop_import --zero3`` measures what ``stage.init_from=vita:PATH`` does at
+world 2 under ZeRO-3 (gloo, bf16): each rank's peak RSS building the model in its partitions and
+streaming the folder in, against the old path (every rank loads the whole model), and the elements
+each rank holds after.
 """
 
 from __future__ import annotations
@@ -43,6 +48,54 @@ print(json.dumps({"import_s": t2 - t1, "startup_s": t1 - t0, "baseline_rss": bas
                   "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "params": n,
                   "dtypes": dtypes}))
 """
+
+
+_MEASURE_ZERO3 = r"""
+import json, os, resource, sys, time
+import deepspeed, torch
+deepspeed.init_distributed("gloo")
+from vita.engine.partitioned import held_elements
+from vita.interop import compose_from_vita, build_vita_model
+imported, _ = compose_from_vita(sys.argv[1])
+world = torch.distributed.get_world_size()
+ds = {"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1, "train_batch_size": world,
+      "zero_optimization": {"stage": 3}, "bf16": {"enabled": True}}
+t0 = time.perf_counter()
+model = build_vita_model(imported.model, sys.argv[1], dtype=torch.bfloat16, progress=False,
+                         ds_config=ds if sys.argv[2] == "partitioned" else None)
+t1 = time.perf_counter()
+held, total, _ = held_elements(model)
+print(json.dumps({"rank": torch.distributed.get_rank(), "import_s": t1 - t0, "held": held, "total": total,
+                  "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}), flush=True)
+"""
+
+
+def run_zero3(workdir: str | None = None, world: int = 2) -> dict:
+    """Per-rank peak RSS of a ZeRO-3 ``vita:`` import at ``world`` ranks: in partitions vs whole on each rank."""
+    import os
+
+    root = Path(tempfile.mkdtemp(prefix="vita_import_bench_", dir=workdir))
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    out: dict = {}
+    try:
+        out.update(write_synthetic(root / "VITA_ckpt"))
+        for mode in ("partitioned", "whole"):
+            env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+            proc = subprocess.run([torchrun, "--nproc_per_node", str(world), str(_script(root)), str(root / "VITA_ckpt"),
+                                   mode], capture_output=True, text=True, env=env, check=False)
+            rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{"rank"')]
+            if len(rows) != world:
+                raise RuntimeError(f"zero3 import ({mode}) failed:\n{proc.stderr[-3000:]}")
+            out[mode] = sorted(rows, key=lambda r: r["rank"])
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return out
+
+
+def _script(root: Path) -> Path:
+    f = root / "measure_zero3.py"
+    f.write_text(_MEASURE_ZERO3)
+    return f
 
 
 def write_synthetic(folder: Path, shard_bytes: int = 2**30) -> dict:
@@ -106,4 +159,7 @@ def table(r: dict) -> list[str]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(run(keep="--keep" in sys.argv), indent=1))
+    if "--zero3" in sys.argv:
+        print(json.dumps(run_zero3(), indent=1))
+    else:
+        print(json.dumps(run(keep="--keep" in sys.argv), indent=1))

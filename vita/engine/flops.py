@@ -38,11 +38,13 @@ from __future__ import annotations
 
 from torch import nn
 
+from vita.engine.partitioned import numel
+
 
 def _n(module: nn.Module | None, trainable_only: bool = False) -> int:
     if module is None:
         return 0
-    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+    return sum(numel(p) for p in module.parameters() if p.requires_grad or not trainable_only)  # ZeRO-3: whole sizes
 
 
 def _any_trainable(*modules: nn.Module | None) -> bool:
@@ -75,13 +77,13 @@ class StepFlops:
         m = model
         llm_cfg = m.llm.config.get_text_config()
         emb = m.llm.get_input_embeddings()
-        n_llm = _n(m.llm) - emb.weight.numel()
+        n_llm = _n(m.llm) - numel(emb.weight)
         out = m.llm.get_output_embeddings()
         if out is not None and out.weight is emb.weight:
-            n_llm += out.weight.numel()  # tied: one tensor, two uses; the head is a matmul
-        n_llm_tr = _n(m.llm, True) - (emb.weight.numel() if emb.weight.requires_grad else 0)
+            n_llm += numel(out.weight)  # tied: one tensor, two uses; the head is a matmul
+        n_llm_tr = _n(m.llm, True) - (numel(emb.weight) if emb.weight.requires_grad else 0)
         if out is not None and out.weight is emb.weight and emb.weight.requires_grad:
-            n_llm_tr += out.weight.numel()
+            n_llm_tr += numel(out.weight)
         head = getattr(m, "state_head", None)  # the user-state head runs on every position, as the LM head
         self.llm = _Part(n_llm + _n(head), n_llm_tr + _n(head, True), *_attn_geometry(llm_cfg), _any_trainable(m))
         vt, vp = getattr(m, "vision_tower", None), getattr(m, "vision_projector", None)
@@ -103,8 +105,8 @@ class StepFlops:
             conv_params = [p for c, _ in self._convs for p in c.parameters()]
             prompts = getattr(ae, "prompt_embeddings", None)
             skip = conv_params + (list(prompts.parameters()) if prompts is not None else [])
-            n_ae = _n(ae) - sum(p.numel() for p in skip)
-            n_ae_tr = _n(ae, True) - sum(p.numel() for p in skip if p.requires_grad)
+            n_ae = _n(ae) - sum(numel(p) for p in skip)
+            n_ae_tr = _n(ae, True) - sum(numel(p) for p in skip if p.requires_grad)
             cfg = getattr(getattr(ae, "encoder", None), "config", None)
             if cfg is not None:  # Whisper
                 layers, d = _attn_geometry(cfg)

@@ -8,13 +8,14 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from vita.engine.partitioned import ndim
 from vita.errors import ConfigError
 
 
 def _no_decay(name: str, param: nn.Parameter) -> bool:
     """Biases, norm weights and other 1-D parameters get no weight decay."""
     lname = name.lower()
-    return param.ndim < 2 or lname.endswith(".bias") or "norm" in lname
+    return ndim(param) < 2 or lname.endswith(".bias") or "norm" in lname
 
 
 def param_groups(

@@ -9,9 +9,9 @@
 
 Memory: parameters are created on the meta device; each tensor is read into its own buffer
 and handed to the model (renamed tensors without a copy), so a process holds one model, not
-two. Under DeepSpeed each rank does this for the whole model (in the engine's dtype) before
-ZeRO partitions it and frees the rest: no second copy and no random init, but during start-up
-each rank holds one full copy; loading straight into ZeRO-3 partitions is not implemented.
+two. Under ZeRO-3 (:func:`zero3_build_config`) the model is built in its partitions instead
+(``deepspeed.zero.Init`` with the run's DeepSpeed config) and each tensor is streamed into its
+partitions, so a rank holds its part of the model plus the tensor in flight, never the whole.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from vita.errors import CheckpointError, ConfigError
 from vita.interop.config_map import FAMILIES, Imported, model_config_from_vita, read_config
 from vita.interop.keys import plan_keys
 from vita.interop.loader import check_complete, check_fit, stream_into
-from vita.interop.meta import params_on_meta
+from vita.interop.meta import owners, params_on_meta
 from vita.interop.shards import WeightFiles, list_bin, list_weights, read_header
 
 log = logging.getLogger("vita")
@@ -121,12 +121,16 @@ def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
 
 def build_vita_model(model_cfg: DictConfig, folder: str | Path, vocab_size: int | None = None,
                      dtype: str | torch.dtype | None = "auto", allow_bin: bool = False, progress: bool = True,
-                     wf: WeightFiles | None = None):
+                     wf: WeightFiles | None = None, ds_config: dict | None = None):
     """Build ``model_cfg``'s OmniModel on the meta device and fill it from the VITA folder's shards.
 
     Every tensor of the folder is used exactly once and every model tensor gets one; otherwise a
     :class:`CheckpointError` lists the missing, unexpected and mis-shaped keys with their files
     (checked from the headers, before any data is read).
+
+    Args:
+        ds_config: a ZeRO-3 DeepSpeed config (:func:`zero3_build_config`): build the model in its
+            partitions and stream each tensor into them (every rank calls this together).
     """
     from vita.model import build_model
 
@@ -137,10 +141,83 @@ def build_vita_model(model_cfg: DictConfig, folder: str | Path, vocab_size: int 
         model = build_model(model_cfg, vocab_size=vocab_size)
     plan = plan_keys(model)
     check_fit(plan, wf, what=str(folder))
+    if ds_config is not None:
+        return _build_partitioned(model_cfg, folder, wf, plan, model, vocab_size, progress, ds_config)
     n = stream_into(model, plan, wf, dtype=parse_dtype(dtype), progress=progress)
     check_complete(model, str(folder))
     log.info("loaded %s parameters from %s (%d files)", f"{n:,}", folder, len(wf.files))
     return model
+
+
+def _build_partitioned(model_cfg, folder: Path, wf: WeightFiles, plan, meta_model, vocab_size, progress: bool,
+                       ds_config: dict):
+    """The ZeRO-3 half of :func:`build_vita_model`: the model built in partitions, in the DeepSpeed config's
+    dtype, then filled tensor by tensor. The meta build before it checked the key table, drew from the RNG
+    what the meta path draws, and lends its buffers (built as the meta path builds them, in their own dtype)."""
+    import torch.distributed as dist
+
+    from vita.engine.partitioned import config_dtype, held_elements, partitioned_build
+    from vita.interop.loader import GatherLog
+    from vita.interop.meta import materialise
+    from vita.model import build_model
+
+    dtype = config_dtype(ds_config)
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices), partitioned_build(ds_config):
+        model = build_model(model_cfg, vocab_size=vocab_size)  # the RNG state after: the meta path's
+        if model.llm.config.get_text_config().tie_word_embeddings:
+            model.llm.tie_weights()  # (skipped with the weight init)
+    hold, meta_hold = owners(model), owners(meta_model)
+    if set(hold) != set(meta_hold):
+        raise RuntimeError(f"the ZeRO-3 build of {folder} has other tensors than its meta build: "
+                           f"{sorted(set(hold) ^ set(meta_hold))[:6]}")
+    for name, holders in hold.items():
+        mod, attr, is_param = meta_hold[name][0]
+        if not is_param:
+            materialise(holders, mod._buffers[attr])
+    del meta_model, meta_hold
+    counter = GatherLog()
+    n = stream_into(model, plan, wf, dtype=dtype, progress=progress, partitioned=counter)
+    held, total, full = held_elements(model)
+    expected = sum(1 for _ in model.parameters())
+    if counter.params != expected or full:
+        raise RuntimeError(f"ZeRO-3 import of {folder}: {counter.params} of {expected} parameters filled in "
+                           f"partitions, {full} left whole")
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (Linux)
+    log.info("loaded %s parameters from %s (%d files) into ZeRO-3 partitions: rank %d holds %s of %s parameter "
+             "elements (%.1f%%); %d parameters filled one at a time (%d through GatheredParameters), the largest "
+             "%s elements; peak RSS %.2f GiB", f"{n:,}", folder, len(wf.files), dist.get_rank(), f"{held:,}",
+             f"{total:,}", 100 * held / max(total, 1), counter.params, counter.gathered, f"{counter.largest:,}", rss)
+    return model
+
+
+def zero3_build_config(cfg: DictConfig, wf_folder: Path, tokenizer, world_size: int) -> dict | None:
+    """The DeepSpeed config to build a ``stage.init_from=vita:PATH`` model in ZeRO-3 partitions, or None.
+
+    None (the whole model loaded on every rank, partitioned later by ``deepspeed.initialize``) when
+    the engine is not ZeRO-3, with ``stage.init_partitioned=false``, or when the tokenizer lacks vita's media tokens and adding them would
+    grow the embedding table (a partitioned table is not resized; a log line says so).
+    """
+    from vita.engine.ds_config import build_ds_config
+    from vita.model.tokens import MEDIA_TOKENS
+
+    if cfg.engine.zero_stage != 3:
+        return None
+    if not cfg.stage.get("init_partitioned", True):
+        log.info("stage.init_partitioned=false: every rank loads the whole model, deepspeed.initialize partitions it")
+        return None
+    if cfg.model.vision.tower is not None or cfg.model.audio.encoder is not None:
+        _, wf = read_vita_folder(wf_folder, bool(cfg.stage.get("init_allow_bin", False)))
+        emb = wf.tensors.get("model.embed_tokens.weight")
+        grown = len(tokenizer) + sum(t not in tokenizer.get_vocab() for t in MEDIA_TOKENS)
+        if emb is not None and grown > emb.shape[0]:
+            log.info("stage.init_from=%s%s: the tokenizer lacks vita's media tokens and the embeddings must grow "
+                     "to %d rows; a ZeRO-3 partitioned table is not resized, so every rank loads the whole model "
+                     "before deepspeed.initialize partitions it", PREFIX, wf_folder, grown)
+            return None
+    return build_ds_config(cfg.engine, cfg.optim, world_size)
 
 
 def load_vita(path: str | Path, dtype: str | torch.dtype | None = "auto", allow_bin: bool = False,
