@@ -36,8 +36,10 @@ demo: install demo-data
 	$(PY) -m vita.chat $(DEMO_RUN) --prompt "Transcribe the speech." --audio $(DEMO_CLIP) --max-new-tokens 32
 	$(PY) -m vita.chat $(DEMO_RUN) --prompt "Describe the image briefly." --image $(DEMO_IMAGE) --max-new-tokens 32
 
+# Two pytest-xdist workers (one per core: most tests are one single-threaded process); TEST_WORKERS=0 runs serially.
+TEST_WORKERS ?= 2
 test: install demo-data
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup) $(PYTEST_ARGS)
 
 # The multimodal demo set from real media (~/.cache/vita/demo or $$VITA_DEMO_DIR; nothing is copied into the repo).
 demo-data: install

@@ -15,6 +15,14 @@ PY = sys.executable
 TORCHRUN = str(Path(PY).with_name("torchrun"))
 
 
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (``make test`` runs ``-n 2 --dist loadgroup``) each test file stays on one worker, so its
+    module-scoped runs are built once, and every SLURM test shares one worker (one local cluster)."""
+    for item in items:
+        group = "slurm" if item.get_closest_marker("slurm") else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 def vita_env(**extra: str) -> dict:
     env = dict(os.environ)
     for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):  # left by an in-process test's
