@@ -14,9 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vita.data.packing import packed_plan
+from vita.data.samplers import padded_plan
 from vita.data.schema import BadSample
 from vita.data.shards.plan import ShardPlan, StreamEpoch
 from vita.data.shards.reader import Member, RawSample, ShardError, iter_samples
+from vita.errors import DataError
 
 SHARD_KIND = "unreadable shard"
 
@@ -129,9 +132,69 @@ def grouped(order: list, plan: ShardPlan, epoch: int, stream: int, block: int, s
     return body + [rest[k] for ch in chunks for k in ch] + [rest[k] for k in mixed[cut:]]
 
 
+def budget_groups(order: list, plan: ShardPlan, epoch: int, stream: int, block: int) -> list[list[int]]:
+    """A block's micro-batches of at most ``plan.token_budget`` tokens, as positions in its emitted order:
+    the JSON ``token_budget`` sampler's routines on the block (padded: sorted by length, cut at ``count x
+    longest``; packing: first-fit-decreasing rows of ``row_length``, ``rows_per_micro`` per micro-batch),
+    in a seeded random order of micro-batches. A lost sample counts 0 tokens."""
+    lens = np.array([_meta(x)[1] for x in order], dtype=np.int64)
+    limit = plan.row_length or plan.token_budget
+    over = np.flatnonzero(lens > limit)
+    if len(over):
+        url, raw = order[int(over[0])]
+        raise DataError(f"{url}#{raw.key} ({raw.meta.get('where')}, sample {raw.meta.get('id')}): {lens[over[0]]} "
+                        f"tokens > data.{'max_length' if plan.row_length else 'token_budget'}={limit}, it fits no "
+                        "micro-batch; raise data.token_budget (or re-shard with a lower data.max_length)")
+    if plan.row_length:
+        groups = packed_plan(range(len(order)), lens, plan.row_length, plan.rows_per_micro, plan.pack_window)
+    else:
+        groups = padded_plan(np.argsort(lens, kind="stable").tolist(), lens, plan.token_budget)
+    if plan.buffer > 1:
+        groups = [groups[i] for i in np.random.default_rng([plan.seed, epoch, stream, block, 2]).permutation(len(groups))]
+    return groups
+
+
+def budget_blocks(plan: ShardPlan, epoch: int, stream: int, timeout: float) -> Iterator[tuple[list, list[list[int]]]]:
+    """Per block of ``stream`` in ``epoch``: its raw samples in emitted order and their micro-batches
+    (:func:`budget_groups`); nothing is decoded."""
+    se = StreamEpoch(plan, epoch, stream)
+    cursors = [SetCursor(plan, j, se.shards[j], se.counts[j], timeout) for j in range(len(plan.sets))]
+    try:
+        for b in range(se.blocks):
+            block = [x for j, (a, e) in enumerate(se.bounds(b)) for x in cursors[j].take(a, e)]
+            order = [block[k] for k in plan.block_perm(epoch, stream, b, len(block))]
+            yield order, budget_groups(order, plan, epoch, stream, b)
+    finally:
+        for c in cursors:
+            c.close()
+
+
+def _budget_micro_batches(plan: ShardPlan, proc, collate, stream: int, epoch: int, first: int, end: int,
+                          timeout: float) -> Iterator[dict]:
+    """Token-budget micro-batches ``first..end-1``: the blocks before ``first`` are read only to count theirs
+    (the replay of a resume); a stream short of ``end`` (lost samples count 0 tokens) ends with empty ones."""
+    i = 0  # the stream's index of the block's first micro-batch
+    blocks = budget_blocks(plan, epoch, stream, timeout)
+    try:
+        for order, groups in blocks:
+            if i >= end:
+                break
+            for g in groups[max(0, first - i):end - i]:
+                yield collate([decode(proc, *order[k]) for k in g])
+            i += len(groups)
+    finally:
+        blocks.close()
+    for _ in range(max(first, i), end):
+        yield collate([])
+
+
 def micro_batches(plan: ShardPlan, proc, collate, stream: int, epoch: int, first: int, end: int,
                   timeout: float) -> Iterator[dict]:
-    """Collated micro-batches ``first..end-1`` of ``stream`` in ``epoch`` (each ``plan.micro`` samples)."""
+    """Collated micro-batches ``first..end-1`` of ``stream`` in ``epoch`` (each ``plan.micro`` samples, or
+    at most ``plan.token_budget`` tokens)."""
+    if plan.token_budget:
+        yield from _budget_micro_batches(plan, proc, collate, stream, epoch, first, end, timeout)
+        return
     se = StreamEpoch(plan, epoch, stream)
     cursors = [SetCursor(plan, j, se.shards[j], se.counts[j], timeout) for j in range(len(plan.sets))]
     p, stop = first * plan.micro, end * plan.micro
