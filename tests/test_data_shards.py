@@ -517,10 +517,23 @@ def test_token_budget_resume_with_a_data_worker_replays_exactly(text_shards):
                 assert torch.equal(a["position_ids"], c["position_ids"]) and torch.equal(a["labels"], c["labels"])
 
 
-def test_token_budget_refuses_an_overlong_sample_and_a_bad_budget(text_shards):
+def test_token_budget_refuses_an_overlong_sample_and_a_bad_budget(text_shards, tmp_path):
+    """A sample over the budget: refused at start-up from the manifest's longest sample per shard, or (a manifest
+    without it) when its block is read, naming the sample; and a budget that cannot work."""
     from vita.errors import ConfigError
 
-    b = _bundle(_budget_args(text_shards, "data.token_budget=300"))  # the demo text has samples over 300 tokens
+    man = json.loads((text_shards / "manifest.json").read_text())
+    assert all(0 < sh["longest"] <= sh["tokens"] for sh in man["shards"])
+    assert max(sh["longest"] for sh in man["shards"]) > 300  # the demo text has samples over 300 tokens
+    with pytest.raises(ConfigError, match=r"shard set 'text': .*shard-\d+\.tar holds a sample of \d+ tokens > "
+                                          r"data.token_budget=300.*raise data.token_budget"):
+        _bundle(_budget_args(text_shards, "data.token_budget=300"))
+    old = tmp_path / "old"
+    shutil.copytree(text_shards, old)
+    for sh in man["shards"]:
+        del sh["longest"]
+    (old / "manifest.json").write_text(json.dumps(man))
+    b = _bundle(_budget_args(old, "data.token_budget=300"))
     with pytest.raises(DataError, match=r"shard-\d+\.tar#\d+ .*tokens > data.token_budget=300.*raise data.token_budget"):
         _ids(b.loader, Position(), b.sampler.steps_per_epoch)
     with pytest.raises(ConfigError, match="data.token_budget=500 < data.max_length=512"):
@@ -530,8 +543,9 @@ def test_token_budget_refuses_an_overlong_sample_and_a_bad_budget(text_shards):
 
 
 def test_training_on_shards_with_token_budget_and_packing(text_shards, out_root):
-    run_vita([*quiet("budget", out_root), *_budget_args(text_shards, "data.token_budget=1024", "data.packing=true"),
-              "train.max_steps=3", "data.num_workers=1"])
-    run = find_run(out_root, "budget")
-    got = losses(run)
+    """A tiny model trains on shards with sampler=token_budget + packing (the start-up line says the budget)."""
+    proc = run_vita([*quiet("budget", out_root), *_budget_args(text_shards, "data.token_budget=1024",
+                                                               "data.packing=true"), "train.max_steps=3"])
+    assert "micro-batches of at most 1024 tokens" in proc.stdout + proc.stderr
+    got = losses(find_run(out_root, "budget"))
     assert len(got) == 3 and all(x == x and x > 0 for x in got)

@@ -139,6 +139,14 @@ class ShardPlan:
             if self.row_length > token_budget:
                 raise ConfigError(f"data.max_length={self.row_length} > data.token_budget={token_budget}: a packed "
                                   "micro-batch holds token_budget // max_length rows; raise the budget")
+            limit = self.row_length or token_budget
+            for st in sets:
+                sh = max(st.shards, key=lambda sh: sh.get("longest", 0))
+                if sh.get("longest", 0) > limit:
+                    raise ConfigError(f"shard set '{st.name}': {st.url(st.shards.index(sh))} holds a sample of "
+                                      f"{sh['longest']} tokens > data.{'max_length' if self.row_length else 'token_budget'}"
+                                      f"={limit}, it fits no micro-batch; raise data.token_budget (or re-shard with a "
+                                      "lower data.max_length)")
         self.rows_per_micro = token_budget // self.row_length if self.row_length else 0
         self.capacity = self.rows_per_micro * self.row_length if self.row_length else self.token_budget
         """Most tokens one micro-batch of the token budget can hold."""
