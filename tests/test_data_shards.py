@@ -549,3 +549,27 @@ def test_training_on_shards_with_token_budget_and_packing(text_shards, out_root)
     assert "micro-batches of at most 1024 tokens" in proc.stdout + proc.stderr
     got = losses(find_run(out_root, "budget"))
     assert len(got) == 3 and all(x == x and x > 0 for x in got)
+
+
+def test_meta_only_read_seeks_over_media_and_fails_where_a_full_read_does(demo_shards, tmp_path):
+    """The replay's read (iter_samples meta_only): the same samples' metadata as a full read, no media bytes, and
+    a shard cut inside a media member fails after the same samples."""
+    from vita.data.shards.reader import ShardError, iter_samples
+
+    shard = str(demo_shards / "shard-000000.tar")
+    full, meta = list(iter_samples(shard, 5)), list(iter_samples(shard, 5, meta_only=True))
+    assert [s.meta for s in full] == [s.meta for s in meta] and not any(s.media for s in meta)
+    assert sum(len(s.media) for s in full) > 10
+    cut = tmp_path / "cut.tar"
+    data = Path(shard).read_bytes()
+    cut.write_bytes(data[:len(data) // 2])
+
+    def until_error(**kw) -> tuple[list[str], str]:
+        got = []
+        with pytest.raises(ShardError) as e:
+            for s in iter_samples(str(cut), 5, **kw):
+                got.append(s.key)
+        return got, str(e.value)
+
+    (a, ea), (b, eb) = until_error(), until_error(meta_only=True)
+    assert a == b and len(a) > 0 and "cut.tar" in ea and "cut.tar" in eb

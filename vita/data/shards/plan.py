@@ -20,8 +20,10 @@ block's micro-batch count depends on its lengths. The count per epoch comes from
 totals instead: a stream dealt ``T`` tokens fills at least ``T // capacity`` micro-batches (each holds at
 most ``capacity`` = the budget, or its whole rows when packing), ``T`` being the smallest token total any
 stream can be dealt; the stream's micro-batches past that count are left unread (logged in tokens).
-Resume replays the stream from the epoch start, reading the raw samples (no media decoded, nothing
-tokenized) of the blocks before the resume point to count their micro-batches (stream.budget_blocks).
+Resume replays the stream from the epoch start to count the micro-batches of the blocks before the
+resume point from their samples' metadata (stream.budget_blocks): a local shard's tar headers and JSON
+members, its media seeked over; a URL's bytes are streamed again. Its cost grows with the position in the
+epoch (at most one epoch of this rank's streams' metadata), not with the run.
 """
 
 from __future__ import annotations

@@ -35,8 +35,9 @@ class Lost:
 class SetCursor:
     """Positions ``0..n-1`` of one set's samples in one stream-epoch (its shards in order)."""
 
-    def __init__(self, plan: ShardPlan, j: int, shards: np.ndarray, counts: np.ndarray, timeout: float) -> None:
-        self.set, self.shards, self.timeout = plan.sets[j], shards, timeout
+    def __init__(self, plan: ShardPlan, j: int, shards: np.ndarray, counts: np.ndarray, timeout: float,
+                 meta_only: bool = False) -> None:
+        self.set, self.shards, self.timeout, self.meta_only = plan.sets[j], shards, timeout, meta_only
         self.starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self.pos = -1  # next position the open shard yields (-1: none open)
         self.it: Iterator[RawSample] | None = None
@@ -49,7 +50,7 @@ class SetCursor:
         self.t = int(np.searchsorted(self.starts, p, side="right") - 1)
         skip = p - int(self.starts[self.t])
         self.url = self.set.url(int(self.shards[self.t]))
-        self.it, self.pos, self.broken = iter_samples(self.url, self.timeout, skip), p, None
+        self.it, self.pos, self.broken = iter_samples(self.url, self.timeout, skip, self.meta_only), p, None
 
     def take(self, a: int, e: int) -> list[tuple[str, RawSample | Lost]]:
         """Samples at positions ``a..e-1`` as ``(shard url, sample)``."""
@@ -154,18 +155,32 @@ def budget_groups(order: list, plan: ShardPlan, epoch: int, stream: int, block: 
     return groups
 
 
-def budget_blocks(plan: ShardPlan, epoch: int, stream: int, timeout: float) -> Iterator[tuple[list, list[list[int]]]]:
+def budget_blocks(plan: ShardPlan, epoch: int, stream: int, timeout: float,
+                  first: int = 0) -> Iterator[tuple[list, list[list[int]]]]:
     """Per block of ``stream`` in ``epoch``: its raw samples in emitted order and their micro-batches
-    (:func:`budget_groups`); nothing is decoded."""
+    (:func:`budget_groups`); nothing is decoded. The blocks whose micro-batches all come before the stream's
+    micro-batch ``first`` (a resume's replay) are read for their metadata alone (local shards: tar headers and
+    JSON members, media seeked over) and yielded without media."""
     se = StreamEpoch(plan, epoch, stream)
-    cursors = [SetCursor(plan, j, se.shards[j], se.counts[j], timeout) for j in range(len(plan.sets))]
+    cursors: dict[bool, list[SetCursor]] = {
+        meta: [SetCursor(plan, j, se.shards[j], se.counts[j], timeout, meta) for j in range(len(plan.sets))]
+        for meta in (False, True)}
+
+    def read(b: int, meta: bool) -> tuple[list, list[list[int]]]:
+        block = [x for j, (a, e) in enumerate(se.bounds(b)) for x in cursors[meta][j].take(a, e)]
+        order = [block[k] for k in plan.block_perm(epoch, stream, b, len(block))]
+        return order, budget_groups(order, plan, epoch, stream, b)
+
+    i = 0  # the stream's index of block b's first micro-batch
     try:
         for b in range(se.blocks):
-            block = [x for j, (a, e) in enumerate(se.bounds(b)) for x in cursors[j].take(a, e)]
-            order = [block[k] for k in plan.block_perm(epoch, stream, b, len(block))]
-            yield order, budget_groups(order, plan, epoch, stream, b)
+            order, groups = read(b, True) if i < first else (None, None)
+            if groups is None or i + len(groups) > first:
+                order, groups = read(b, False)
+            yield order, groups
+            i += len(groups)
     finally:
-        for c in cursors:
+        for c in (*cursors[False], *cursors[True]):
             c.close()
 
 
@@ -174,7 +189,7 @@ def _budget_micro_batches(plan: ShardPlan, proc, collate, stream: int, epoch: in
     """Token-budget micro-batches ``first..end-1``: the blocks before ``first`` are read only to count theirs
     (the replay of a resume); a stream short of ``end`` (lost samples count 0 tokens) ends with empty ones."""
     i = 0  # the stream's index of the block's first micro-batch
-    blocks = budget_blocks(plan, epoch, stream, timeout)
+    blocks = budget_blocks(plan, epoch, stream, timeout, first)
     try:
         for order, groups in blocks:
             if i >= end:
