@@ -528,6 +528,14 @@ def test_token_budget_refuses_an_overlong_sample_and_a_bad_budget(text_shards, t
     with pytest.raises(ConfigError, match=r"shard set 'text': .*shard-\d+\.tar holds a sample of \d+ tokens > "
                                           r"data.token_budget=300.*raise data.token_budget"):
         _bundle(_budget_args(text_shards, "data.token_budget=300"))
+    import io
+
+    from vita.check import run_check
+
+    report = io.StringIO()
+    over = sum(sh["longest"] > 300 for sh in man["shards"])
+    assert run_check(_compose(_budget_args(text_shards, "data.token_budget=300")), workers=1, out=report) == over
+    assert report.getvalue().count("problem 'over token budget'") == over
     old = tmp_path / "old"
     shutil.copytree(text_shards, old)
     for sh in man["shards"]:
