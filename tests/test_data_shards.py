@@ -481,6 +481,9 @@ def test_token_budget_micro_batches_within_budget_same_count_every_sample_accoun
         assert [sorted(mb["ids"]) for mb in mbs] == [sorted(g) for g in groups[:plan.micro_per_stream]]
         emitted = [i for mb in mbs for i in mb["ids"]]
         rest = [i for g in groups[plan.micro_per_stream:] for i in g]
+        length = {x[1].meta["id"]: x[1].meta["length"] for order, _ in blocks for x in order}
+        assert mbs[-1]["unread"] == (0, len(rest), sum(length[i] for i in rest))  # what the loader logs
+        assert not any("unread" in mb for mb in mbs[:-1])
         stream = [x[1].meta["id"] for order, _ in blocks for x in order]
         assert sorted(emitted + rest) == sorted(stream) and len(set(stream)) == len(stream)
         seen += emitted
@@ -490,7 +493,7 @@ def test_token_budget_micro_batches_within_budget_same_count_every_sample_accoun
     assert unread > 0  # these tiny buffers leave some unread (what plan.tokens_dropped announces, in tokens)
 
 
-def test_token_budget_resume_with_a_data_worker_replays_exactly(text_shards):
+def test_token_budget_resume_with_a_data_worker_replays_exactly(text_shards, caplog):
     """1 rank x 2 data workers, token_budget + packing: resuming at any step (mid-block, at and past the epoch
     end) gives the uninterrupted stream's micro-batches, tensor for tensor."""
     args = _budget_args(text_shards, "data.token_budget=1024", "data.packing=true", "data.num_workers=2",
@@ -506,7 +509,10 @@ def test_token_budget_resume_with_a_data_worker_replays_exactly(text_shards):
                 break
         return out
 
-    full = run(Position(), steps + 2)
+    with caplog.at_level(logging.INFO, logger="vita.data.shards.loader"):
+        full = run(Position(), steps + 2)
+    said = [r.getMessage() for r in caplog.records if "unread so that every stream ends" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("epoch 0: rank 0's 2 stream(s) left "), said
     assert len(full) == steps + 2 and full[steps][0]["ids"] != full[0][0]["ids"]
     for k in (3, steps - 1, steps + 1):
         got = run(Position(k // steps, k % steps), len(full) - k)

@@ -51,7 +51,8 @@ def build_shard_data(cfg, tokenizer, rank: int, world: int, spec=None):
     if rank == 0 and plan.token_budget:
         log.info("data '%s': %d shard set(s), %d shards; %d steps per epoch of micro-batches of at most %d tokens "
                  "(%d per stream: the tokens any stream is dealt, %d, // %d), so at least %d tokens of epoch 0 are "
-                 "left unread so that every rank and data worker ends it at the same step", d.name, len(sets),
+                 "left unread so that every rank and data worker ends it at the same step (each rank logs what "
+                 "it left at the end of each epoch)", d.name, len(sets),
                  sum(len(st.shards) for st in sets), plan.steps_per_epoch, plan.token_budget, plan.micro_per_stream,
                  plan.stream_tokens, plan.capacity, plan.tokens_dropped)
     elif rank == 0:

@@ -187,20 +187,34 @@ def budget_blocks(plan: ShardPlan, epoch: int, stream: int, timeout: float,
 def _budget_micro_batches(plan: ShardPlan, proc, collate, stream: int, epoch: int, first: int, end: int,
                           timeout: float) -> Iterator[dict]:
     """Token-budget micro-batches ``first..end-1``: the blocks before ``first`` are read only to count theirs
-    (the replay of a resume); a stream short of ``end`` (lost samples count 0 tokens) ends with empty ones."""
+    (the replay of a resume); a stream short of ``end`` (lost samples count 0 tokens) ends with empty ones.
+    The micro-batch ``end - 1`` carries ``unread``: ``(epoch, samples, tokens)`` of the stream-epoch left
+    unread past ``end`` (the loader logs them)."""
+    se = StreamEpoch(plan, epoch, stream)
+    samples = sum(se.n)
+    tokens = sum(int(plan.sets[j].shards[int(i)].get("tokens", 0)) for j, sh in enumerate(se.shards) for i in sh)
     i = 0  # the stream's index of the block's first micro-batch
     blocks = budget_blocks(plan, epoch, stream, timeout, first)
     try:
         for order, groups in blocks:
             if i >= end:
                 break
-            for g in groups[max(0, first - i):end - i]:
-                yield collate([decode(proc, *order[k]) for k in g])
+            for n, g in enumerate(groups[:end - i], start=i):
+                samples -= len(g)
+                tokens -= sum(_meta(order[k])[1] for k in g)
+                if n >= first:
+                    mb = collate([decode(proc, *order[k]) for k in g])
+                    if n == end - 1:
+                        mb["unread"] = (epoch, samples, tokens)
+                    yield mb
             i += len(groups)
     finally:
         blocks.close()
-    for _ in range(max(first, i), end):
-        yield collate([])
+    for n in range(max(first, i), end):
+        mb = collate([])
+        if n == end - 1:
+            mb["unread"] = (epoch, samples, tokens)
+        yield mb
 
 
 def micro_batches(plan: ShardPlan, proc, collate, stream: int, epoch: int, first: int, end: int,
