@@ -15,7 +15,8 @@ from vita.registry import DATASETS
 log = logging.getLogger(__name__)
 SAMPLERS = {"random": None, "sequential": None, "length_grouped": "length", "modality_length_grouped": "modality",
             "token_budget": "budget"}
-"""``data.sampler`` on shards -> how the shuffle buffer groups micro-batches (vita.data.shards.stream.grouped)."""
+"""``data.sampler`` on shards -> how the shuffle buffer groups micro-batches (vita.data.shards.stream.grouped;
+``budget``: vita.data.shards.stream.budget_groups)."""
 
 
 @DATASETS.register("shards")
