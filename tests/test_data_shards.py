@@ -442,3 +442,148 @@ def test_shard_cli_writes_and_refuses_other_data(tmp_path):
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+# -- token budget on shards --------------------------------------------------------------------------------
+def _budget_args(url, *extra) -> list[str]:
+    return [*TEXT, "data.format=shards", "data.sampler=token_budget", f"data.shards=[{{name:text,url:'{url}'}}]",
+            "data.shuffle_buffer=16", *extra]
+
+
+@pytest.mark.parametrize("packing", [False, True])
+def test_token_budget_micro_batches_within_budget_same_count_every_sample_accounted(text_shards, packing):
+    """sampler=token_budget on shards, 2 ranks: no micro-batch exceeds the budget (padded: rows x longest;
+    packed: token_budget // max_length rows), every stream yields micro_per_stream of them (the manifests' token
+    lower bound), they are its blocks' micro-batches in order, and a stream's samples are each emitted once or
+    left unread past that count (never lost inside a block)."""
+    from vita.data.shards.reader import iter_samples
+    from vita.data.shards.stream import budget_blocks, micro_batches
+
+    budget = 1024
+    args = _budget_args(text_shards, f"data.token_budget={budget}", "engine.grad_accum=2",
+                        *(["data.packing=true"] if packing else []))
+    ranks = [_bundle(args, r, 2) for r in range(2)]
+    plan = ranks[0].sampler
+    assert plan.capacity == budget and plan.micro_per_stream == plan.stream_tokens // budget
+    assert plan.steps_per_epoch == plan.micro_per_stream // 2
+    seen: list[str] = []
+    unread = 0
+    for r, b in enumerate(ranks):
+        mbs = list(micro_batches(plan, b.loader.proc, b.loader.collate, r, 0, 0, plan.micro_per_stream, 5))
+        assert len(mbs) == plan.micro_per_stream
+        for mb in mbs:
+            assert mb["ids"] and mb["input_ids"].numel() <= budget, mb["input_ids"].shape
+            if packing:
+                assert mb["input_ids"].shape[0] <= budget // 512 and "position_ids" in mb
+        blocks = list(budget_blocks(plan, 0, r, 5))
+        groups = [[order[k][1].meta["id"] for k in g] for order, gs in blocks for g in gs]
+        assert len(groups) >= plan.micro_per_stream  # the lower bound holds
+        assert [sorted(mb["ids"]) for mb in mbs] == [sorted(g) for g in groups[:plan.micro_per_stream]]
+        emitted = [i for mb in mbs for i in mb["ids"]]
+        rest = [i for g in groups[plan.micro_per_stream:] for i in g]
+        length = {x[1].meta["id"]: x[1].meta["length"] for order, _ in blocks for x in order}
+        assert mbs[-1]["unread"] == (0, len(rest), sum(length[i] for i in rest))  # what the loader logs
+        assert not any("unread" in mb for mb in mbs[:-1])
+        stream = [x[1].meta["id"] for order, _ in blocks for x in order]
+        assert sorted(emitted + rest) == sorted(stream) and len(set(stream)) == len(stream)
+        seen += emitted
+        unread += len(rest)
+    every = [s.meta["id"] for i in range(15) for s in iter_samples(str(text_shards / f"shard-{i:06d}.tar"), 5)]
+    assert len(seen) == len(set(seen)) and len(seen) + unread == len(every) == 150
+    assert unread > 0  # these tiny buffers leave some unread (what plan.tokens_dropped announces, in tokens)
+
+
+def test_token_budget_resume_with_a_data_worker_replays_exactly(text_shards, caplog):
+    """1 rank x 2 data workers, token_budget + packing: resuming at any step (mid-block, at and past the epoch
+    end) gives the uninterrupted stream's micro-batches, tensor for tensor."""
+    args = _budget_args(text_shards, "data.token_budget=1024", "data.packing=true", "data.num_workers=2",
+                        "data.shuffle_buffer=8")
+    b = _bundle(args)
+    steps = b.sampler.steps_per_epoch
+
+    def run(start: Position, n: int) -> list[list[dict]]:
+        out = []
+        for _pos, mbs in b.loader.iterate(start):
+            out.append(mbs)
+            if len(out) == n:
+                break
+        return out
+
+    with caplog.at_level(logging.INFO, logger="vita.data.shards.loader"):
+        full = run(Position(), steps + 2)
+    said = [r.getMessage() for r in caplog.records if "unread so that every stream ends" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("epoch 0: rank 0's 2 stream(s) left "), said
+    assert len(full) == steps + 2 and full[steps][0]["ids"] != full[0][0]["ids"]
+    for k in (3, steps - 1, steps + 1):
+        got = run(Position(k // steps, k % steps), len(full) - k)
+        assert len(got) == len(full) - k
+        for x, y in zip(got, full[k:]):
+            for a, c in zip(x, y):
+                assert a["ids"] == c["ids"] and torch.equal(a["input_ids"], c["input_ids"]), k
+                assert torch.equal(a["position_ids"], c["position_ids"]) and torch.equal(a["labels"], c["labels"])
+
+
+def test_token_budget_refuses_an_overlong_sample_and_a_bad_budget(text_shards, tmp_path):
+    """A sample over the budget: refused at start-up from the manifest's longest sample per shard, or (a manifest
+    without it) when its block is read, naming the sample; and a budget that cannot work."""
+    from vita.errors import ConfigError
+
+    man = json.loads((text_shards / "manifest.json").read_text())
+    assert all(0 < sh["longest"] <= sh["tokens"] for sh in man["shards"])
+    assert max(sh["longest"] for sh in man["shards"]) > 300  # the demo text has samples over 300 tokens
+    with pytest.raises(ConfigError, match=r"shard set 'text': .*shard-\d+\.tar holds a sample of \d+ tokens > "
+                                          r"data.token_budget=300.*raise data.token_budget"):
+        _bundle(_budget_args(text_shards, "data.token_budget=300"))
+    import io
+
+    from vita.check import run_check
+
+    report = io.StringIO()
+    over = sum(sh["longest"] > 300 for sh in man["shards"])
+    assert run_check(_compose(_budget_args(text_shards, "data.token_budget=300")), workers=1, out=report) == over
+    assert report.getvalue().count("problem 'over token budget'") == over
+    old = tmp_path / "old"
+    shutil.copytree(text_shards, old)
+    for sh in man["shards"]:
+        del sh["longest"]
+    (old / "manifest.json").write_text(json.dumps(man))
+    b = _bundle(_budget_args(old, "data.token_budget=300"))
+    with pytest.raises(DataError, match=r"shard-\d+\.tar#\d+ .*tokens > data.token_budget=300.*raise data.token_budget"):
+        _ids(b.loader, Position(), b.sampler.steps_per_epoch)
+    with pytest.raises(ConfigError, match="data.token_budget=500 < data.max_length=512"):
+        _bundle(_budget_args(text_shards, "data.token_budget=500", "data.packing=true"))
+    with pytest.raises(ConfigError, match="token_budget >= 1"):
+        _bundle(_budget_args(text_shards))
+
+
+def test_training_on_shards_with_token_budget_and_packing(text_shards, out_root):
+    """A tiny model trains on shards with sampler=token_budget + packing (the start-up line says the budget)."""
+    proc = run_vita([*quiet("budget", out_root), *_budget_args(text_shards, "data.token_budget=1024",
+                                                               "data.packing=true"), "train.max_steps=3"])
+    assert "micro-batches of at most 1024 tokens" in proc.stdout + proc.stderr
+    got = losses(find_run(out_root, "budget"))
+    assert len(got) == 3 and all(x == x and x > 0 for x in got)
+
+
+def test_meta_only_read_seeks_over_media_and_fails_where_a_full_read_does(demo_shards, tmp_path):
+    """The replay's read (iter_samples meta_only): the same samples' metadata as a full read, no media bytes, and
+    a shard cut inside a media member fails after the same samples."""
+    from vita.data.shards.reader import ShardError, iter_samples
+
+    shard = str(demo_shards / "shard-000000.tar")
+    full, meta = list(iter_samples(shard, 5)), list(iter_samples(shard, 5, meta_only=True))
+    assert [s.meta for s in full] == [s.meta for s in meta] and not any(s.media for s in meta)
+    assert sum(len(s.media) for s in full) > 10
+    cut = tmp_path / "cut.tar"
+    data = Path(shard).read_bytes()
+    cut.write_bytes(data[:len(data) // 2])
+
+    def until_error(**kw) -> tuple[list[str], str]:
+        got = []
+        with pytest.raises(ShardError) as e:
+            for s in iter_samples(str(cut), 5, **kw):
+                got.append(s.key)
+        return got, str(e.value)
+
+    (a, ea), (b, eb) = until_error(), until_error(meta_only=True)
+    assert a == b and len(a) > 0 and "cut.tar" in ea and "cut.tar" in eb

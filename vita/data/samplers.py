@@ -155,6 +155,23 @@ class ModalityLengthGroupedSampler(LengthGroupedSampler):
         return full
 
 
+def padded_plan(order, lengths, token_budget: int) -> list[list[int]]:
+    """Micro-batches (unpacked rows) from ``order``, sorted by length: cut greedily so that each one's cost,
+    ``count x longest``, stays within ``token_budget`` (the ``token_budget`` sampler without packing; the
+    shard stream applies it to each shuffle buffer)."""
+    plan: list[list[int]] = []
+    cur: list[int] = []
+    for i in order:
+        n = int(lengths[i])
+        if cur and (len(cur) + 1) * n > token_budget:
+            plan.append(cur)
+            cur = []
+        cur.append(i)
+    if cur:
+        plan.append(cur)
+    return plan
+
+
 class TokenBudgetSampler(GlobalBatchSampler):
     """Micro-batches filled up to ``token_budget`` tokens. The micro-batches are fixed for a seed;
     each epoch shuffles their order, so every epoch has the same number of steps.
@@ -191,24 +208,11 @@ class TokenBudgetSampler(GlobalBatchSampler):
             self.plan = packed_plan(order.tolist(), self.lengths, self.row_length,
                                     token_budget // self.row_length, max(1, pack_window))
         else:
-            self.plan = self._padded_plan(seed)
+            tie = np.random.default_rng([seed, 7]).permutation(num_samples)
+            self.plan = padded_plan(np.lexsort((tie, self.lengths)).tolist(), self.lengths, token_budget)
         if len(self.plan) < micro_per_step:
             raise ConfigError(f"{len(self.plan)} micro-batches of data.token_budget={token_budget} tokens cannot fill "
                               f"one step of {micro_per_step}; lower the budget or add data")
-
-    def _padded_plan(self, seed: int) -> list[list[int]]:
-        tie = np.random.default_rng([seed, 7]).permutation(self.num_samples)
-        plan: list[list[int]] = []
-        cur: list[int] = []
-        for i in np.lexsort((tie, self.lengths)).tolist():
-            n = int(self.lengths[i])
-            if cur and (len(cur) + 1) * n > self.token_budget:
-                plan.append(cur)
-                cur = []
-            cur.append(i)
-        if cur:
-            plan.append(cur)
-        return plan
 
     @property
     def steps_per_epoch(self) -> int:

@@ -13,8 +13,10 @@ from vita.errors import ConfigError
 from vita.registry import DATASETS
 
 log = logging.getLogger(__name__)
-SAMPLERS = {"random": None, "sequential": None, "length_grouped": "length", "modality_length_grouped": "modality"}
-"""``data.sampler`` on shards -> how the shuffle buffer groups micro-batches (vita.data.shards.stream.grouped)."""
+SAMPLERS = {"random": None, "sequential": None, "length_grouped": "length", "modality_length_grouped": "modality",
+            "token_budget": "budget"}
+"""``data.sampler`` on shards -> how the shuffle buffer groups micro-batches (vita.data.shards.stream.grouped;
+``budget``: vita.data.shards.stream.budget_groups)."""
 
 
 @DATASETS.register("shards")
@@ -36,7 +38,7 @@ def build_shard_data(cfg, tokenizer, rank: int, world: int, spec=None):
         raise ConfigError(f"data.sampler={d.sampler} is not available with data.format=shards (the stream's order is "
                           "the seeded shard order and shuffle buffer); use one of " + ", ".join(SAMPLERS) + " (random: "
                           "the buffer's order; sequential: as written; the grouped ones group the micro-batches of "
-                          "each buffer)")
+                          "each buffer; token_budget: each buffer cut into micro-batches of data.token_budget tokens)")
     if not d.shards:
         raise ConfigError("data.format=shards needs data.shards: a list of {name, url, ratio} "
                           "(url: a shard folder, its manifest.json or DIR/shard-{000000..000009}.tar)")
@@ -45,8 +47,16 @@ def build_shard_data(cfg, tokenizer, rank: int, world: int, spec=None):
     check_fresh(sets, d, proc)
     plan = ShardPlan(sets, seed=cfg.train.seed, world=world, workers=d.num_workers,
                      micro_batch_size=cfg.engine.micro_batch_size, grad_accum=cfg.engine.grad_accum,
-                     shuffle_buffer=d.shuffle_buffer, shuffle=d.sampler != "sequential", grouping=SAMPLERS[d.sampler])
-    if rank == 0:
+                     shuffle_buffer=d.shuffle_buffer, shuffle=d.sampler != "sequential", grouping=SAMPLERS[d.sampler],
+                     token_budget=d.token_budget, packing=d.packing, max_length=d.max_length, pack_window=d.pack_window)
+    if rank == 0 and plan.token_budget:
+        log.info("data '%s': %d shard set(s), %d shards; %d steps per epoch of micro-batches of at most %d tokens "
+                 "(%d per stream: the tokens any stream is dealt, %d, // %d), so at least %d tokens of epoch 0 are "
+                 "left unread so that every rank and data worker ends it at the same step (each rank logs what "
+                 "it left at the end of each epoch)", d.name, len(sets),
+                 sum(len(st.shards) for st in sets), plan.steps_per_epoch, plan.token_budget, plan.micro_per_stream,
+                 plan.stream_tokens, plan.capacity, plan.tokens_dropped)
+    elif rank == 0:
         bad = sum(int(st.manifest.get("bad_samples", 0)) for st in sets)
         log.info("data '%s': %d shard set(s), %d shards; %d samples per epoch (%d steps), %d left unread per epoch so "
                  "that every rank and data worker ends it at the same step; %d bad sample(s) were left out at "

@@ -3,7 +3,8 @@
 For each shard set: the manifest is read and compared with this config's spec fingerprint (a stale
 one is a problem, with the re-shard command), each local shard's size is checked against the
 manifest, and the bad samples left out at sharding (``bad_samples.jsonl``) are reported by kind with
-the first examples, as for a JSON mixture. Exit status as ``vita.check``: problems -> 1.
+the first examples, as for a JSON mixture; with ``sampler: token_budget``, a shard whose longest sample
+exceeds the budget is a problem. Exit status as ``vita.check``: problems -> 1.
 """
 
 from __future__ import annotations
@@ -62,6 +63,13 @@ def check_shards(cfg, tokenizer, spec, out, examples: int = 3) -> int:
                     what = "missing" if size is None else f"{size} bytes, the manifest says {sh['bytes']}"
                     print(f"  problem 'damaged shard': {path}: {what}; re-shard or restore it", file=out)
                     problems += 1
+        if d.sampler == "token_budget" and d.token_budget > 0:
+            limit = (d.max_length or d.token_budget) if d.packing else d.token_budget
+            for sh in [sh for sh in st.shards if sh.get("longest", 0) > limit]:
+                print(f"  problem 'over token budget': {join(st.base, sh['name'])} holds a sample of {sh['longest']} "
+                      f"tokens > {limit} (data.{'max_length' if d.packing else 'token_budget'}); raise "
+                      "data.token_budget or re-shard with a lower data.max_length", file=out)
+                problems += 1
         bad = _bad_rows(st, d.shard_timeout)
         kinds = Counter(r["kind"] for r in bad)
         if bad:

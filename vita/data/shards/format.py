@@ -7,9 +7,9 @@ A sample is a group of consecutive tar members sharing a key (``000000042``):
   tokens per media item, "media": {"image": ["<key>.image0.jpg", ...], ...}}``;
 - ``<key>.<modality><n>.<ext>``: each media file's bytes as they are on disk (no re-encoding).
 
-``manifest.json``: the shard list (name, samples, bytes, tokens, modality counts), the totals, the spec
-fingerprint (everything that changes token counts: template, max_length, tokenizer, encoder spec, media
-options ...), the command that wrote it and the vita version. Per-sample lengths stay in the shards, so
+``manifest.json``: the shard list (name, samples, bytes, tokens, longest sample, modality counts), the
+totals, the spec fingerprint (everything that changes token counts: template, max_length, tokenizer,
+encoder spec, media options ...), the command that wrote it and the vita version. Per-sample lengths stay in the shards, so
 reading the manifest costs the same for any dataset size.
 """
 

@@ -59,6 +59,8 @@ class ShardLoader:
         self.rank, self.num_workers, self.on_bad_sample, self.timeout = rank, num_workers, on_bad_sample, timeout
         self.accum = plan.accum
         self.skipped: Counter = Counter()
+        self.unread: dict[int, list[int]] = {}
+        """``sampler: token_budget``: per epoch, ``[samples, tokens]`` this rank's streams left unread."""
         self._told: set[str] = set()
         self.position = Position()
 
@@ -93,10 +95,23 @@ class ShardLoader:
                 group = []
                 pos.step += 1
                 if pos.step == self.plan.steps_per_epoch:
+                    self._say_unread(pos.epoch)
                     pos.epoch, pos.step = pos.epoch + 1, 0
                 self.position = Position(pos.epoch, pos.step)
 
+    def _say_unread(self, epoch: int) -> None:
+        if epoch in self.unread:
+            samples, tokens = self.unread.pop(epoch)
+            log.info("epoch %d: rank %d's %d stream(s) left %d sample(s) (%d tokens) unread so that every stream "
+                     "ends the epoch at the same step (sampler token_budget: micro-batches per epoch counted from "
+                     "the manifests' token totals; a larger data.shuffle_buffer or packing wastes less)", epoch,
+                     self.rank, self.plan.workers, samples, tokens)
+
     def _check(self, mb: dict) -> None:
+        if "unread" in mb:
+            epoch, samples, tokens = mb.pop("unread")
+            got = self.unread.setdefault(epoch, [0, 0])
+            got[0], got[1] = got[0] + samples, got[1] + tokens
         for _sid, kind, msg in mb.get("skipped", []):
             if self.on_bad_sample == "fail":
                 raise DataError(f"{msg} (set data.on_bad_sample=skip to drop such samples, or run python -m vita.check)")

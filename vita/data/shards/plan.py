@@ -13,6 +13,17 @@ offset in it: resuming re-reads that block's raw bytes (no media decoded) and go
 Every stream yields the same number of micro-batches per epoch, from a lower bound of the samples
 any stream can be dealt (the smallest shards), so all ranks end an epoch at the same step without
 communicating; what that drops per epoch is logged.
+
+``sampler: token_budget``: each block is cut into micro-batches of at most ``token_budget`` tokens by
+the JSON sampler's own routines (vita.data.samplers.padded_plan, vita.data.packing.packed_plan), so a
+block's micro-batch count depends on its lengths. The count per epoch comes from the manifests' token
+totals instead: a stream dealt ``T`` tokens fills at least ``T // capacity`` micro-batches (each holds at
+most ``capacity`` = the budget, or its whole rows when packing), ``T`` being the smallest token total any
+stream can be dealt; the stream's micro-batches past that count are left unread (logged in tokens).
+Resume replays the stream from the epoch start to count the micro-batches of the blocks before the
+resume point from their samples' metadata (stream.budget_blocks): a local shard's tar headers and JSON
+members, its media seeked over; a URL's bytes are streamed again. Its cost grows with the position in the
+epoch (at most one epoch of this rank's streams' metadata), not with the run.
 """
 
 from __future__ import annotations
@@ -111,17 +122,40 @@ class ShardPlan:
     name = "shards"
 
     def __init__(self, sets: list[ShardSet], *, seed: int, world: int, workers: int, micro_batch_size: int,
-                 grad_accum: int, shuffle_buffer: int, shuffle: bool = True, grouping: str | None = None) -> None:
+                 grad_accum: int, shuffle_buffer: int, shuffle: bool = True, grouping: str | None = None,
+                 token_budget: int = 0, packing: bool = False, max_length: int = 0, pack_window: int = 1024) -> None:
         self.sets, self.seed, self.world, self.workers = sets, seed, world, max(1, workers)
         self.micro, self.accum = micro_batch_size, grad_accum
         self.buffer = max(1, shuffle_buffer) if shuffle else 1
         self.shuffle = shuffle
         self.grouping = grouping
-        """``None``, ``length`` or ``modality``: how each block's whole micro-batches are grouped (stream.grouped)."""
+        """``None``, ``length``, ``modality`` (how each block's whole micro-batches are grouped, stream.grouped)
+        or ``budget`` (each block cut into micro-batches of at most ``token_budget`` tokens, stream.budget_blocks)."""
+        self.token_budget = token_budget if grouping == "budget" else 0
+        self.row_length = (max_length or token_budget) if packing and self.token_budget else 0
+        """Packed rows' length with a token budget (0: padded micro-batches, one sample per row)."""
+        self.pack_window = max(1, pack_window) if self.row_length else 0
+        if grouping == "budget":
+            if token_budget < 1:
+                raise ConfigError("data.sampler=token_budget needs data.token_budget >= 1 (tokens per micro-batch)")
+            if self.row_length > token_budget:
+                raise ConfigError(f"data.max_length={self.row_length} > data.token_budget={token_budget}: a packed "
+                                  "micro-batch holds token_budget // max_length rows; raise the budget")
+            limit = self.row_length or token_budget
+            for st in sets:
+                sh = max(st.shards, key=lambda sh: sh.get("longest", 0))
+                if sh.get("longest", 0) > limit:
+                    raise ConfigError(f"shard set '{st.name}': {st.url(st.shards.index(sh))} holds a sample of "
+                                      f"{sh['longest']} tokens > data.{'max_length' if self.row_length else 'token_budget'}"
+                                      f"={limit}, it fits no micro-batch; raise data.token_budget (or re-shard with a "
+                                      "lower data.max_length)")
+        self.rows_per_micro = token_budget // self.row_length if self.row_length else 0
+        self.capacity = self.rows_per_micro * self.row_length if self.row_length else self.token_budget
+        """Most tokens one micro-batch of the token budget can hold."""
         self.streams = world * self.workers
         self.global_batch_size = micro_batch_size * grad_accum * world
         self.micro_per_step = grad_accum * world
-        low = 0
+        low = low_tokens = 0
         for st in sets:
             k = self._epoch_len(st)
             if k and k < self.streams:
@@ -130,18 +164,33 @@ class ShardPlan:
                                   "shards: re-shard with a smaller --shard-size / --samples-per-shard")
             pool = np.sort(np.tile(st.counts, math.ceil(st.ratio) or 1))
             low += int(pool[:k // self.streams].sum())
+            tokens = np.sort(np.tile([int(sh.get("tokens", 0)) for sh in st.shards], math.ceil(st.ratio) or 1))
+            low_tokens += int(tokens[:k // self.streams].sum())
         self.stream_samples = low
         """Samples every stream can count on in any epoch (a lower bound)."""
-        self.micro_per_stream = low // micro_batch_size
+        self.stream_tokens = low_tokens
+        """Tokens every stream can count on in any epoch (a lower bound, for the token budget)."""
+        self.micro_per_stream = low_tokens // self.capacity if self.token_budget else low // micro_batch_size
         self.steps_per_epoch = self.workers * self.micro_per_stream // grad_accum
         total = sum(int(self._epoch_counts(st, 0).sum()) for st in sets)
+        if self.steps_per_epoch < 1 and self.token_budget:
+            raise ConfigError(f"the shard sets give each of the {self.streams} streams at least {low_tokens} tokens per "
+                              f"epoch, not one step of {grad_accum} micro-batch(es) of data.token_budget={token_budget}"
+                              " tokens; lower the budget, use fewer data workers or re-shard into smaller shards")
         if self.steps_per_epoch < 1:
             raise ConfigError(f"the shard sets give each of the {self.streams} streams {low} samples per epoch, "
                               f"not one step of {grad_accum} micro-batch(es) of {micro_batch_size}; lower the batch, "
                               "use fewer data workers or re-shard into smaller shards")
         self.samples_per_epoch = self.steps_per_epoch * self.global_batch_size
         self.dropped = total - self.samples_per_epoch
-        """Samples of epoch 0 left unread so that every stream ends the epoch at the same step."""
+        """Samples of epoch 0 left unread so that every stream ends the epoch at the same step (token budget:
+        not known before reading, see ``tokens_dropped``)."""
+        self.tokens_per_epoch = self.steps_per_epoch * self.micro_per_step * self.capacity
+        """Token budget: tokens the epoch's micro-batches can hold at most."""
+        self.tokens_dropped = max(0, sum(int(sh.get("tokens", 0)) for st in sets for sh in
+                                         (st.shards[i] for i in self.epoch_shards(sets.index(st), 0)))
+                                  - self.tokens_per_epoch)
+        """Token budget: tokens of epoch 0 at least left unread (past each stream's micro-batch count)."""
 
     # -- per epoch ---------------------------------------------------------------------------------------
     @staticmethod
@@ -182,7 +231,8 @@ class ShardPlan:
     def state_dict(self) -> dict:
         return {"sampler": self.name, "seed": self.seed, "global_batch_size": self.global_batch_size,
                 "micro_batch_size": self.micro, "shuffle_buffer": self.buffer, "shuffle": self.shuffle,
-                "grouping": self.grouping,
+                "grouping": self.grouping, **({"token_budget": self.token_budget, "row_length": self.row_length,
+                                               "pack_window": self.pack_window} if self.token_budget else {}),
                 "shards": self.fingerprint(), "world": self.world, "workers": self.workers}
 
     def load_state_dict(self, state: dict) -> None:

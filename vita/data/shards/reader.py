@@ -93,16 +93,21 @@ def _read_member(tf: tarfile.TarFile, m: tarfile.TarInfo, location: str) -> byte
     return data
 
 
-def iter_samples(location: str, timeout: float, skip: int = 0) -> Iterator[RawSample]:
+def iter_samples(location: str, timeout: float, skip: int = 0, meta_only: bool = False) -> Iterator[RawSample]:
     """The samples of one shard in order, the first ``skip`` passed over (their bytes read, not kept).
+
+    ``meta_only``: the samples' metadata alone (no media bytes); a local shard is then read by seeking
+    over the media members (headers and JSON only), a URL still streams them.
 
     Raises:
         ShardError: the shard cannot be opened or read to its end (the samples before are yielded first).
     """
     stream = open_stream(location, timeout)
+    seek = meta_only and not is_url(location)
+    size = os.fstat(stream.fileno()).st_size if seek else 0
     try:
         try:
-            tf = tarfile.open(fileobj=stream, mode="r|")
+            tf = tarfile.open(fileobj=stream, mode="r:" if seek else "r|")
         except (tarfile.TarError, OSError, EOFError) as e:
             raise ShardError(location, f"not a tar shard or cut short ({type(e).__name__}: {e})") from None
         cur: RawSample | None = None
@@ -117,7 +122,13 @@ def iter_samples(location: str, timeout: float, skip: int = 0) -> Iterator[RawSa
                         yield cur
                     n, cur = n + 1, None
                 keep = n >= skip
-                data = _read_member(tf, m, location) if keep else None
+                if seek and suffix != "json":  # not read, but a cut-off member fails as in a full read
+                    data = None
+                    if m.offset_data + m.size > size:
+                        raise ShardError(location, f"member {m.name} is cut short ({max(0, size - m.offset_data)} of "
+                                         f"{m.size} bytes); the shard is truncated or the connection dropped")
+                else:
+                    data = _read_member(tf, m, location) if keep else None
                 if suffix == "json":
                     try:
                         cur = RawSample(key, json.loads(data) if keep else {})
@@ -125,7 +136,7 @@ def iter_samples(location: str, timeout: float, skip: int = 0) -> Iterator[RawSa
                         raise ShardError(location, f"member {m.name}: bad JSON ({e}); re-shard") from None
                 elif cur is None or key != cur.key:
                     raise ShardError(location, f"member {m.name} comes before its {key}.json; re-shard")
-                elif keep:
+                elif keep and not meta_only:
                     cur.media[m.name] = data
             if cur is not None and n >= skip:
                 yield cur

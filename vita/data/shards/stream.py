@@ -14,9 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vita.data.packing import packed_plan
+from vita.data.samplers import padded_plan
 from vita.data.schema import BadSample
 from vita.data.shards.plan import ShardPlan, StreamEpoch
 from vita.data.shards.reader import Member, RawSample, ShardError, iter_samples
+from vita.errors import DataError
 
 SHARD_KIND = "unreadable shard"
 
@@ -32,8 +35,9 @@ class Lost:
 class SetCursor:
     """Positions ``0..n-1`` of one set's samples in one stream-epoch (its shards in order)."""
 
-    def __init__(self, plan: ShardPlan, j: int, shards: np.ndarray, counts: np.ndarray, timeout: float) -> None:
-        self.set, self.shards, self.timeout = plan.sets[j], shards, timeout
+    def __init__(self, plan: ShardPlan, j: int, shards: np.ndarray, counts: np.ndarray, timeout: float,
+                 meta_only: bool = False) -> None:
+        self.set, self.shards, self.timeout, self.meta_only = plan.sets[j], shards, timeout, meta_only
         self.starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self.pos = -1  # next position the open shard yields (-1: none open)
         self.it: Iterator[RawSample] | None = None
@@ -46,7 +50,7 @@ class SetCursor:
         self.t = int(np.searchsorted(self.starts, p, side="right") - 1)
         skip = p - int(self.starts[self.t])
         self.url = self.set.url(int(self.shards[self.t]))
-        self.it, self.pos, self.broken = iter_samples(self.url, self.timeout, skip), p, None
+        self.it, self.pos, self.broken = iter_samples(self.url, self.timeout, skip, self.meta_only), p, None
 
     def take(self, a: int, e: int) -> list[tuple[str, RawSample | Lost]]:
         """Samples at positions ``a..e-1`` as ``(shard url, sample)``."""
@@ -129,9 +133,97 @@ def grouped(order: list, plan: ShardPlan, epoch: int, stream: int, block: int, s
     return body + [rest[k] for ch in chunks for k in ch] + [rest[k] for k in mixed[cut:]]
 
 
+def budget_groups(order: list, plan: ShardPlan, epoch: int, stream: int, block: int) -> list[list[int]]:
+    """A block's micro-batches of at most ``plan.token_budget`` tokens, as positions in its emitted order:
+    the JSON ``token_budget`` sampler's routines on the block (padded: sorted by length, cut at ``count x
+    longest``; packing: first-fit-decreasing rows of ``row_length``, ``rows_per_micro`` per micro-batch),
+    in a seeded random order of micro-batches. A lost sample counts 0 tokens."""
+    lens = np.array([_meta(x)[1] for x in order], dtype=np.int64)
+    limit = plan.row_length or plan.token_budget
+    over = np.flatnonzero(lens > limit)
+    if len(over):
+        url, raw = order[int(over[0])]
+        raise DataError(f"{url}#{raw.key} ({raw.meta.get('where')}, sample {raw.meta.get('id')}): {lens[over[0]]} "
+                        f"tokens > data.{'max_length' if plan.row_length else 'token_budget'}={limit}, it fits no "
+                        "micro-batch; raise data.token_budget (or re-shard with a lower data.max_length)")
+    if plan.row_length:
+        groups = packed_plan(range(len(order)), lens, plan.row_length, plan.rows_per_micro, plan.pack_window)
+    else:
+        groups = padded_plan(np.argsort(lens, kind="stable").tolist(), lens, plan.token_budget)
+    if plan.buffer > 1:
+        groups = [groups[i] for i in np.random.default_rng([plan.seed, epoch, stream, block, 2]).permutation(len(groups))]
+    return groups
+
+
+def budget_blocks(plan: ShardPlan, epoch: int, stream: int, timeout: float,
+                  first: int = 0) -> Iterator[tuple[list, list[list[int]]]]:
+    """Per block of ``stream`` in ``epoch``: its raw samples in emitted order and their micro-batches
+    (:func:`budget_groups`); nothing is decoded. The blocks whose micro-batches all come before the stream's
+    micro-batch ``first`` (a resume's replay) are read for their metadata alone (local shards: tar headers and
+    JSON members, media seeked over) and yielded without media."""
+    se = StreamEpoch(plan, epoch, stream)
+    cursors: dict[bool, list[SetCursor]] = {
+        meta: [SetCursor(plan, j, se.shards[j], se.counts[j], timeout, meta) for j in range(len(plan.sets))]
+        for meta in (False, True)}
+
+    def read(b: int, meta: bool) -> tuple[list, list[list[int]]]:
+        block = [x for j, (a, e) in enumerate(se.bounds(b)) for x in cursors[meta][j].take(a, e)]
+        order = [block[k] for k in plan.block_perm(epoch, stream, b, len(block))]
+        return order, budget_groups(order, plan, epoch, stream, b)
+
+    i = 0  # the stream's index of block b's first micro-batch
+    try:
+        for b in range(se.blocks):
+            order, groups = read(b, True) if i < first else (None, None)
+            if groups is None or i + len(groups) > first:
+                order, groups = read(b, False)
+            yield order, groups
+            i += len(groups)
+    finally:
+        for c in (*cursors[False], *cursors[True]):
+            c.close()
+
+
+def _budget_micro_batches(plan: ShardPlan, proc, collate, stream: int, epoch: int, first: int, end: int,
+                          timeout: float) -> Iterator[dict]:
+    """Token-budget micro-batches ``first..end-1``: the blocks before ``first`` are read only to count theirs
+    (the replay of a resume); a stream short of ``end`` (lost samples count 0 tokens) ends with empty ones.
+    The micro-batch ``end - 1`` carries ``unread``: ``(epoch, samples, tokens)`` of the stream-epoch left
+    unread past ``end`` (the loader logs them)."""
+    se = StreamEpoch(plan, epoch, stream)
+    samples = sum(se.n)
+    tokens = sum(int(plan.sets[j].shards[int(i)].get("tokens", 0)) for j, sh in enumerate(se.shards) for i in sh)
+    i = 0  # the stream's index of the block's first micro-batch
+    blocks = budget_blocks(plan, epoch, stream, timeout, first)
+    try:
+        for order, groups in blocks:
+            if i >= end:
+                break
+            for n, g in enumerate(groups[:end - i], start=i):
+                samples -= len(g)
+                tokens -= sum(_meta(order[k])[1] for k in g)
+                if n >= first:
+                    mb = collate([decode(proc, *order[k]) for k in g])
+                    if n == end - 1:
+                        mb["unread"] = (epoch, samples, tokens)
+                    yield mb
+            i += len(groups)
+    finally:
+        blocks.close()
+    for n in range(max(first, i), end):
+        mb = collate([])
+        if n == end - 1:
+            mb["unread"] = (epoch, samples, tokens)
+        yield mb
+
+
 def micro_batches(plan: ShardPlan, proc, collate, stream: int, epoch: int, first: int, end: int,
                   timeout: float) -> Iterator[dict]:
-    """Collated micro-batches ``first..end-1`` of ``stream`` in ``epoch`` (each ``plan.micro`` samples)."""
+    """Collated micro-batches ``first..end-1`` of ``stream`` in ``epoch`` (each ``plan.micro`` samples, or
+    at most ``plan.token_budget`` tokens)."""
+    if plan.token_budget:
+        yield from _budget_micro_batches(plan, proc, collate, stream, epoch, first, end, timeout)
+        return
     se = StreamEpoch(plan, epoch, stream)
     cursors = [SetCursor(plan, j, se.shards[j], se.counts[j], timeout) for j in range(len(plan.sets))]
     p, stop = first * plan.micro, end * plan.micro

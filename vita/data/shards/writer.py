@@ -58,6 +58,7 @@ class _Open:
     samples: int = 0
     size: int = 1024  # the end-of-archive blocks
     tokens: int = 0
+    longest: int = 0
     modalities: Counter = field(default_factory=Counter)
 
 
@@ -155,7 +156,7 @@ def write_shards(cfg, out: Path, *, shard_size: int = 10**9, samples_per_shard: 
         final = out / c.name
         os.replace(c.tmp, final)
         done.append({"name": c.name, "first": c.first, "samples": c.samples, "bytes": final.stat().st_size,
-                     "tokens": c.tokens, "modalities": dict(sorted(c.modalities.items()))})
+                     "tokens": c.tokens, "longest": c.longest, "modalities": dict(sorted(c.modalities.items()))})
         _atomic_json(prog_path, state)
 
     for k in it:
@@ -175,6 +176,7 @@ def write_shards(cfg, out: Path, *, shard_size: int = 10**9, samples_per_shard: 
         cur.samples += 1
         cur.size += size
         cur.tokens += int(idx.lengths[k])
+        cur.longest = max(cur.longest, int(idx.lengths[k]))
         cur.modalities.update([m for m in ("image", "video", "audio") if s.media.get(m)] or ["text"])
         written += size
         if bar is not None:
