@@ -15,12 +15,25 @@ PY = sys.executable
 TORCHRUN = str(Path(PY).with_name("torchrun"))
 
 
+def _shares_a_run(item) -> bool:
+    """Whether the test uses a module- (or class-) scoped fixture: a run or model built once for its file."""
+    info = getattr(item, "_fixtureinfo", None)
+    return info is not None and any(fd.scope in ("module", "class", "package")
+                                    for defs in info.name2fixturedefs.values() for fd in defs)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (``make test`` runs ``-n 2 --dist loadgroup``) each test file stays on one worker, so its
-    module-scoped runs are built once, and every SLURM test shares one worker (one local cluster)."""
+    """Under pytest-xdist (``make test`` runs ``-n 2 --dist loadgroup``): a file whose tests share a module-scoped
+    run stays on one worker (the run is built once), every SLURM test shares one worker (one local cluster), any
+    other test goes wherever a worker is free; the long (``slow``/``distributed``/``slurm``) tests are handed out
+    first, so that no worker is left with a long one at the end."""
     for item in items:
-        group = "slurm" if item.get_closest_marker("slurm") else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
+        if item.get_closest_marker("slurm"):
+            item.add_marker(pytest.mark.xdist_group("slurm"))
+        elif _shares_a_run(item):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    long = ("slurm", "slow", "distributed")
+    items.sort(key=lambda it: not any(it.get_closest_marker(m) for m in long))  # stable: file order kept within
 
 
 def vita_env(**extra: str) -> dict:
