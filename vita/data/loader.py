@@ -94,7 +94,10 @@ class StepLoader:
             if self.on_bad_sample == "fail":
                 raise DataError(f"{msg} (set data.on_bad_sample=skip to drop such samples, or run python -m vita.check)")
             self.skipped[kind] += 1
-            log.warning("skipping %s", msg)
+            self._warn(kind, msg)
+
+    def _warn(self, kind: str, msg: str) -> None:
+        log.warning("skipping %s", msg)
 
     def state_dict(self) -> dict:
         """The next position to load and the sampler's settings."""

@@ -15,10 +15,9 @@ from collections.abc import Iterator
 
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from vita.data.loader import Position
+from vita.data.loader import Position, StepLoader
 from vita.data.shards.plan import ShardPlan
 from vita.data.shards.stream import SHARD_KIND, micro_batches
-from vita.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +49,9 @@ class _RankStreams(IterableDataset):
         return self.worker(info.id if info is not None else 0)
 
 
-class ShardLoader:
-    """Iterate ``(position, micro_batches)`` from shard streams; ``position`` is the step those batches belong to."""
+class ShardLoader(StepLoader):
+    """Iterate ``(position, micro_batches)`` from shard streams; ``position`` is the step those batches belong to.
+    The bad-sample policy and the checkpointed state (position + the plan as ``sampler``) are StepLoader's."""
 
     def __init__(self, plan: ShardPlan, proc, collate, *, rank: int, num_workers: int = 0, on_bad_sample: str = "fail",
                  timeout: float = 60.0) -> None:
@@ -112,18 +112,9 @@ class ShardLoader:
             epoch, samples, tokens = mb.pop("unread")
             got = self.unread.setdefault(epoch, [0, 0])
             got[0], got[1] = got[0] + samples, got[1] + tokens
-        for _sid, kind, msg in mb.get("skipped", []):
-            if self.on_bad_sample == "fail":
-                raise DataError(f"{msg} (set data.on_bad_sample=skip to drop such samples, or run python -m vita.check)")
-            self.skipped[kind] += 1
-            if kind != SHARD_KIND or msg not in self._told:  # a lost shard is said once, its samples all counted
-                self._told.add(msg)
-                log.warning("skipping %s", msg)
+        super()._check(mb)
 
-    def state_dict(self) -> dict:
-        return {"position": self.position.state_dict(), "sampler": self.plan.state_dict()}
-
-    def load_state_dict(self, state: dict) -> Position:
-        self.plan.load_state_dict(state["sampler"])
-        self.position = Position(**state["position"])
-        return self.position
+    def _warn(self, kind: str, msg: str) -> None:
+        if kind != SHARD_KIND or msg not in self._told:  # a lost shard is said once, its samples all counted
+            self._told.add(msg)
+            log.warning("skipping %s", msg)
