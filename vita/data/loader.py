@@ -73,12 +73,9 @@ class StepLoader:
     def iterate(self, start: Position) -> Iterator[tuple[Position, list[dict]]]:
         if start.step >= self.sampler.steps_per_epoch:  # e.g. saved with fewer ranks (more steps per epoch)
             start = Position(start.epoch + 1, 0)
-        indices = _MicroBatchIndices(self.sampler, self.rank, self.world, self.accum, start)
-        dl = DataLoader(self.dataset, batch_sampler=indices, collate_fn=self.collate, num_workers=self.num_workers,
-                        persistent_workers=False, prefetch_factor=4 if self.num_workers else None)
         pos = Position(start.epoch, start.step)
         group: list[dict] = []
-        for mb in dl:
+        for mb in self._micro_batches(start):
             self._check(mb)
             group.append(mb)
             if len(group) == self.accum:
@@ -86,8 +83,19 @@ class StepLoader:
                 group = []
                 pos.step += 1
                 if pos.step == self.sampler.steps_per_epoch:
+                    self._epoch_end(pos.epoch)
                     pos.epoch, pos.step = pos.epoch + 1, 0
                 self.position = Position(pos.epoch, pos.step)
+
+    def _micro_batches(self, start: Position) -> Iterator[dict]:
+        """This rank's micro-batches from ``start`` on, across epochs."""
+        indices = _MicroBatchIndices(self.sampler, self.rank, self.world, self.accum, start)
+        return iter(DataLoader(self.dataset, batch_sampler=indices, collate_fn=self.collate,
+                               num_workers=self.num_workers, persistent_workers=False,
+                               prefetch_factor=4 if self.num_workers else None))
+
+    def _epoch_end(self, epoch: int) -> None:
+        """Called once the last step of ``epoch`` is handed out."""
 
     def _check(self, mb: dict) -> None:
         for _sid, kind, msg in mb.get("skipped", []):

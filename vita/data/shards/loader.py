@@ -64,14 +64,15 @@ class ShardLoader(StepLoader):
         self._told: set[str] = set()
         self.position = Position()
 
-    def _micro_batches(self, start: Position) -> Iterator[tuple[int, int, dict]]:
+    def _micro_batches(self, start: Position) -> Iterator[dict]:
         ds = _RankStreams(self.plan, self.proc, self.collate, self.rank, start, self.timeout)
         # a DataLoader even without workers: it draws its base seed from torch's RNG, as the JSON path's does,
         # so the training RNG stream (hence the losses) is the same on both paths
         dl = DataLoader(ds, batch_size=None, num_workers=self.num_workers, persistent_workers=False,
                         prefetch_factor=2 if self.num_workers else None)
         if self.num_workers == 0:
-            yield from dl
+            for _epoch, _i, mb in dl:
+                yield mb
             return
         pending: dict[tuple[int, int], dict] = {}
         want = (start.epoch, start.step * self.accum)
@@ -79,27 +80,10 @@ class ShardLoader(StepLoader):
         for epoch, i, mb in dl:
             pending[(epoch, i)] = mb
             while want in pending:
-                yield (*want, pending.pop(want))
+                yield pending.pop(want)
                 want = (want[0], want[1] + 1) if want[1] + 1 < total else (want[0] + 1, 0)
 
-    def iterate(self, start: Position) -> Iterator[tuple[Position, list[dict]]]:
-        if start.step >= self.plan.steps_per_epoch:  # saved with other settings (more steps per epoch)
-            start = Position(start.epoch + 1, 0)
-        pos = Position(start.epoch, start.step)
-        group: list[dict] = []
-        for _epoch, _i, mb in self._micro_batches(start):
-            self._check(mb)
-            group.append(mb)
-            if len(group) == self.accum:
-                yield Position(pos.epoch, pos.step), group
-                group = []
-                pos.step += 1
-                if pos.step == self.plan.steps_per_epoch:
-                    self._say_unread(pos.epoch)
-                    pos.epoch, pos.step = pos.epoch + 1, 0
-                self.position = Position(pos.epoch, pos.step)
-
-    def _say_unread(self, epoch: int) -> None:
+    def _epoch_end(self, epoch: int) -> None:  # say what the streams left unread
         if epoch in self.unread:
             samples, tokens = self.unread.pop(epoch)
             log.info("epoch %d: rank %d's %d stream(s) left %d sample(s) (%d tokens) unread so that every stream "
