@@ -122,3 +122,11 @@ def greedy_ids(llm, prompt_ids: list[int], n: int) -> list[int]:
         for _ in range(n):
             ids.append(int(llm(input_ids=torch.tensor([ids])).logits[0, -1].argmax()))
     return ids[len(prompt_ids):]
+
+
+def cut_at_stop(ids: list[int], stops) -> list[int]:
+    """``ids`` up to the first stop sequence: what ``vita.infer.generate`` returns for those greedy tokens."""
+    for i in range(len(ids)):
+        if any(ids[i:i + len(st)] == list(st) for st in stops):
+            return ids[:i]
+    return ids
