@@ -10,6 +10,7 @@ that has left the queue. A job that has left the queue without a result is faile
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -31,10 +32,13 @@ def cluster_problem(timeout: float = 20.0) -> str | None:
     """One line saying why no SLURM cluster can take jobs from here (and how to get one), or None."""
     if shutil.which("sbatch") is None or shutil.which("sinfo") is None:
         return f"no SLURM client (sbatch, sinfo) on this machine; {LOCAL_CLUSTER_HINT}"
+    conf = os.environ.get("SLURM_CONF")
+    if conf and not Path(conf).is_file():
+        return f"no SLURM cluster: SLURM_CONF={conf} does not exist; {LOCAL_CLUSTER_HINT}"
     try:
         proc = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return f"no answer from the SLURM controller within {timeout:.0f}s (sinfo); {LOCAL_CLUSTER_HINT}"
+        return f"no SLURM cluster answered within {timeout:.0f}s (sinfo); {LOCAL_CLUSTER_HINT}"
     if proc.returncode != 0:
         why = next((ln.strip() for ln in proc.stderr.splitlines() if ln.strip()), f"rc {proc.returncode}")
         return f"no SLURM cluster reachable ({why}); {LOCAL_CLUSTER_HINT}"

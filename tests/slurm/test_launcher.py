@@ -7,7 +7,7 @@ import math
 import pytest
 
 from tests.conftest import load_final, losses, read_json
-from tests.slurm.cluster import Launch, job_field, wait_job_state
+from tests.slurm.cluster import JOB_TIMEOUT_S, Launch, job_field, wait_job_state
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
 
@@ -29,6 +29,27 @@ def test_two_task_gloo_job_completes_and_writes_metrics(tmp_path):
     logs = run.job_logs()
     assert "world size 2 (slurm)" in logs, run.tail()  # ranks from SLURM_PROCID/NTASKS, not a world of one
     assert len(list(run_dir.parent.glob(f".submitit/{job}/{job}_*_log.out"))) == 2  # one log per task
+    said = run.log.read_text()
+    assert f"SLURM job {job} done: run dir {run_dir}" in said, said[-2000:]  # where the run and its logs are
+    assert f"logs: {run_dir.parent / '.submitit' / job}" in said, said[-2000:]
+
+
+def test_job_failing_at_start_ends_the_submit_with_its_own_error(tmp_path):
+    """A job that exits at start (an unknown backbone) writes no result file and this cluster has no accounting
+    (sacct fails): the submitting command still ends, non-zero, with the job's error line and its log path."""
+    run = Launch(["experiment=smoke", "model.backbone=tiny-qwen3"], "fails", tmp_path / "outputs")
+    try:
+        job = run.job_id()
+        rc = run.proc.wait(timeout=JOB_TIMEOUT_S)
+    except BaseException:
+        run.cancel()
+        raise
+    said = run.log.read_text()
+    assert rc == 1, said[-3000:]
+    assert f"error: SLURM job {job} ended FAILED (exit code 2:0) without a result" in said, said[-3000:]
+    assert "| error: unknown backbone 'tiny-qwen3'. Did you mean 'tiny-qwen2'" in said, said[-3000:]
+    assert f"log: {tmp_path / 'outputs' / 'fails' / 'multirun' / '.submitit' / job / f'{job}_0_log.err'}" in said
+    assert "Traceback" not in said, said[-3000:]
 
 
 def test_lr_sweep_runs_as_two_slurm_jobs_each_with_its_run_dir(tmp_path):

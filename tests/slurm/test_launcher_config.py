@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
+from tests.conftest import PY, ROOT, vita_env
 from vita.config import CONF_DIR, register_configs, register_resolvers
 
 
@@ -49,6 +52,18 @@ def test_where_a_job_runs_does_not_change_its_run_dir(override):
                       return_hydra_config=True)
     GlobalHydra.instance().clear()
     assert cfg.hydra.job.override_dirname == "optim.lr:1e-4"
+
+
+def test_no_cluster_is_one_line_with_how_to_start_one_and_exit_2(tmp_path):
+    """With no reachable controller (here: a SLURM_CONF that does not exist) a submit ends at once with one line,
+    no traceback, naming the local cluster's start script."""
+    proc = subprocess.run([PY, "-m", "vita.run", "-m", "hydra/launcher=slurm", "experiment=smoke", "name=nocl",
+                           f"output_root={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env=vita_env(SLURM_CONF=str(tmp_path / "no-such-slurm.conf")))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: no SLURM"), lines
+    assert "bash launch/local-slurm/start.sh" in lines[0] and "conf/local/default.yaml" in lines[0]
 
 
 def test_the_local_example_sets_slurm_values_that_compose():
