@@ -135,6 +135,24 @@ def test_whisper_logmel_shape():
     assert feats.shape == (200, 80)
 
 
+@pytest.mark.parametrize("n", [1, 160, 399])
+def test_clip_shorter_than_whisper_window_is_empty_audio_not_a_padding_error(tmp_path, n):
+    """A clip under one 25 ms window: 0 frames from its header (the index calls it empty media) and, decoded,
+    "empty audio" naming the file; never the feature code's reflect-padding error."""
+    import soundfile as sf
+
+    from vita.data.media import MediaError, audio_num_frames, load_audio_features, whisper_frames
+
+    clip = tmp_path / "short.wav"
+    sf.write(clip, np.full(n, 0.1, dtype=np.float32), 16000)
+    spec = PRESETS["whisper"]
+    assert whisper_frames(n) == 0 and audio_num_frames(clip, spec) == 0
+    with pytest.raises(MediaError, match="shorter than one 25 ms frame") as e:
+        load_audio_features(clip, None, spec)
+    assert e.value.kind == "empty audio" and e.value.path == clip
+    assert whisper_frames(400) == 2 == whisper_logmel(np.full(400, 0.1, dtype=np.float32), 80).shape[0]
+
+
 def test_vita_audio_tokens():
     """VITA's encoder keeps len(ones(T)[2::2][2::2][0::2]) tokens (~T/8)."""
     assert vita_audio_num_tokens(400) == 50

@@ -1,4 +1,5 @@
-"""SIGKILL a run at a random step after a checkpoint, restart it: the final weights are bit-identical."""
+"""SIGKILL a run at a random step after a checkpoint, restart it: the final weights are bit-identical. While it
+runs, the same command again is refused (one writer per run dir); the restart takes the dead holder's lock over."""
 
 from __future__ import annotations
 
@@ -30,7 +31,10 @@ def _last_step(metrics) -> int:
         return 0
 
 
-def _kill_at(args: list[str], root, name: str, kill_step: int, timeout: float = 300) -> int:
+def _kill_at(args: list[str], root, name: str, kill_step: int, timeout: float = 300,
+             while_running=None) -> tuple[int, int]:
+    """Run, SIGKILL at ``kill_step``; ``while_running(pid)`` is called once, after the first step, with the run
+    paused (SIGSTOP: it keeps its run dir lock, and its steps are the same). Returns (step, pid)."""
     proc = subprocess.Popen([PY, "-m", "vita.run", *args], cwd=ROOT, env=vita_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout
@@ -39,14 +43,23 @@ def _kill_at(args: list[str], root, name: str, kill_step: int, timeout: float = 
         while time.monotonic() < deadline and proc.poll() is None:
             runs = live_rglob(root / name, "metrics.jsonl")
             step = _last_step(runs[0]) if runs else 0
+            if while_running is not None and step >= 1:
+                proc.send_signal(signal.SIGSTOP)
+                try:
+                    while_running(proc.pid)
+                finally:
+                    proc.send_signal(signal.SIGCONT)
+                while_running = None
             if step >= kill_step:
                 proc.send_signal(signal.SIGKILL)
                 break
             time.sleep(0.002)
     finally:
+        if proc.poll() is None and step < kill_step:
+            proc.kill()
         proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, f"run ended with {proc.returncode} before the kill at step {kill_step}"
-    return step
+    return step, proc.pid
 
 
 @pytest.fixture(scope="module")
@@ -70,11 +83,23 @@ def test_sigkill_and_restart_is_bit_identical(out_root, straight):
     straight_dir = straight[1]
     kill_step = random.Random().randint(5, STEPS - 8)
     args = [*quiet("killed", out_root), *COMMON]
-    killed_at = _kill_at(args, out_root, "killed", kill_step)
+    refused = []
+
+    def second_writer(pid: int) -> None:  # the same command again while the first one holds the run dir
+        refused.append(run_vita(args, check=False))
+        refused.append(pid)
+
+    killed_at, pid = _kill_at(args, out_root, "killed", kill_step, while_running=second_writer)
+    second, holder = refused
+    said = [ln for ln in second.stderr.splitlines() if ln.startswith("error:")]
+    assert second.returncode == 2 and len(said) == 1, second.stderr[-3000:]
+    assert "is in use by pid %d on host " % holder in said[0] and ".vita.lock" in said[0], said
     run_dir = find_run(out_root, "killed")
     assert not (run_dir / "COMPLETE.json").exists()
     proc = run_vita(args)
-    assert "resumed from" in proc.stdout + proc.stderr, f"did not resume after kill at step {killed_at}"
+    out = proc.stdout + proc.stderr
+    assert f"taking over the lock of pid {pid} on host" in out, out[-3000:]  # the dead holder's stale lock
+    assert "resumed from" in out, f"did not resume after kill at step {killed_at}"
 
     a, b = load_final(straight_dir), load_final(run_dir)
     assert a.keys() == b.keys()
@@ -113,7 +138,7 @@ def test_sigkill_and_restart_with_packing_is_bit_identical(out_root):
               "data.token_budget=512", "data.pack_window=64"]
     run_vita([*quiet("straight", out_root), *common])
     args = [*quiet("killed", out_root), *common]
-    killed_at = _kill_at(args, out_root, "killed", random.Random().randint(5, 16))
+    killed_at, _ = _kill_at(args, out_root, "killed", random.Random().randint(5, 16))
     run_dir = find_run(out_root, "killed")
     proc = run_vita(args)
     assert "resumed from" in proc.stdout + proc.stderr, f"did not resume after kill at step {killed_at}"

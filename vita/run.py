@@ -30,7 +30,9 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     from vita.data import build_data
     from vita.engine.distributed import broadcast_object, close_distributed, init_distributed
     from vita.engine.engine import Trainer
+    from vita.engine.parent_watch import watch_launcher
     from vita.engine.run_dir import prepare_run_dir
+    from vita.engine.run_lock import hold_run_dir
     from vita.interop import adopt_vita_config, build_vita_model, is_whole_model, vita_path
     from vita.interop.importer import read_tokenizer, zero3_build_config
     from vita.model import build_model, ensure_media_tokens
@@ -46,10 +48,12 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict:
         adopt_vita_config(cfg, vita_src)  # cfg.model := the VITA folder's model (before the run dir records it)
     else:
         vita_src = None
-    dist_info = trainer = None
+    dist_info = trainer = lock = None
     try:
         dist_info = init_distributed(cfg.engine.timeout_min)
+        watch_launcher()  # torchrun killed -> its workers stop at a step's end (vita/engine/parent_watch.py)
         run_dir = Path(broadcast_object(str(run_dir or HydraConfig.get().runtime.output_dir)))
+        lock = hold_run_dir(run_dir, dist_info)  # one writer per run dir, or one line naming the holder
         if prepare_run_dir(run_dir, cfg, dist_info) == "complete":
             return {}
         torch.manual_seed(cfg.train.seed)
@@ -87,6 +91,8 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     finally:
         if trainer is not None:
             trainer.close()
+        if lock is not None:
+            lock.release()
         close_distributed(dist_info)
 
 

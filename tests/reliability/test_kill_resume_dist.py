@@ -1,5 +1,6 @@
-"""SIGKILL a 2-rank ZeRO-2 run three times (once while a checkpoint is being written), restart it
-each time: the final weights equal those of an uninterrupted 2-rank run, tensor for tensor."""
+"""SIGKILL a 2-rank ZeRO-2 run three times (once while a checkpoint is being written, once torchrun alone, whose
+orphaned workers must stop by themselves), restart it each time: the final weights equal those of an
+uninterrupted 2-rank run, tensor for tensor."""
 
 from __future__ import annotations
 
@@ -88,7 +89,11 @@ def _kill_when(args: list[str], run_dir: Path, what: str, kill_step: int, timeou
     try:
         while time.monotonic() < deadline and proc.poll() is None:
             seen = _writing_checkpoint(run_dir) if what == "ckpt" else (
-                f"step {_last_step(run_dir)}" if _last_step(run_dir) >= kill_step else None)
+                f"{what} {_last_step(run_dir)}" if _last_step(run_dir) >= kill_step else None)
+            if seen and what == "orphan":  # torchrun alone: its workers must notice and stop by themselves
+                killed = [proc.pid, *_descendants(proc.pid)]
+                os.kill(proc.pid, signal.SIGKILL)
+                break
             if seen:
                 killed = _kill_tree(proc.pid)
                 break
@@ -97,12 +102,29 @@ def _kill_when(args: list[str], run_dir: Path, what: str, kill_step: int, timeou
         if proc.poll() is None and not seen:
             _kill_tree(proc.pid)
         proc.wait(timeout=60)
+    if what == "orphan":
+        return _orphans_stop(run_dir, killed, seen)
     deadline = time.monotonic() + 30
     while any(_alive(p) for p in killed) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(_alive(p) for p in killed), f"a process survived the kill: {[p for p in killed if _alive(p)]}"
     assert seen, f"run ended (rc {proc.returncode}) before the kill ({what}, step {kill_step})"
     return seen
+
+
+def _orphans_stop(run_dir: Path, workers: list[int], seen: str, wait_s: float = 120) -> str:
+    """After SIGKILL of torchrun alone: its workers (re-parented) stop by themselves at a step's end with a
+    checkpoint of that step, and write nothing more (vita/engine/parent_watch.py)."""
+    deadline = time.monotonic() + wait_s
+    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [p for p in workers if _alive(p)]
+    for p in left:
+        os.kill(p, signal.SIGKILL)
+    assert not left, f"workers {left} still running {wait_s:.0f}s after torchrun was killed at {seen}"
+    stopped = _last_step(run_dir)
+    assert (run_dir / "checkpoints" / f"step_{stopped:08d}").is_dir(), f"no checkpoint of step {stopped} ({seen})"
+    return f"{seen} (workers stopped at step {stopped})"
 
 
 def test_three_kills_two_ranks_zero2_bit_identical(out_root):
@@ -112,7 +134,8 @@ def test_three_kills_two_ranks_zero2_bit_identical(out_root):
     run_dir = out_root / "killed"
     args = [*quiet("killed", out_root), f"hydra.run.dir={run_dir}", *COMMON]
     rng = random.Random()
-    plan = [("step", rng.randint(2, 9)), ("ckpt", 0), ("step", rng.randint(17, STEPS - 2))]
+    # the third kill is of torchrun alone: its orphaned workers stop themselves at a step's end, with a checkpoint
+    plan = [("step", rng.randint(2, 9)), ("ckpt", 0), ("orphan", rng.randint(12, 15))]
     kills = []
     for what, step in plan:
         kills.append(_kill_when(args, run_dir, what, step))

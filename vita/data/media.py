@@ -264,9 +264,18 @@ def load_audio(path: Path) -> np.ndarray:
     return resample(wave.mean(axis=1), rate)
 
 
+WINDOW = 400  # one 25 ms analysis window at 16 kHz: Kaldi's frame and Whisper's FFT size
+
+
 def fbank_frames(n_samples: int) -> int:
     """Kaldi frames (25 ms window, 10 ms shift, snip edges) of ``n_samples`` at 16 kHz."""
-    return 0 if n_samples < 400 else 1 + (n_samples - 400) // 160
+    return 0 if n_samples < WINDOW else 1 + (n_samples - WINDOW) // 160
+
+
+def whisper_frames(n_samples: int) -> int:
+    """Whisper log-mel frames that :func:`whisper_logmel` keeps of ``n_samples`` at 16 kHz: none for a clip
+    shorter than one FFT window (its reflect padding needs more samples than that), else one per 10 ms."""
+    return 0 if n_samples < WINDOW else n_samples // 160
 
 
 def audio_num_frames(path: Path, spec: DataSpec) -> int:
@@ -280,7 +289,7 @@ def audio_num_frames(path: Path, spec: DataSpec) -> int:
     if info.frames == 0:
         raise MediaError("empty audio", path, "the file has no samples")
     n = int(round(info.frames * SAMPLE_RATE / info.samplerate))
-    frames = fbank_frames(n) if spec.audio_feature == "fbank" else n // 160
+    frames = fbank_frames(n) if spec.audio_feature == "fbank" else whisper_frames(n)
     check_audio_length(path, frames, spec)
     return frames
 
@@ -323,15 +332,22 @@ def whisper_logmel(wave: np.ndarray, n_mels: int = 80) -> torch.Tensor:
     """[T, n_mels] Whisper log-mel (transformers' extractor, not padded to 30 s)."""
     from transformers import WhisperFeatureExtractor
 
+    if whisper_frames(len(wave)) == 0:  # too short for one window: no frame (the caller says "empty audio")
+        return torch.zeros(0, n_mels)
     fe = WhisperFeatureExtractor(feature_size=n_mels)
     feats = fe(wave, sampling_rate=SAMPLE_RATE, return_tensors="np", padding="longest")["input_features"][0]
-    return torch.from_numpy(feats.T[: len(wave) // 160].copy())
+    return torch.from_numpy(feats.T[: whisper_frames(len(wave))].copy())
 
 
 def load_audio_features(path: Path, opts: MediaOptions, spec: DataSpec) -> torch.Tensor:
     """The encoder's features of one clip: [T, n_mels]."""
     wave = load_audio(path)
-    feats = kaldi_fbank(wave, opts.dither, spec.n_mels) if spec.audio_feature == "fbank" else whisper_logmel(wave, spec.n_mels)
+    try:
+        feats = (kaldi_fbank(wave, opts.dither, spec.n_mels) if spec.audio_feature == "fbank"
+                 else whisper_logmel(wave, spec.n_mels))
+    except (RuntimeError, ValueError) as e:  # whatever else a clip can do to the feature code: this sample's problem
+        raise MediaError("unusable audio", path, f"{spec.audio_feature} features failed: {type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''}") from None
     if feats.shape[0] == 0:
         raise MediaError("empty audio", path, f"{len(wave)} samples is shorter than one 25 ms frame")
     check_audio_length(path, feats.shape[0], spec)
