@@ -8,6 +8,8 @@ global token count, so the trajectories must agree to 1e-5.
 from __future__ import annotations
 
 import math
+import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -37,9 +39,14 @@ def trajectories(tmp_path_factory) -> dict[tuple[int, int], list[float]]:
     assert sorted(out) == [(s, 1) for s in range(4)], sorted(out)
     for stage in (0, 1, 2, 3):
         name = f"z{stage}_w2"
-        run_vita([*quiet(name, root), *COMMON, *LAYOUT[2], f"engine=zero{stage}"], world=2)
+        proc = run_vita([*quiet(name, root), *COMMON, *LAYOUT[2], f"engine=zero{stage}"], world=2)
+        CONSOLE[stage] = proc.stdout + proc.stderr
         out[(stage, 2)] = losses(find_run(root, name))
     return out
+
+
+CONSOLE: dict[int, str] = {}
+"""What each 2-rank run printed (stdout and stderr), by ZeRO stage."""
 
 
 def plain_torch_losses() -> list[float]:
@@ -96,6 +103,20 @@ def test_plain_torch_loop_matches(trajectories):
     plain = plain_torch_losses()
     diff = max(abs(a - b) for a, b in zip(plain, trajectories[(0, 1)]))
     assert diff < 1e-5, f"plain torch {plain} vs vita {trajectories[(0, 1)]}"
+
+
+def test_two_rank_zero3_console_shows_each_warning_once(trajectories):
+    """ZeRO-3 on two ranks: DeepSpeed calls torch's deprecated collectives every step on both ranks (a FutureWarning
+    each time) and logs its accelerator choice per rank; the console shows no warning line twice
+    (vita/console.py: filtered with a reason, once per process, ranks > 0 errors only)."""
+    text = CONSOLE[3]
+    lines = [re.sub(r"^(\[[^\]]*\])+\s*-?\s*", "", ln).strip() for ln in re.split(r"[\r\n]", text)]
+    warned = [ln for ln in lines if re.search(r"warn|deprecat", ln, re.IGNORECASE)]
+    repeated = {ln: n for ln, n in Counter(warned).items() if n > 1}
+    assert not repeated, repeated
+    assert "is deprecated" not in text and "return func(*args, **kwargs)" not in text, text[-3000:]
+    assert "built successfully" not in text, text[-3000:]  # DeepSpeed's print on every load, on every rank
+    assert "world size 2 (torchrun)" in text
 
 
 def test_world_two_uses_one_run_dir(trajectories, tmp_path_factory):

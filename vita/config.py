@@ -376,6 +376,8 @@ class LoggingConfig:
     """A tqdm bar on rank 0."""
     plot: bool = True
     """Write ``loss.png`` in the run dir at the end."""
+    all_ranks: bool = False
+    """Console lines (logs, library warnings) from every rank; by default ranks > 0 show errors only."""
     wandb_project: str = "vita"
     wandb_entity: Optional[str] = None
 

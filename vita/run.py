@@ -24,6 +24,9 @@ register_resolvers()
 
 def train(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     """Run one training job described by ``cfg`` in ``run_dir`` (default: Hydra's); returns its final metrics."""
+    from vita.console import quiet_console
+
+    quiet_console(cfg.logging.all_ranks)  # before DeepSpeed, peft, bitsandbytes are imported (vita/console.py)
     import torch
     from hydra.core.hydra_config import HydraConfig
 

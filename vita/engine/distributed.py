@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from vita.engine.ds_ops import no_build_prints, prepare_deepspeed_ops
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -94,12 +96,14 @@ def init_distributed(timeout_min: int = 30) -> DistInfo:
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)
-    deepspeed.init_distributed(
-        dist_backend=backend,
-        auto_mpi_discovery=False,
-        timeout=datetime.timedelta(minutes=timeout_min),
-        verbose=False,
-    )
+    prepare_deepspeed_ops(int(os.environ.get("RANK", 0)) == 0)  # its shm op: built once per venv, said so
+    with no_build_prints():
+        deepspeed.init_distributed(
+            dist_backend=backend,
+            auto_mpi_discovery=False,
+            timeout=datetime.timedelta(minutes=timeout_min),
+            verbose=False,
+        )
     if launcher == "torchrun":
         # All jobs of a multirun share the group torchrun's rendezvous made; destroy it at exit.
         atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())
