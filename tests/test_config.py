@@ -108,3 +108,23 @@ def test_cfg_job_prints_composed_config():
 def test_shipped_yaml_have_a_launch_line():
     for path in Path(CONF_DIR).rglob("*.yaml"):
         assert "vita.run" in path.read_text() or path.parent.name == "local" and "cp " in path.read_text(), path
+
+
+def test_a_slash_in_an_override_value_makes_one_run_dir_folder():
+    """``model.tokenizer=/some/dir`` must not nest the run dir in folders named after the path's parts."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    from vita.config import CONF_DIR, register_configs, register_resolvers
+
+    register_configs()
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["output_root=/out", "name=n", "model.tokenizer=/data/tok/v1",
+                                           "optim.lr=1e-4"], return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    HydraConfig.instance().set_config(cfg)
+    assert cfg.hydra.run.dir == "/out/n/model.tokenizer:%2Fdata%2Ftok%2Fv1+optim.lr:1e-4"
+    assert cfg.hydra.sweep.subdir == "model.tokenizer:%2Fdata%2Ftok%2Fv1+optim.lr:1e-4"

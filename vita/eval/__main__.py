@@ -6,7 +6,7 @@ TARGET is a run dir, an export, a HF folder, or nothing (the model of the overri
 ``data=...`` as one set. Writes
 ``predictions.jsonl`` (one row per generated answer: set, index, id, prediction, reference) and
 ``metrics.json`` to ``--output`` and prints a table. ``--score PREDS.jsonl --metric wer`` re-scores
-a predictions file without a model.
+a predictions file without a model (``--output DIR``: its ``metrics.json`` goes there).
 
     python -m vita.eval outputs/demo/run data=demo --metric wer --limit 8
     python -m vita.eval model=smol_omni '+data.eval={speech:{annotations:[speech.jsonl],audio_root:DIR,metric:wer}}'
@@ -70,7 +70,8 @@ def score_predictions(path: Path, metric: str) -> dict[str, dict[str, float]]:
         if line.strip():
             row = json.loads(line)
             by_set[row.get("set", "predictions")].append(row)
-    return {s: compute(names, [r["prediction"] for r in rows], [r["reference"] or "" for r in rows])
+    return {s: {"samples": len(rows), **compute(names, [r["prediction"] for r in rows],
+                                                 [r["reference"] or "" for r in rows])}
             for s, rows in by_set.items()}
 
 
@@ -109,11 +110,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int)
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     ap.add_argument("--config-dir", "-cd", help="a config folder added to the search path (as for vita.run)")
-    ap.add_argument("--score", help="re-score this predictions.jsonl with --metric (no model)")
+    ap.add_argument("--score", help="re-score this predictions.jsonl with --metric (no model); --output gets metrics.json")
     args = ap.parse_intermixed_args(argv)
     if args.score:
         res = score_predictions(Path(args.score), args.metric or "exact")
-        print(format_table({s: {"samples": 0, **m} for s, m in res.items()}))
+        print(format_table(res))
+        if args.output:  # the scores beside the predictions they come from
+            out = Path(args.output)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "metrics.json").write_text(json.dumps({"predictions": str(args.score), "metrics": res}, indent=1))
+            print(f"\nmetrics    : {out / 'metrics.json'}")
         return 0
     from vita.infer import split_target
 
