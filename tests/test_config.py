@@ -95,6 +95,9 @@ def test_cli_errors_are_one_line(args, must):
     for m in must:
         assert m in lines[0], lines[0]
     assert "Traceback" not in proc.stderr
+    assert lines[0].removeprefix("error: ") not in proc.stdout, proc.stdout[-2000:]  # said once, not logged too
+    run_dir = Path("/tmp/vita-never-used/demo") / args[0].replace("=", ":")
+    assert not run_dir.exists(), f"{run_dir} left behind: {list(run_dir.rglob('*'))}"  # no empty run dir
 
 
 def test_cfg_job_prints_composed_config():

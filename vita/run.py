@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from vita.config import register_configs, register_resolvers, validate
 from vita.errors import CheckpointError, VitaError
+from vita.job_errors import report_job_error
 
 log = logging.getLogger("vita")
 register_configs()
@@ -109,8 +110,7 @@ def main(cfg: DictConfig) -> float | None:
             return run_recipe(cfg, train).get("loss")
         return train(cfg).get("loss")
     except VitaError as e:
-        log.error("%s", e)
-        print(f"error: {e}", file=sys.stderr, flush=True)
+        report_job_error(e, log)  # one error: line; the log file; no empty run dir left (vita/job_errors.py)
         if os.environ.get("VITA_RAISE"):
             raise
         sys.exit(2)
