@@ -93,7 +93,7 @@ def test_sigkill_and_restart_is_bit_identical(out_root, straight):
     second, holder = refused
     said = [ln for ln in second.stderr.splitlines() if ln.startswith("error:")]
     assert second.returncode == 2 and len(said) == 1, second.stderr[-3000:]
-    assert "is in use by pid %d on host " % holder in said[0] and ".vita.lock" in said[0], said
+    assert f"is in use by pid {holder} on host " in said[0] and ".vita.lock" in said[0], said
     run_dir = find_run(out_root, "killed")
     assert not (run_dir / "COMPLETE.json").exists()
     proc = run_vita(args)

@@ -10,12 +10,12 @@ on this host is checked by its PID, one on another host is trusted until its lin
 
 from __future__ import annotations
 
-import datetime
 import errno
 import fcntl
 import logging
 import os
 import socket
+import time
 from pathlib import Path
 
 from vita.engine.distributed import DistInfo, broadcast_object
@@ -31,7 +31,7 @@ class RunDirBusy(VitaError):
 
 
 def _me() -> dict:
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     return {"host": socket.gethostname(), "pid": os.getpid(), "since": now,
             "slurm_job": os.environ.get("SLURM_JOB_ID", "")}
 
