@@ -27,7 +27,8 @@ from tests.interop_fixtures import make_vita_folder
 LINE = re.compile(r"into ZeRO-3 partitions: rank (\d) holds ([\d,]+) of ([\d,]+) parameter elements .*?; "
                   r"(\d+) parameters filled one at a time \((\d+) through GatheredParameters\), the largest ([\d,]+) elements")
 COMMON = ["experiment=smoke", "data.limit=16", "engine.micro_batch_size=4", "train.max_steps=3", "engine=zero3",
-          "optim.weight_decay=0.1"]  # decay: its groups read each matrix's dimensions, partitioned or not
+          "optim.weight_decay=0.1",  # decay: its groups read each matrix's dimensions, partitioned or not
+          "logging.all_ranks=true"]  # each rank's own partition line (ranks > 0 print errors only by default)
 LORA = ["stage=lora_llm", "stage.groups.vision_tower.mode=frozen"]  # (more overrides: a run dir name over 255)
 
 
