@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 import subprocess
 
+import pytest
+
 from tests.conftest import PY, ROOT, find_run, vita_env
 from vita.engine.metrics import read_metrics
 
@@ -51,3 +53,20 @@ def test_bar_and_log_lines_do_not_interleave(tmp_path):
     assert logged == [5, 10, 12]
     rows = read_metrics(find_run(tmp_path, "console") / "metrics.jsonl")
     assert [r["step"] for r in rows] == list(range(1, steps + 1))  # the file keeps every step
+
+
+def test_bitsandbytes_remote_kernel_note_is_not_shown():
+    """Importing bitsandbytes (peft does, for every LoRA run) logs "Set trust_remote_code=True ..." (online) or "not
+    available in the local cache" (offline) when its optional Hub kernel cannot be fetched; vita asks for no remote
+    code and bitsandbytes falls back to its own kernel, so vita/console.py drops those lines."""
+    code = "import logging, sys; logging.basicConfig(stream=sys.stderr); {}import bitsandbytes"
+    runs = {quiet: subprocess.run([PY, "-c", code.format("from vita.console import quiet_console; quiet_console(); "
+                                                         if quiet else "")], cwd=ROOT, env=vita_env(),
+                                  capture_output=True, text=True, timeout=300)
+            for quiet in (False, True)}
+    for p in runs.values():
+        assert p.returncode == 0, p.stderr[-2000:]
+    if "gemm_4bit_forward" not in runs[False].stderr:
+        pytest.skip("bitsandbytes tries no Hub kernel on this CPU (no AVX512-BF16): nothing to filter")
+    for said in ("gemm_4bit_forward", "trust_remote_code", "publisher trust check"):
+        assert said not in runs[True].stderr, runs[True].stderr[-2000:]

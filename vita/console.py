@@ -25,6 +25,8 @@ LOG_FILTERS: list[tuple[str, str, str]] = [
      "bitsandbytes tries an optional CPU kernel from the Hugging Face Hub when it is imported (peft imports it "
      "for every LoRA run) and suggests trust_remote_code=True when that fails; vita asks for no remote code and "
      "bitsandbytes falls back to its own kernel"),
+    ("kernels._internals.hf_hub", "Skipping publisher trust check",
+     "the same optional kernel, offline (HF_HUB_OFFLINE=1): the Hub is not asked, and nothing is loaded from it"),
 ]
 
 
