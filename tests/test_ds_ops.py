@@ -10,7 +10,8 @@ from vita.engine.ds_ops import SHM_OP, prepare_deepspeed_ops
 
 
 def test_build_folder_is_the_environments_and_a_build_is_announced(tmp_path, monkeypatch, capsys):
-    monkeypatch.delenv("TORCH_EXTENSIONS_DIR", raising=False)
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", "")  # recorded, so that the value set below is undone too
+    monkeypatch.delenv("TORCH_EXTENSIONS_DIR")
     monkeypatch.setattr(sys, "prefix", str(tmp_path / "venv"))
     (tmp_path / "venv").mkdir()
     prepare_deepspeed_ops(is_main=True)
@@ -28,3 +29,4 @@ def test_a_set_folder_is_kept_and_other_ranks_say_nothing(tmp_path, monkeypatch,
     prepare_deepspeed_ops(is_main=False)
     assert os.environ["TORCH_EXTENSIONS_DIR"] == str(tmp_path / "mine")
     assert capsys.readouterr().out == ""
+
