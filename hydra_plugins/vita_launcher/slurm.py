@@ -15,6 +15,7 @@ Jobs run the plugin's own ``__call__`` (``run_job`` on the sweep config) and ``c
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -61,11 +62,13 @@ class SlurmLauncher(_PluginSlurmLauncher):
         from submitit.core.utils import FailedJobError
 
         assert self.config is not None
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
         problem = cluster_problem()
         if problem:
             _say(f"error: {problem}")
+            if sweep_dir.is_dir() and {p.name for p in sweep_dir.iterdir()} <= {"multirun.yaml"}:
+                shutil.rmtree(sweep_dir, ignore_errors=True)  # Hydra's record of a sweep that never started
             sys.exit(2)
-        sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         executor = self._executor()
         calls = []
@@ -83,11 +86,13 @@ class SlurmLauncher(_PluginSlurmLauncher):
             _say(f"submitted SLURM job {job.job_id} (logs: {job.paths.stdout.parent}); waiting for it to end")
         outcomes = wait_for_jobs(jobs, on_wait=lambda jid, state: _say(f"SLURM job {jid}: {state}"))
         failed = [o for o in outcomes if not o.ok]
+        job_of = {job.job_id: job for job in jobs}
         for o in outcomes:
             if o.ok and isinstance(o.result, JobReturn) and o.result.status == JobStatus.FAILED:
                 o.ok = False
-                err = o.result._return_value
-                o.message = f"SLURM job {o.job_id} failed: {type(err).__name__}: {err}"
+                err = o.result._return_value  # the task's exception (``return_value`` would raise it)
+                o.message = (f"SLURM job {o.job_id} failed: {type(err).__name__}: {err}\n"
+                             f"  log: {job_of[o.job_id].paths.stderr}")
                 failed.append(o)
         for job, o in zip(jobs, outcomes):
             if o.ok:

@@ -64,6 +64,7 @@ def test_no_cluster_is_one_line_with_how_to_start_one_and_exit_2(tmp_path):
     lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: no SLURM"), lines
     assert "bash launch/local-slurm/start.sh" in lines[0] and "conf/local/default.yaml" in lines[0]
+    assert not list(tmp_path.rglob("*.yaml")), list(tmp_path.rglob("*"))  # no sweep dir of a sweep never started
 
 
 def test_the_local_example_sets_slurm_values_that_compose():
