@@ -22,6 +22,7 @@ ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEU
 GRACE_S = 20.0  # a job gone from the queue may write its result this much later (slow file systems)
 END_GRACE_S = 4.0  # the same for a job whose end state scontrol reports
 TAIL_LINES = 8
+SILENT_S = 600.0  # a controller that answers no squeue for this long ends the wait
 
 LOCAL_CLUSTER_HINT = ("start the local one with `bash launch/local-slurm/start.sh`, or point SLURM_CONF at your "
                       "cluster's slurm.conf and set slurm.partition/slurm.account in conf/local/default.yaml "
@@ -53,14 +54,13 @@ def _run(cmd: list[str]) -> str | None:
     return proc.stdout if proc.returncode == 0 else None
 
 
-def queue_state(job_id: str) -> str | None:
-    """The job's state in ``squeue`` (``PENDING``, ``RUNNING`` ...), ``""`` if it is not in the queue, None if
-    the controller did not answer."""
-    out = _run(["squeue", "-h", "-j", job_id, "-o", "%T"])
-    if out is None:
-        return None if _run(["sinfo", "-h", "-o", "%P"]) is None else ""  # squeue -j fails for a purged job id
-    states = [s.strip() for s in out.split() if s.strip()]
-    return states[0] if states else ""
+def queue_states(job_ids: list[str]) -> dict[str, str] | None:
+    """``job id -> state`` (``PENDING``, ``RUNNING`` ...) of those of ``job_ids`` still in the queue, from one
+    ``squeue`` call (array elements one by one); None if the controller did not answer."""
+    out = _run(["squeue", "-h", "-r", "-o", "%i %T", "-j", ",".join(job_ids)])
+    if out is None:  # squeue -j fails when every id is unknown to it: gone, if the controller answers at all
+        return None if _run(["sinfo", "-h", "-o", "%P"]) is None else {}
+    return dict(line.split(None, 1) for line in out.splitlines() if len(line.split(None, 1)) == 2)
 
 
 def end_state(job_id: str) -> tuple[str, str]:
@@ -114,23 +114,36 @@ def _read_result(job) -> Outcome:
     return Outcome(job.job_id, False, message=f"SLURM job {job.job_id} raised:\n{last}\n  log: {job.paths.stderr}")
 
 
-def wait_for_jobs(jobs: list, poll_s: float = 2.0, grace_s: float = GRACE_S, on_wait=None) -> list[Outcome]:
-    """Wait until every submitit ``job`` has its results or has failed or disappeared; returns one
-    :class:`Outcome` per job, in order. ``on_wait(job_id, state)`` is called when a job's queue state changes."""
+def wait_for_jobs(jobs: list, poll_s: float = 2.0, grace_s: float = GRACE_S, on_wait=None,
+                  silent_s: float = SILENT_S) -> list[Outcome]:
+    """Wait until every submitit ``job`` has its results or has failed or disappeared (or the controller has not
+    answered for ``silent_s``); returns one :class:`Outcome` per job, in order. ``on_wait(job_id, state)`` is
+    called when a job's queue state changes."""
     outcomes: dict[str, Outcome] = {}
+    silent_since: float | None = None
     gone_since: dict[str, float] = {}
     seen: dict[str, str] = {}
     while len(outcomes) < len(jobs):
+        waiting = []
         for job in jobs:
+            if job.job_id not in outcomes and all(p.exists() for p in _result_pickles(job)):
+                outcomes[job.job_id] = _read_result(job)
+            elif job.job_id not in outcomes:
+                waiting.append(job)
+        states = queue_states([job.job_id for job in waiting]) if waiting else {}
+        if states is None:  # controller not answering: keep waiting a while, it may come back
+            silent_since = silent_since or time.monotonic()
+            if time.monotonic() - silent_since > silent_s:
+                for job in waiting:
+                    outcomes[job.job_id] = Outcome(job.job_id, False, message=(
+                        f"the SLURM controller has not answered for {silent_s / 60:.0f} min; SLURM job "
+                        f"{job.job_id} may still run (check squeue); its log: {job.task(0).paths.stderr}"))
+            waiting, states = [], {}
+        else:
+            silent_since = None
+        for job in waiting:
             jid = job.job_id
-            if jid in outcomes:
-                continue
-            if all(p.exists() for p in _result_pickles(job)):
-                outcomes[jid] = _read_result(job)
-                continue
-            state = queue_state(jid)
-            if state is None:  # controller not answering: keep waiting, it may come back
-                continue
+            state = states.get(jid, "")
             if state and state.split()[0] in ACTIVE:
                 gone_since.pop(jid, None)
                 if on_wait is not None and seen.get(jid) != state:
