@@ -17,10 +17,12 @@ from omegaconf import DictConfig
 from vita.config import register_configs, register_resolvers, validate
 from vita.errors import CheckpointError, VitaError
 from vita.job_errors import report_job_error
+from vita.slurm_jobs import expose_launcher_plugin
 
 log = logging.getLogger("vita")
 register_configs()
 register_resolvers()
+expose_launcher_plugin()  # hydra/launcher=slurm from any working directory (vita/slurm_jobs.py)
 
 
 def train(cfg: DictConfig, run_dir: Path | None = None) -> dict:

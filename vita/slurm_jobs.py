@@ -29,6 +29,18 @@ LOCAL_CLUSTER_HINT = ("start the local one with `bash launch/local-slurm/start.s
                       "(see conf/local/example.yaml)")
 
 
+def expose_launcher_plugin() -> None:
+    """Let Hydra's plugin scan find ``hydra_plugins/vita_launcher`` (``hydra/launcher=slurm``) however vita is
+    installed: an editable install hides it behind an import hook that ``pkgutil`` cannot list."""
+    here = Path(__file__).resolve().parent.parent / "hydra_plugins"
+    try:
+        import hydra_plugins
+    except ImportError:
+        return
+    if (here / "vita_launcher").is_dir() and str(here) not in list(hydra_plugins.__path__):
+        hydra_plugins.__path__.append(str(here))
+
+
 def cluster_problem(timeout: float = 20.0) -> str | None:
     """One line saying why no SLURM cluster can take jobs from here (and how to get one), or None."""
     if shutil.which("sbatch") is None or shutil.which("sinfo") is None:
