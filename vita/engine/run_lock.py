@@ -46,6 +46,10 @@ def describe(holder: dict) -> str:
     return f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}{job}, since {holder.get('since', '?')}"
 
 
+def _holder(fd: int) -> dict:
+    return _parse(os.pread(fd, 4096, 0).decode(errors="replace"))
+
+
 def _pid_alive(pid: str) -> bool:
     try:
         os.kill(int(pid), 0)
@@ -68,15 +72,15 @@ class RunLock:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            previous = _parse(os.pread(fd, 4096, 0).decode(errors="replace"))
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise self._busy(previous) from None
+                raise self._busy(_holder(fd)) from None
             except OSError as e:
                 if e.errno not in NO_FLOCK:
                     raise
-                self._check_text_only(previous)
+                self._check_text_only(_holder(fd))
+            previous = _holder(fd)  # read under the lock: a holder that ended cleanly left it empty
             if previous.get("pid"):  # its text is there but its flock is gone: the holder died
                 log.warning("run dir %s: taking over the lock of %s, which is no longer running", self.run_dir,
                             describe(previous))
