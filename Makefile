@@ -68,7 +68,7 @@ apt:
 	fi
 
 lint: install
-	$(PY) -m ruff check vita tests
+	$(PY) -m ruff check vita tests hydra_plugins
 
 bench: demo-data
 	$(PY) -m vita.bench
