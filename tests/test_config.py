@@ -131,3 +131,13 @@ def test_a_slash_in_an_override_value_makes_one_run_dir_folder():
     HydraConfig.instance().set_config(cfg)
     assert cfg.hydra.run.dir == "/out/n/model.tokenizer:%2Fdata%2Ftok%2Fv1+optim.lr:1e-4"
     assert cfg.hydra.sweep.subdir == "model.tokenizer:%2Fdata%2Ftok%2Fv1+optim.lr:1e-4"
+
+
+def test_a_run_dir_name_too_long_for_a_folder_keeps_its_start_and_a_hash():
+    from vita.config import MAX_DIRNAME, flat_dirname
+
+    long = "data.shards:[{url:'http://host/" + "x" * 300 + "'}]+optim.lr:1e-4"
+    name = flat_dirname(long)
+    assert len(name.encode()) <= MAX_DIRNAME and "/" not in name and name.startswith("data.shards:[{url:'http:%2F")
+    assert flat_dirname(long) == name != flat_dirname(long.replace("1e-4", "2e-4"))  # stable, and per config
+    assert flat_dirname("optim.lr:1e-4") == "optim.lr:1e-4"

@@ -489,10 +489,21 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("vita_flat", flat_dirname)
 
 
+MAX_DIRNAME = 200  # bytes; file systems take 255 per folder name
+
+
 def flat_dirname(value: object) -> str:
     """``${vita_flat:${hydra:job.override_dirname}}``: one folder name for a run dir; a ``/`` inside an override
-    value (``data.shards.0.url=/data/shards``) becomes ``%2F`` instead of nesting folders."""
-    return str(value).replace("/", "%2F")
+    value (``data.shards.0.url=/data/shards``) becomes ``%2F`` instead of nesting folders. A name over
+    :data:`MAX_DIRNAME` bytes keeps its start and ends with a hash of the whole (``...~1a2b3c4d5e6f``): still one
+    folder per config, and the same one on every rerun."""
+    import hashlib
+
+    name = str(value).replace("/", "%2F")
+    raw = name.encode()
+    if len(raw) <= MAX_DIRNAME:
+        return name
+    return raw[:MAX_DIRNAME - 13].decode(errors="ignore") + "~" + hashlib.sha1(raw).hexdigest()[:12]
 
 
 from vita.config_checks import ENUMS, GROUP_MODES, LOGGERS, suggest_key, validate  # noqa: E402,F401
