@@ -3,7 +3,7 @@
 # launch/device/prepare.sh in .whl/ (carried). Everything it writes goes to $OUT (at most 8 files come back):
 #   kit.log      install of the kit, the environment, DeepSpeed's fused-Adam build
 #   tests.log    pytest -m gpu tests/test_gpu_checks.py -v     tests.xml   its JUnit report
-#   bench.log    python -m vita.bench.gpu                      bench.json  its figures (rewritten after each arm)
+#   bench.log    launch/gpu_bench.sh (vita.bench.gpu)          bench.json  its figures (rewritten after each arm)
 #   parts.jsonl  one line per part: budget, seconds, exit code, timed_out
 #   SUMMARY.md   the table for docs/BENCHMARKS.md (launch/device/summary.py)
 # Each part runs under its own budget (coreutils timeout; VITA_DEVICE_BUDGET_<PART>=seconds overrides) and the
@@ -68,16 +68,18 @@ install_kit() {
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" $wheels || return 2
   "$PY" launch/device/kit.py check --site "$SITE"
 }
+export -f install_kit  # timeout runs it in a child bash
+export PY KIT SITE
 
 status=0
-if part install kit.log install_kit; then
+if part install kit.log bash -c install_kit; then
   part ops kit.log "$PY" launch/device/ops.py "$WORK/optimizer_impl"
   export VITA_DEVICE_OPTIMIZER_IMPL=$(cat "$WORK/optimizer_impl" 2>/dev/null || echo torch)
   part tests tests.log "$PY" -m pytest -p no:cacheprovider -m gpu tests/test_gpu_checks.py -v -rA \
     --timeout "$(( BUDGET[tests] / 2 ))" --junitxml "$OUT/tests.xml" -o junit_family=xunit2
   bench=(--budget-s "$(( BUDGET[bench] - 15 ))" --optimizer-impl "$VITA_DEVICE_OPTIMIZER_IMPL" --out "$OUT/bench.json")
-  if [[ $SMOKE == 1 ]]; then bench+=(--smoke); else bench+=(--steps 40 --skip 10); fi
-  part bench bench.log "$PY" -m vita.bench.gpu "${bench[@]}"
+  if [[ $SMOKE != 1 ]]; then bench+=(--steps 40 --skip 10); fi
+  part bench bench.log env PY="$PY" SMOKE="$SMOKE" TIMEOUT_S="${BUDGET[bench]}" bash launch/gpu_bench.sh "${bench[@]}"
 else
   echo "the kit did not install: no further part runs (see $OUT/kit.log)"
 fi

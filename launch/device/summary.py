@@ -3,7 +3,8 @@
 Reads what launch/device/run.sh left in OUT: ``parts.jsonl`` (each part's budget, time, exit code),
 ``tests.xml`` (pytest's JUnit report; when a part was cut before pytest wrote it, the ``-v`` lines of
 ``tests.log``), ``bench.json`` (python -m vita.bench.gpu) and the environment lines of ``kit.log``. The
-page is what docs/BENCHMARKS.md's "GPU (one device)" section takes, with the date and the machine.
+page (headings from level 3) is what docs/BENCHMARKS.md's "GPU (one device)" section shows: saved as
+docs/device_summary.md, ``python -m vita.bench --render`` puts it there.
 Only the Python standard library: it must run even when the kit did not install.
 """
 
@@ -75,21 +76,22 @@ def environment(out: Path) -> list[str]:
 
 
 def render(out: Path) -> str:
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [f"# vita on one device: launch/device/run.sh, {now}", ""]
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     env = environment(out)
+    device = next((m.group(1) for x in env if (m := re.search(r", device (.+)$", x))), "unknown device")
+    lines = [f"### launch/device/run.sh on {device}, {now}", ""]
     if env:
         lines += ["```", *env, "```", ""]
-    lines += ["## Parts", "", "| part | budget s | seconds | exit | cut at budget |", "|---|---:|---:|---:|---|"]
+    lines += ["#### Parts", "", "| part | budget s | seconds | exit | cut at budget |", "|---|---:|---:|---:|---|"]
     for p in parts(out):
         lines.append(f"| {p['part']} | {p['budget_s']} | {p['seconds']} | {p['rc']} | {'yes' if p['timed_out'] else 'no'} |")
     tests = test_results(out)
     counts = {k: sum(1 for t in tests if t[1] == k) for k in ("passed", "FAILED", "ERROR", "skipped")}
-    lines += ["", "## GPU checks (pytest -m gpu tests/test_gpu_checks.py)", "",
+    lines += ["", "#### GPU checks (pytest -m gpu tests/test_gpu_checks.py)", "",
               ", ".join(f"{v} {k.lower()}" for k, v in counts.items()), "", "| test | outcome | time / message |",
               "|---|---|---|"]
     lines += [f"| {name} | {outcome} | {note.replace('|', '/')} |" for name, outcome, note in tests]
-    lines += ["", "## Throughput (python -m vita.bench.gpu)", "", *bench_table(out), ""]
+    lines += ["", "#### Throughput (python -m vita.bench.gpu)", "", *bench_table(out), ""]
     return "\n".join(lines)
 
 
