@@ -76,7 +76,7 @@ if part install kit.log bash -c install_kit; then
   part ops kit.log "$PY" launch/device/ops.py "$WORK/optimizer_impl"
   export VITA_DEVICE_OPTIMIZER_IMPL=$(cat "$WORK/optimizer_impl" 2>/dev/null || echo torch)
   part tests tests.log "$PY" -m pytest -p no:cacheprovider -m gpu tests/test_gpu_checks.py -v -rA \
-    --timeout "$(( BUDGET[tests] / 2 ))" --junitxml "$OUT/tests.xml" -o junit_family=xunit2
+    --timeout "$(( BUDGET[tests] * 3 / 4 ))" --junitxml "$OUT/tests.xml" -o junit_family=xunit2
   bench=(--budget-s "$(( BUDGET[bench] - 15 ))" --optimizer-impl "$VITA_DEVICE_OPTIMIZER_IMPL" --out "$OUT/bench.json")
   if [[ $SMOKE != 1 ]]; then bench+=(--steps 40 --skip 10); fi
   part bench bench.log env PY="$PY" SMOKE="$SMOKE" TIMEOUT_S="${BUDGET[bench]}" bash launch/gpu_bench.sh "${bench[@]}"
