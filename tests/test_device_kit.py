@@ -137,11 +137,12 @@ def standin(kit, tmp_path_factory) -> Path:
     return py
 
 
-def run_kit(py: Path, out: Path, work: Path, **env: str) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+def run_kit(py: Path, out: Path, **env: str) -> subprocess.CompletedProcess:
+    """run.sh in smoke mode with the stand-in's python; its work folder is run.sh's default (/tmp/vita-device):
+    a kit installed there by an earlier run is kept, and so are the DeepSpeed ops JIT-built against it."""
+    base = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "TORCH_EXTENSIONS_DIR")}
     return subprocess.run(["bash", "launch/device/run.sh"], cwd=REPO, capture_output=True, text=True, timeout=1500,
-                          env={**base, "VITA_DEVICE_SMOKE": "1", "VITA_PY": str(py), "OUT": str(out),
-                               "VITA_DEVICE_WORK": str(work), **env})
+                          env={**base, "VITA_DEVICE_SMOKE": "1", "VITA_PY": str(py), "OUT": str(out), **env})
 
 
 def test_run_sh_smoke_runs_every_part_in_its_budget_on_the_kit_alone(standin, tmp_path):
@@ -150,7 +151,7 @@ def test_run_sh_smoke_runs_every_part_in_its_budget_on_the_kit_alone(standin, tm
     results file: the six gpu checks pass on the CPU, the benchmark reports both arms, SUMMARY.md has the
     tables; at most 8 files with names the device tool brings back."""
     out = tmp_path / "out"
-    proc = run_kit(standin, out, tmp_path / "work")
+    proc = run_kit(standin, out)
     log = proc.stdout[-4000:] + proc.stderr[-2000:]
     parts = _parts(out)
     assert list(parts) == ["install", "ops", "tests", "bench", "summary"], log
@@ -185,7 +186,7 @@ def test_run_sh_stops_a_part_at_its_budget_and_keeps_its_results(standin, tmp_pa
     stopped there, the part ends within its budget, bench.json still says what was reached (nothing, not complete)
     and the summary still writes its page."""
     out = tmp_path / "out"
-    proc = run_kit(standin, out, tmp_path / "work", VITA_DEVICE_PARTS="install bench summary",
+    proc = run_kit(standin, out, VITA_DEVICE_PARTS="install bench summary",
                    VITA_DEVICE_BUDGET_BENCH="20")
     parts = _parts(out)
     assert list(parts) == ["install", "bench", "summary"], proc.stdout[-3000:]

@@ -36,6 +36,9 @@ rm -f "$OUT"/{kit.log,tests.log,tests.xml,bench.log,bench.json,parts.jsonl,SUMMA
 SITE=$WORK/site
 export PYTHONPATH="$SITE:$REPO${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 \
   TOKENIZERS_PARALLELISM=false WANDB_MODE=offline PYTHONDONTWRITEBYTECODE=1
+# DeepSpeed's JIT-built ops (fused Adam there; its shared-memory comm op on CPU) are cached per source path:
+# their own cache beside the kit's install, so that another DeepSpeed on this machine never forces a rebuild
+export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$WORK/torch_extensions}
 
 # part NAME LOG CMD...: run CMD under NAME's budget, its output appended to $OUT/LOG (and shown), one line to
 # parts.jsonl. A part over budget gets SIGTERM, then SIGKILL 5 s later (its whole process group).
@@ -60,12 +63,19 @@ install_kit() {
     echo "$KIT/MANIFEST.txt is missing: run launch/device/prepare.sh here first and carry .whl (docs/DEVICE.md)"
     return 2
   fi
-  local wheels
+  local wheels stamp
   wheels=$("$PY" launch/device/kit.py installable --kit "$KIT") || return 2
-  echo "installing $(echo "$wheels" | wc -l) of the kit's $(ls "$KIT"/*.whl | wc -l) wheels into $SITE"
-  rm -rf "$SITE"
-  # shellcheck disable=SC2086
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" $wheels || return 2
+  stamp="$("$PY" -c 'import sys; print(sys.version)'; cat "$KIT/MANIFEST.txt")"
+  if [[ -f $SITE/.kit-stamp && "$(cat "$SITE/.kit-stamp")" == "$stamp" ]]; then
+    echo "the kit is already installed in $SITE"  # a re-run on a warm machine; JIT-built ops stay valid too
+  else
+    echo "installing $(echo "$wheels" | wc -l) of the kit's $(ls "$KIT"/*.whl | wc -l) wheels into $SITE"
+    rm -rf "$SITE"
+    # shellcheck disable=SC2086
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" $wheels ||
+      return 2
+    echo "$stamp" > "$SITE/.kit-stamp"
+  fi
   "$PY" launch/device/kit.py check --site "$SITE"
 }
 export -f install_kit  # timeout runs it in a child bash
