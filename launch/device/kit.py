@@ -59,8 +59,8 @@ class Entry:
 def read_spec(path: Path = SPEC) -> list[Entry]:
     out = []
     for n, line in enumerate(path.read_text().splitlines(), 1):
-        line = line.split("#", 1)[0].strip() if line.lstrip().startswith("#") else line.strip()
-        if not line:
+        line = line.strip()
+        if not line or line.startswith("#"):
             continue
         parts = line.split(None, 3)
         if len(parts) < 3 or parts[1] not in ("wheel", "sdist") or parts[2] not in ("core", "media"):
