@@ -15,7 +15,8 @@ averages the logged steps after ``--skip`` warm-up steps: tokens/s = non-pad tok
 ``--peak-tflops`` (default 989: H100/H200 SXM bf16 dense). ``--smoke`` runs the same path with tiny
 models on CPU in fp32 (a check of the script, not a benchmark).
 
-``--budget-s`` bounds the whole run (the device kit's ``launch/device/run.sh`` gives it a share of
+An arm ends once its last step is logged (its final checkpoint and export measure nothing). ``--budget-s``
+bounds the whole run (the device kit's ``launch/device/run.sh`` gives it a share of
 a lent GPU's minutes): each arm gets the time left divided among the arms still to run; an arm
 stopped at its share is summarised from the steps it logged (``complete: false``), and ``--out`` is
 rewritten after every arm, so a cut run still leaves its figures.
@@ -95,7 +96,12 @@ def overrides(a, data: Path, out: Path, packing: bool, *, zero: int = 2, precisi
 
 def summarize(metrics: Path, skip: int) -> dict:
     """Averages over the logged steps after the first ``skip`` (all of them when a cut arm logged no more)."""
-    every = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()] if metrics.is_file() else []
+    every = []
+    for line in metrics.read_text().splitlines() if metrics.is_file() else []:
+        try:
+            every.append(json.loads(line))
+        except json.JSONDecodeError:  # a last line cut by the arm's stop
+            continue
     every = [r for r in every if "step_time_s" in r]
     rows = every[skip:] or every
     if not rows:
@@ -110,18 +116,33 @@ def summarize(metrics: Path, skip: int) -> dict:
             "skipped": len(every) - len(rows)}
 
 
-def run_arm(cmd: list[str], env: dict, seconds: float | None) -> bool:
-    """Run one arm; stop it after ``seconds`` (None: no limit). True when it finished on its own."""
+def logged_steps(run_root: Path) -> int:
+    """Training steps in the arm's ``metrics.jsonl`` so far (0 before it exists)."""
+    found = sorted(run_root.rglob("metrics.jsonl")) if run_root.is_dir() else []
+    if not found:
+        return 0
+    return sum(1 for x in found[0].read_text().splitlines() if '"step_time_s"' in x)
+
+
+def run_arm(cmd: list[str], env: dict, seconds: float | None, run_root: Path, steps: int) -> bool:
+    """Run one arm until its ``steps`` are logged (its final checkpoint and export are not waited for: they measure
+    nothing and on a GPU cost tens of seconds), or for ``seconds`` at most (None: no limit). True when every step
+    was logged."""
     proc = subprocess.Popen(cmd, env=env)
-    try:
-        rc = proc.wait(timeout=seconds)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        print(f"arm stopped at its budget of {seconds:.0f} s", flush=True)
-        return False
-    if rc != 0:
-        raise SystemExit(f"{' '.join(cmd[:3])} ... failed with exit code {rc}")
+    deadline = None if seconds is None else time.monotonic() + seconds
+    while proc.poll() is None:
+        if logged_steps(run_root) >= steps:
+            proc.kill()
+            proc.wait()
+            return True
+        if deadline is not None and time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            print(f"arm stopped at its budget of {seconds:.0f} s", flush=True)
+            return False
+        time.sleep(0.5)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd[:3])} ... failed with exit code {proc.returncode}")
     return True
 
 
@@ -168,7 +189,8 @@ def main(argv: list[str] | None = None) -> dict:
             out = Path(tmp) / "runs"
             seconds = None if deadline is None else max(1.0, (deadline - time.monotonic()) / (len(arms) - k))
             done = run_arm([sys.executable, "-m", "vita.run", *overrides(a, data, out, arm == "packed")],
-                           {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}, seconds)
+                           {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}, seconds,
+                           out / f"gpu-bench-{arm}", a.steps)
             found = sorted((out / f"gpu-bench-{arm}").rglob("metrics.jsonl"))
             try:
                 results[arm] = {**summarize(found[0], a.skip), "complete": done}
