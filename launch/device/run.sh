@@ -21,7 +21,7 @@ WORK=${VITA_DEVICE_WORK:-/tmp/vita-device}
 OUT=${OUT:-$REPO/outputs/device$([[ $SMOKE == 1 ]] && echo -smoke)}
 PARTS=${VITA_DEVICE_PARTS:-install ops tests bench summary}
 if [[ $SMOKE == 1 ]]; then  # CPU: generous against a loaded 2-core machine, still bounded
-  declare -A BUDGET=([install]=90 [ops]=60 [tests]=420 [bench]=360 [summary]=30)
+  declare -A BUDGET=([install]=120 [ops]=60 [tests]=600 [bench]=480 [summary]=30)
   export CUDA_VISIBLE_DEVICES="" VITA_DEVICE_SMOKE=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 else  # one GPU: 45 + 75 + 120 + 225 + 15 = 480 s
   declare -A BUDGET=([install]=45 [ops]=75 [tests]=120 [bench]=225 [summary]=15)
