@@ -84,8 +84,8 @@ def run_suite(name: str, args) -> dict:
     return {"samples_per_s": media_throughput(args.seconds)}
 
 
-def render(record: dict) -> str:
-    """The whole of BENCHMARKS.md from the stored records."""
+def render(record: dict, gpu_page: str | None = None) -> str:
+    """The whole of BENCHMARKS.md from the stored records (and the device kit's page, ``docs/device_summary.md``)."""
     from vita.bench.overhead import table
 
     out = ["# Benchmarks", "",
@@ -202,9 +202,12 @@ def render(record: dict) -> str:
             "and checked against `torch.utils.flop_counter.FlopCounterMode` in `tests/test_flops.py` (within 5%).",
             "", "## GPU (one device)", "",
             "`launch/gpu_bench.sh` measures tokens/s and MFU for a Qwen2.5-0.5B-shaped LLM + InternViT-300M-shaped "
-            "tower (random init, bf16, ZeRO-2), packing off vs on, and prints one table (`vita/bench/gpu.py`). "
-            "**Not yet run on a GPU**: no figures here until someone with one runs it (`SMOKE=1` checks the "
-            "script's path on CPU).", ""]
+            "tower (random init, bf16, ZeRO-2), packing off vs on, and prints one table (`vita/bench/gpu.py`; "
+            "`SMOKE=1` checks the script's path on CPU). On a lent GPU machine the device kit runs it after the "
+            "GPU checks, in one call (`docs/DEVICE.md`); its summary page, saved as `docs/device_summary.md`, "
+            "is rendered here.", ""]
+    out += [gpu_page.strip(), ""] if gpu_page else [
+        "**No GPU has been lent to this project yet: no figures here.**", ""]
     return "\n".join(out)
 
 
@@ -241,7 +244,8 @@ def main(argv: list[str] | None = None) -> dict:
                         "command": command, "machine": machine(), "result": result}
     args.docs.mkdir(parents=True, exist_ok=True)
     store.write_text(json.dumps(record, indent=2) + "\n")
-    text = render(record)
+    gpu = args.docs / "device_summary.md"
+    text = render(record, gpu.read_text() if gpu.is_file() else None)
     (args.docs / "BENCHMARKS.md").write_text(text)
     print(text)
     return record

@@ -14,6 +14,12 @@ averages the logged steps after ``--skip`` warm-up steps: tokens/s = non-pad tok
 (data loading excluded, as in the log), TFLOP/s and MFU by ``vita.engine.flops`` against
 ``--peak-tflops`` (default 989: H100/H200 SXM bf16 dense). ``--smoke`` runs the same path with tiny
 models on CPU in fp32 (a check of the script, not a benchmark).
+
+An arm ends once its last step is logged (its final checkpoint and export measure nothing). ``--budget-s``
+bounds the whole run (the device kit's ``launch/device/run.sh`` gives it a share of
+a lent GPU's minutes): each arm gets the time left divided among the arms still to run; an arm
+stopped at its share is summarised from the steps it logged (``complete: false``), and ``--out`` is
+rewritten after every arm, so a cut run still leaves its figures.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 WORDS = ("the a cat sat on mat photo of sky blue red green tree house river light dark small large "
@@ -56,8 +63,11 @@ def write_dataset(root: Path, n: int, seed: int = 0, max_words: int = 1500) -> P
     return path
 
 
-def overrides(a, data: Path, out: Path, packing: bool) -> list[str]:
-    """The ``vita.run`` overrides of one arm."""
+def overrides(a, data: Path, out: Path, packing: bool, *, zero: int = 2, precision: str | None = None,
+              name: str | None = None) -> list[str]:
+    """The ``vita.run`` overrides of one arm (``a``: this module's arguments, :func:`parse_args`); ``zero``,
+    ``precision`` (default: fp32 with ``--smoke``, else bf16) and ``name`` serve other runs of the same set-up
+    (tests/test_gpu_checks.py)."""
     smoke = a.smoke
     attn = "sdpa"
     if not smoke:
@@ -65,7 +75,8 @@ def overrides(a, data: Path, out: Path, packing: bool) -> list[str]:
 
         attn = "flash_attention_2" if importlib.util.find_spec("flash_attn") else "sdpa"
     shape = "{vocab_size:1024}" if smoke else "{vocab_size:151936}"
-    name = f"gpu-bench-{'packed' if packing else 'padded'}"
+    name = name or f"gpu-bench-{'packed' if packing else 'padded'}"
+    precision = precision or ("fp32" if smoke else "bf16")
     return [
         f"name={name}", f"output_root={out}", f"hydra.run.dir={out / name}", "experiment=chatterbot_tiny", "model=tiny_omni",
         f"model.backbone={'tiny-qwen2' if smoke else 'qwen2.5-0.5b'}", f"++model.overrides={shape}",
@@ -76,27 +87,75 @@ def overrides(a, data: Path, out: Path, packing: bool) -> list[str]:
         # packed: across the batch (token_budget, micro_batch rows of max_length); padded: VITA's sampler
         *(["data.sampler=token_budget", f"data.token_budget={a.micro_batch * a.max_length}"] if packing
           else ["data.sampler=modality_length_grouped"]),
-        f"data.num_workers={0 if smoke else a.workers}", "engine=zero2",
-        f"engine.precision={'fp32' if smoke else 'bf16'}", f"engine.micro_batch_size={a.micro_batch}",
+        f"data.num_workers={0 if smoke else a.workers}", f"engine=zero{zero}", f"engine.precision={precision}",
+        f"engine.optimizer_impl={a.optimizer_impl}", f"engine.micro_batch_size={a.micro_batch}",
         f"engine.peak_tflops={a.peak_tflops}", f"train.max_steps={a.steps}", "train.log_every=1",
         "logging.loggers=[jsonl]", "logging.progress_bar=false", "logging.plot=false", "optim.warmup_steps=0",
     ]
 
 
 def summarize(metrics: Path, skip: int) -> dict:
-    rows = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()][skip:]
+    """Averages over the logged steps after the first ``skip`` (all of them when a cut arm logged no more)."""
+    every = []
+    for line in metrics.read_text().splitlines() if metrics.is_file() else []:
+        try:
+            every.append(json.loads(line))
+        except json.JSONDecodeError:  # a last line cut by the arm's stop
+            continue
+    every = [r for r in every if "step_time_s" in r]
+    rows = every[skip:] or every
     if not rows:
-        raise SystemExit(f"{metrics}: no steps after the first {skip}")
+        raise SystemExit(f"{metrics}: no training steps logged")
     time_s = sum(r["step_time_s"] for r in rows)
     tokens = sum(r["tokens_per_s"] * r["step_time_s"] for r in rows)
     samples = sum(r["samples_per_s"] * r["step_time_s"] for r in rows)
     flops = sum(r["flops_per_step"] for r in rows)
     return {"steps": len(rows), "step_ms": 1e3 * statistics.median(r["step_time_s"] for r in rows),
             "tokens_per_s": tokens / time_s, "samples_per_s": samples / time_s, "tflops": flops / time_s / 1e12,
-            "mfu": statistics.fmean(r.get("mfu", float("nan")) for r in rows), "loss": rows[-1]["loss"]}
+            "mfu": statistics.fmean(r.get("mfu", float("nan")) for r in rows), "loss": rows[-1]["loss"],
+            "skipped": len(every) - len(rows)}
 
 
-def main(argv: list[str] | None = None) -> dict:
+def logged_steps(run_root: Path) -> int:
+    """Training steps in the arm's ``metrics.jsonl`` so far (0 before it exists)."""
+    found = sorted(run_root.rglob("metrics.jsonl")) if run_root.is_dir() else []
+    if not found:
+        return 0
+    return sum(1 for x in found[0].read_text().splitlines() if '"step_time_s"' in x)
+
+
+def run_arm(cmd: list[str], env: dict, seconds: float | None, run_root: Path, steps: int) -> bool:
+    """Run one arm until its ``steps`` are logged (its final checkpoint and export are not waited for: they measure
+    nothing and on a GPU cost tens of seconds), or for ``seconds`` at most (None: no limit). True when every step
+    was logged."""
+    proc = subprocess.Popen(cmd, env=env)
+    deadline = None if seconds is None else time.monotonic() + seconds
+    while proc.poll() is None:
+        if logged_steps(run_root) >= steps:
+            proc.kill()
+            proc.wait()
+            return True
+        if deadline is not None and time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            print(f"arm stopped at its budget of {seconds:.0f} s", flush=True)
+            return False
+        time.sleep(0.5)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd[:3])} ... failed with exit code {proc.returncode}")
+    return True
+
+
+def environment() -> dict:
+    import platform
+
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda, "device": gpu}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=80, help="optimizer steps per arm")
     ap.add_argument("--skip", type=int, default=20, help="first steps left out of the averages")
@@ -105,31 +164,52 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--samples", type=int, default=1200, help="synthetic samples written")
     ap.add_argument("--workers", type=int, default=12, help="data workers")
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="per-GPU peak at bf16 (dense)")
+    ap.add_argument("--optimizer-impl", default="auto", choices=("auto", "fused", "torch"),
+                    help="engine.optimizer_impl (torch when DeepSpeed's fused Adam cannot be built)")
+    ap.add_argument("--budget-s", type=float, default=0.0, help="stop the arms after this many seconds in all (0: none)")
     ap.add_argument("--smoke", action="store_true", help="tiny models on CPU: check the path, measure nothing")
     ap.add_argument("--out", type=Path, default=None, help="write the table's figures here as JSON")
     a = ap.parse_args(argv)
     if a.smoke:
         a.max_length, a.samples, a.micro_batch = min(a.max_length, 2048), min(a.samples, 24), min(a.micro_batch, 2)
         a.steps, a.skip = min(a.steps, 4), min(a.skip, 1)
-    results = {}
+    return a
+
+
+def main(argv: list[str] | None = None) -> dict:
+    a = parse_args(argv)
+    deadline = time.monotonic() + a.budget_s if a.budget_s > 0 else None
+    what = "SMOKE: tiny-qwen2 + tiny-internvit, fp32, CPU" if a.smoke else "Qwen2.5-0.5B + InternViT-300M shapes, bf16"
+    what += f", ZeRO-2, micro-batch {a.micro_batch}, max_length {a.max_length}, peak {a.peak_tflops} TFLOP/s"
+    arms = ("padded", "packed")
+    results: dict = {"what": what, "environment": environment(), "complete": False}  # + one entry per arm run
     with tempfile.TemporaryDirectory(prefix="vita-gpu-bench-") as tmp:
         data = write_dataset(Path(tmp) / "data", a.samples, max_words=100 if a.smoke else 1000)
-        for packing in (False, True):
+        for k, arm in enumerate(arms):
             out = Path(tmp) / "runs"
-            subprocess.run([sys.executable, "-m", "vita.run", *overrides(a, data, out, packing)], check=True,
-                           env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
-            (metrics,) = (out / f"gpu-bench-{'packed' if packing else 'padded'}").rglob("metrics.jsonl")
-            results["packed" if packing else "padded"] = summarize(metrics, a.skip)
-    what = "SMOKE: tiny-qwen2 + tiny-internvit, fp32, CPU" if a.smoke else "Qwen2.5-0.5B + InternViT-300M shapes, bf16"
-    print(f"\n{what}, ZeRO-2, micro-batch {a.micro_batch}, max_length {a.max_length}, peak {a.peak_tflops} TFLOP/s")
+            seconds = None if deadline is None else max(1.0, (deadline - time.monotonic()) / (len(arms) - k))
+            done = run_arm([sys.executable, "-m", "vita.run", *overrides(a, data, out, arm == "packed")],
+                           {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}, seconds,
+                           out / f"gpu-bench-{arm}", a.steps)
+            found = sorted((out / f"gpu-bench-{arm}").rglob("metrics.jsonl"))
+            try:
+                results[arm] = {**summarize(found[0], a.skip), "complete": done}
+            except (IndexError, SystemExit):  # cut before its first logged step
+                print(f"{arm}: no step logged before the budget ran out", flush=True)
+            if a.out:
+                a.out.write_text(json.dumps(results, indent=2) + "\n")
+    results["complete"] = all(results.get(arm, {}).get("complete") for arm in arms)
+    print(f"\n{what}")
     print(f"| {'packing':8} | {'steps':>5} | {'ms/step':>8} | {'tokens/s':>9} | {'samples/s':>9} | {'TFLOP/s':>8} "
           f"| {'MFU':>6} | {'last loss':>9} |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for arm, r in results.items():
+    for arm in (x for x in arms if x in results):
+        r = results[arm]
         print(f"| {arm:8} | {r['steps']:>5} | {r['step_ms']:>8.1f} | {r['tokens_per_s']:>9.0f} | "
               f"{r['samples_per_s']:>9.2f} | {r['tflops']:>8.2f} | {r['mfu']:>6.1%} | {r['loss']:>9.4f} |")
-    ratio = results["packed"]["samples_per_s"] / results["padded"]["samples_per_s"]
-    print(f"packing speed-up (samples/s, packed / padded): {ratio:.2f}x")
+    if "packed" in results and "padded" in results:
+        ratio = results["packed"]["samples_per_s"] / results["padded"]["samples_per_s"]
+        print(f"packing speed-up (samples/s, packed / padded): {ratio:.2f}x")
     if a.out:
         a.out.write_text(json.dumps(results, indent=2) + "\n")
     return results
