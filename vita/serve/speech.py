@@ -1,0 +1,28 @@
+"""Where a speech decoder plugs in: spoken answers (``modalities: ["text", "audio"]``).
+
+vita has no speech decoder yet (it is the speech-output issue's work), so :func:`speech_decoder`
+returns None and vita.serve answers 400 ``no_speech_decoder`` to a request for audio out. When a
+decoder exists, return it here for a model that has one: the chat route then streams its WAV chunks
+as ``delta.audio`` (``message.audio`` when not streaming) next to the text transcript, and the web
+page plays them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+from vita.infer.load import Loaded
+
+
+class SpeechDecoder(Protocol):
+    """Turns an answer into speech, in chunks as they are produced."""
+
+    def speak(self, text: str) -> Iterator[bytes]:
+        """WAV bytes of ``text`` spoken, chunk by chunk (each chunk a whole WAV file)."""
+        ...
+
+
+def speech_decoder(loaded: Loaded) -> SpeechDecoder | None:
+    """The speech decoder of ``loaded`` (None: this model cannot answer in speech). The hook."""
+    return None
