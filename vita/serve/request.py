@@ -164,7 +164,7 @@ class Parser:
             if marker in text:
                 kind = "input_audio" if mod == "audio" else f"{mod}_url"
                 raise ApiError("invalid_text", f"{where}: the text holds {marker}, vita's media marker; send the "
-                               f"{mod} as a {kind} part instead", where)
+                               f"{mod} as a content part of type {kind} instead", where)
         return text
 
     def _user_content(self, content, where: str) -> tuple[str, dict[str, list[Path]]]:
