@@ -16,7 +16,7 @@ import tempfile
 import pytest
 
 from tests.data_fixtures import demo_root
-from tests.serve_helpers import LiveServer, wait_for
+from tests.serve_helpers import LiveServer
 
 openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")

@@ -2,9 +2,10 @@
 
 vita has no speech decoder yet (it is the speech-output issue's work), so :func:`speech_decoder`
 returns None and vita.serve answers 400 ``no_speech_decoder`` to a request for audio out. When a
-decoder exists, return it here for a model that has one: the chat route then streams its WAV chunks
-as ``delta.audio`` (``message.audio`` when not streaming) next to the text transcript, and the web
-page plays them.
+decoder exists, return it here for a model that has one: ``/v1/models`` then lists ``audio`` among
+the outputs and the web page asks for spoken answers and plays the ``delta.audio.data`` chunks; the
+chat route (``vita/serve/app.py``, where it refuses now) still has to send the decoder's WAV chunks
+as ``delta.audio`` (``message.audio`` when not streaming) next to the text transcript.
 """
 
 from __future__ import annotations
