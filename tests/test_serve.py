@@ -213,3 +213,13 @@ def test_a_request_over_its_timeout_gets_504_and_stops(smollm2_dir):  # noqa: F8
         batcher = app.state.batcher
         wait_for(lambda: batcher.status()["running"] == 0, "the timed-out row to stop")
         assert batcher.status()["cancelled"] == 1
+
+
+def test_the_api_key_may_come_from_the_environment_and_the_model_name_from_the_target(monkeypatch, tmp_path):
+    from vita.serve.__main__ import KEY_ENV, build_parser, model_name
+
+    monkeypatch.setenv(KEY_ENV, "from-env")
+    assert build_parser().parse_args([]).api_key == "from-env"
+    assert build_parser().parse_args(["--api-key", "flag"]).api_key == "flag"
+    assert model_name(str(tmp_path / "run7" / "final"), []) == "run7"
+    assert model_name(None, ["model=smol_omni", "data=demo"]) == "smol_omni"

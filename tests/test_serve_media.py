@@ -1,6 +1,7 @@
 """``python -m vita.serve`` on smol_omni (SmolLM2 + Whisper tiny.en encoder + tiny SigLIP) with an API key
 (issue 21): images, audio and video in through the ``openai`` client, media errors, the key on every
-route, and the web page in headless Chromium (text, then an uploaded audio file).
+route, and the web page in headless Chromium (text, an uploaded audio file, then a recording from
+Chromium's fake microphone).
 
 One live server for the module, started with ``--api-key`` and ``--media-root`` = the demo data set's images
 (``make demo-data``).
@@ -12,6 +13,7 @@ import base64
 import json
 import shutil
 import tempfile
+import time
 
 import pytest
 
@@ -150,7 +152,7 @@ def test_media_errors_get_their_4xx_and_the_server_goes_on(server, media):
     assert server.alive() and "Traceback" not in server.text()
 
 
-def test_the_page_in_headless_chromium_answers_text_then_an_uploaded_audio_file(server, media, tmp_path):
+def test_the_page_in_headless_chromium_answers_text_an_uploaded_audio_file_and_a_recording(server, media, tmp_path):
     webdriver = pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
@@ -161,7 +163,8 @@ def test_the_page_in_headless_chromium_answers_text_then_an_uploaded_audio_file(
         pytest.skip("Debian chromium + chromium-driver are not installed (make install)")
     opts = webdriver.ChromeOptions()
     opts.binary_location = shutil.which("chromium")
-    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path)}"]:
+    fake_mic = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]  # a test tone, no prompt
+    for flag in [*CHROMIUM_FLAGS, *fake_mic, f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path)}"]:
         opts.add_argument(flag)
     driver = webdriver.Chrome(options=opts, service=Service(shutil.which("chromedriver")))
     shot = tmp_path / "serve_page.png"
@@ -182,12 +185,19 @@ def test_the_page_in_headless_chromium_answers_text_then_an_uploaded_audio_file(
         driver.find_element(By.ID, "prompt").send_keys("What did you hear?")
         driver.find_element(By.ID, "send").click()
         wait.until(lambda d: len(answers(d)) == 2)
+        driver.find_element(By.ID, "record").click()  # MediaRecorder on the fake microphone, sent as WAV
+        wait.until(lambda d: "stop" in d.find_element(By.ID, "record").text)
+        time.sleep(1.5)  # a second and a half of recording (not a timing check)
+        driver.find_element(By.ID, "record").click()
+        wait.until(lambda d: "recording.wav" in d.find_element(By.ID, "pending").text)
+        driver.find_element(By.ID, "send").click()
+        wait.until(lambda d: len(answers(d)) == 3)
         driver.save_screenshot(str(shot))
         got = [(a.get_attribute("data-state"), a.text) for a in answers(driver)]
         print("page answers:", got, "screenshot:", shot)
-        assert [s for s, _ in got] == ["done", "done"], got
-        assert "Paris" in got[0][1] and got[1][1].strip()
-        assert "[audio]" in driver.find_elements(By.CSS_SELECTOR, ".user")[1].text
+        assert [s for s, _ in got] == ["done", "done", "done"], got
+        assert "Paris" in got[0][1] and got[1][1].strip() and got[2][1].strip()
+        assert ["[audio]" in u.text for u in driver.find_elements(By.CSS_SELECTOR, ".user")] == [False, True, True]
     finally:
         driver.quit()
     assert shot.stat().st_size > 0

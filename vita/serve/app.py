@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import json
 import logging
@@ -151,7 +152,7 @@ def create_app(loaded: Loaded, settings: Settings) -> FastAPI:
                            "or lower max_tokens", "messages")
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
-        job = Job(item, req, lambda ev: loop.call_soon_threadsafe(events.put_nowait, ev))
+        job = Job(item, req, functools.partial(_deliver, loop, events))
         batcher.submit(job)
         rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         deadline = time.monotonic() + settings.timeout_s
@@ -170,6 +171,12 @@ def create_app(loaded: Loaded, settings: Settings) -> FastAPI:
         return _completion(val, rid, created, settings.model_name, req)
 
     return app
+
+
+def _deliver(loop: asyncio.AbstractEventLoop, events: asyncio.Queue, event: tuple) -> None:
+    """Hand a job's event from the generation thread to its request (gone with a closed loop: dropped)."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(events.put_nowait, event)
 
 
 async def _read_json(request: Request, limit: int):

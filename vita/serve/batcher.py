@@ -141,6 +141,8 @@ class Batcher:
         self.closed = False
         self.last_arrival = 0.0
         self.running = 0
+        self.current: list[Job] = []
+        """The jobs of the batch being generated."""
         self.stats = {"served": 0, "cancelled": 0, "failed": 0, "batches": 0, "largest_batch": 0}
         self.batch_s = 1.0
         """Running mean of a batch's seconds (for Retry-After)."""
@@ -172,6 +174,8 @@ class Batcher:
                 job.emit(("error", ApiError("server_busy", "the server is shutting down; retry on another server",
                                             headers={"Retry-After": "5"})))
             self.jobs.clear()
+            for job in self.current:
+                job.cancel("the server is shutting down")
             self.cv.notify_all()
         self.thread.join(timeout=30)
 
@@ -199,7 +203,7 @@ class Batcher:
             picked = [j for j in self.jobs if j.key == key][:self.max_batch]
             for job in picked:
                 self.jobs.remove(job)
-            self.running = len(picked)
+            self.running, self.current = len(picked), picked
             return picked
 
     def _loop(self) -> None:
@@ -210,7 +214,7 @@ class Batcher:
                     self._run(jobs)
                 finally:
                     with self.cv:
-                        self.running = 0
+                        self.running, self.current = 0, []
 
     def _run(self, jobs: list[Job]) -> None:
         loaded = self.loaded
