@@ -131,6 +131,16 @@ def create_app(loaded: Loaded, settings: Settings) -> FastAPI:
                            f"{settings.model_name!r}", "model")
         return model_card()
 
+    def prepare(body: dict) -> tuple[ChatRequest, dict]:
+        """The checked request and its prompt item (media decoded; their temporary files are gone after)."""
+        with tempfile.TemporaryDirectory(prefix="vita-serve-") as tmp:
+            req = Parser(loaded.supports, Path(tmp), settings.media_root, settings.limits).parse(
+                body, settings.default_max_tokens)
+            if req.want_audio and speech is None:  # the speech decoder's place (vita/serve/speech.py)
+                raise ApiError("no_speech_decoder", "this model has no speech decoder, so it cannot answer in audio; "
+                               "ask for modalities [\"text\"]", "modalities")
+            return req, _prompt(loaded, req, prep_lock)
+
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
         body = await _read_json(request, settings.max_body_bytes)
@@ -138,13 +148,7 @@ def create_app(loaded: Loaded, settings: Settings) -> FastAPI:
         if name is not None and name != settings.model_name:
             raise ApiError("model_not_found", f"model {name!r} is not served here; use {settings.model_name!r} "
                            "(GET /v1/models)", "model")
-        with tempfile.TemporaryDirectory(prefix="vita-serve-") as tmp:
-            req = Parser(loaded.supports, Path(tmp), settings.media_root, settings.limits).parse(
-                body, settings.default_max_tokens)
-            if req.want_audio and speech is None:
-                raise ApiError("no_speech_decoder", "this model has no speech decoder, so it cannot answer in audio; "
-                               "ask for modalities [\"text\"]", "modalities")
-            item = await run_in_threadpool(_prompt, loaded, req, prep_lock)  # media decoded: tmp can go
+        req, item = await run_in_threadpool(prepare, body)  # off the event loop: base64, files, media decoding
         limit = loaded.processor.prompt_max_length
         if limit and len(item["input_ids"]) + req.max_tokens > limit:
             raise ApiError("context_length_exceeded", f"the prompt ({len(item['input_ids'])} tokens) plus max_tokens "
