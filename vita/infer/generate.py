@@ -107,7 +107,7 @@ def _pick(logits: torch.Tensor, seen: list[set[int]], gen: GenerationConfig, rng
 @torch.no_grad()
 def generate(model, batch: dict, gen: GenerationConfig, stop: Sequence[Sequence[int]], pad_id: int, *,
              on_token: Callable[[int, int], None] | None = None, lockstep: bool = False,
-             dummy: bool = False) -> list[list[int]]:
+             dummy: bool = False, stop_row: Callable[[int, list[int]], bool] | None = None) -> list[list[int]]:
     """Generate answers for a left-padded prompt batch; returns each row's new tokens, stop sequence cut.
 
     Args:
@@ -120,6 +120,9 @@ def generate(model, batch: dict, gen: GenerationConfig, stop: Sequence[Sequence[
         on_token: called as ``on_token(row, token_id)`` for every kept token as soon as it is chosen (streaming).
         lockstep: step until *every rank* is done (all-reduce per step); needed under ZeRO-3.
         dummy: this rank has no data and ``batch`` is a stand-in: its rows start done and return nothing.
+        stop_row: called as ``stop_row(row, tokens)`` after each kept token of a live row; True ends that row
+            there (its tokens so far are returned): a per-row token limit, a caller's stop text, a client
+            that left (``vita.serve``).
     """
     param = next(model.parameters())
     dev = param.device
@@ -165,6 +168,8 @@ def generate(model, batch: dict, gen: GenerationConfig, stop: Sequence[Sequence[
             cut = _ends_with(out_rows[b], stop)
             if cut:
                 del out_rows[b][-cut:]
+                done[b] = True
+            elif stop_row is not None and stop_row(b, out_rows[b]):
                 done[b] = True
             flush(b, 0 if done[b] else _held(out_rows[b], stop))
         left = float(not all(done)) if step + 1 < gen.max_new_tokens else 0.0
