@@ -184,7 +184,8 @@ def export_vita(src: str | Path, out: str | Path, max_shard_bytes: int = DEFAULT
     store_dtype = str(entries[0][2]).removeprefix("torch.") if entries else None
     source_folder = _source(meta)
     template = read_config(source_folder) if source_folder else None
-    config = vita_config_from_model(read_config(final), meta["model"], _dims(model), template, store_dtype)
+    config = vita_config_from_model(read_config(final), meta["model"], _dims(model), template, store_dtype,
+                                    meta.get("data"))
     write_config(out, config)
     # VITA's own tokenizer files when the run started from VITA (vita only adds its placeholder tokens)
     copy_tokenizer(final, out)
