@@ -25,7 +25,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
 SUBSAMPLING = "enc.0."
 """vita's prefix of the Conv2d subsampling (``Subsampling4``)."""
 SUBSAMPLING_UPSTREAM = "enc.0.core."
