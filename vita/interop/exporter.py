@@ -181,12 +181,12 @@ def export_vita(src: str | Path, out: str | Path, max_shard_bytes: int = DEFAULT
         return dtype or source.dtypes.get("llm." + name) or source.dtypes[by15[name][0].vita]
 
     entries = [(n, plan.vita15_shapes[n], stored(n)) for n in by15]
-    write_shards(out, entries, produce, max_shard_bytes, progress)
     store_dtype = str(entries[0][2]).removeprefix("torch.") if entries else None
     source_folder = _source(meta)
     template = read_config(source_folder) if source_folder else None
     config = vita_config_from_model(read_config(final), meta["model"], _dims(model), template, store_dtype,
-                                    meta.get("data"))
+                                    meta.get("data"))  # first: a model VITA has no type for writes nothing
+    write_shards(out, entries, produce, max_shard_bytes, progress)
     write_config(out, config)
     # VITA's own tokenizer files when the run started from VITA (vita only adds its placeholder tokens)
     copy_tokenizer(final, out)

@@ -199,3 +199,28 @@ def misnamed_subsampling(names: set[str] | dict) -> list[str]:
     as vita wrote them before it followed ``whale/module/component/subsampling.py``)."""
     old = "model." + AUDIO + SUBSAMPLING
     return sorted(k for k in names if k.startswith(old) and not k.startswith("model." + AUDIO + SUBSAMPLING_UPSTREAM))
+
+
+def fuse_llm_experts(sd: dict[str, torch.Tensor], own: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+    """An LLM state dict with Mixtral's per-expert tensors (``block_sparse_moe.experts.E.w1/w3/w2``: what
+    transformers 4 wrote and transformers 5's ``save_pretrained`` still writes) in the fused layout the
+    module expects (``mlp.experts.gate_up_proj`` / ``down_proj``, ``mlp.gate``); other keys pass through.
+
+    Args:
+        sd: the LLM's tensors by HF name (``model.layers.0...``, ``lm_head.weight``).
+        own: the module's tensor names -> shapes (names without ``llm.``).
+    """
+    if not any(".block_sparse_moe." in k for k in sd):
+        return sd
+    shapes = {"llm." + k: s for k, s in own.items()}
+    out = dict(sd)
+    for name, shape in own.items():
+        links = _llm("llm." + name, shapes)
+        if name in sd or links[0].vita15 == name or not all(lk.vita15 in sd for lk in links):
+            continue  # already fused, not an MoE tensor, or incomplete (reported by the caller's strict load)
+        fused = torch.empty(shape, dtype=sd[links[0].vita15].dtype)
+        for lk in links:
+            fused[lk.vita_index] = sd[lk.vita15]
+            out.pop(lk.vita15)
+        out[name] = fused
+    return out
