@@ -262,7 +262,8 @@ def test_full_size_vita15_maps_one_to_one_to_vitas_keys():
     from vita.interop.meta import params_on_meta
     from vita.model import build_model
 
-    cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.load(CONF_DIR / "model" / "vita15_qwen2p5_7b.yaml"))
+    cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.load(CONF_DIR / "model" / "vita15_qwen2p5_7b.yaml"),
+                          {"pretrained": None, "vision": {"pretrained": None}, "audio": {"pretrained": None}})
     with params_on_meta():
         model = build_model(cfg)
     plan = plan_keys(model)  # raises on any vita tensor without a VITA name
