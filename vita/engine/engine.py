@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 
 from vita.data import DataBundle, Position
 from vita.engine import checkpoint as ckpt
-from vita.engine.console import ProgressBar
+from vita.engine.console import ProgressBar, run_label
 from vita.engine.distributed import DistInfo, all_reduce_sum
 from vita.engine.ds_config import build_ds_config
 from vita.engine.export import export_model
@@ -209,7 +209,7 @@ class Trainer:
     def _progress_bar(self):
         if not (self.dist.is_main and self.cfg.logging.progress_bar):
             return None
-        return ProgressBar(self.total_steps, self.step, self.cfg.name)
+        return ProgressBar(self.total_steps, self.step, run_label(self.cfg.name, self.run_dir))
 
     def client_state(self) -> dict:
         return {"step": self.step, "position": self.position.state_dict(), "stage": self.cfg.stage.name,
