@@ -1,12 +1,22 @@
 """Tiny checkpoints in VITA's exact layout (config fields, key names, two shards + index).
 
-Written here from VITA's conventions (``reference/vita-1.5.md`` §1-§4), not with vita's own
-export code, so an import -> export round trip is checked against an independent layout:
-LLM keys as transformers 4 writes them (``model.layers.*``; Mixtral's per-expert ``w1/w2/w3``),
-InternViT in OpenGVLab's naming (fused ``attn.qkv``, ``ls1``, ``norm1`` ...) under
-``model.vision_tower.vision_tower.``, ``model.mm_projector.{0,2}``, the whale encoder under
-``model.audio_encoder.encoder.`` and the adapter under ``model.audio_encoder.adpter.``
-(``conv1d2``, ``bn2``, ``project``), the FO head as ``predictor_head``.
+Built here from upstream's module structure (VITA-MLLM/VITA, VITA-1.5 read at commit 35d064a; each
+part below names the upstream file whose modules give its key names), not with vita's own export
+code, so an import -> export round trip is checked against an independent layout:
+
+* LLM keys as transformers 4 writes them under ``VITAQwen2ForCausalLM`` / ``VITAFOQwen2ForCausalLM``
+  / ``VITAMixtralForCausalLM`` (vita/model/language_model/*.py: ``model.*`` + ``lm_head``; Mixtral's
+  per-expert ``block_sparse_moe.experts.E.w1/w2/w3``);
+* InternViT (vita/model/multimodal_encoder/internvit/modeling_intern_vit.py: fused ``attn.qkv``,
+  ``ls1``, ``norm1`` ...) as ``InternViTVisionTower.vision_tower`` (internvit_encoder.py), under
+  ``model.vision_tower.vision_tower.``;
+* ``model.mm_projector.{0,2}`` (vita/model/multimodal_projector/builder.py: mlp2x_gelu =
+  Sequential(Linear, GELU, Linear));
+* the whale encoder and adapter under ``model.audio_encoder.`` (see the table above
+  :func:`audio_tensors`), with the Conv2d subsampling under ``enc.0.core``;
+* FO (vita/model/language_model/vita_fo_qwen2.py): ``VITAFOQwen2ForCausalLM`` hard-codes
+  ``predict_usr_state = 0``, so an upstream-saved FO folder has no ``predictor_head``; its audio
+  prompts exist only with ``audio_prompt_finetune: true`` (init_model.py).
 """
 
 from __future__ import annotations
@@ -55,6 +65,9 @@ def llm_tensors(kind: str, g: torch.Generator) -> dict[str, torch.Tensor]:
 
 
 def vision_tensors(g: torch.Generator) -> dict[str, torch.Tensor]:
+    """InternVisionModel (internvit/modeling_intern_vit.py: ``embeddings.{class_embedding, patch_embedding,
+    position_embedding}``, ``encoder.layers.i.{attn.qkv, attn.proj, ls1, ls2, norm1, norm2, mlp.fc1, mlp.fc2}``)
+    + the mlp2x_gelu projector (multimodal_projector/builder.py: indices 0 and 2 are the Linears)."""
     c, f, pch = VIT["hidden"], VIT["ffn"], VIT["patch"]
     n_pos = (VIT["image"] // pch) ** 2 + 1
     pre = "model.vision_tower.vision_tower."
@@ -77,33 +90,68 @@ def vision_tensors(g: torch.Generator) -> dict[str, torch.Tensor]:
     return sd
 
 
-def audio_tensors(g: torch.Generator, prompt_num: int = 0) -> dict[str, torch.Tensor]:
-    """The whale encoder in ``final.pt``'s layout (WeNet module names) + VITA's ``adpter``."""
-    d, f, n = AUD["d"], AUD["ffn"], AUD["n_mels"]
-    e = "model.audio_encoder.encoder."
-    fq = ((n - 1) // 2 - 1) // 2
-    sd = {e + "global_cmvn.mean": 10 + _rand(n, scale=1.0, g=g), e + "global_cmvn.istd": 0.3 + _rand(n, scale=0.01, g=g),
-          e + "enc.0.conv.0.weight": _rand(d, 1, 3, 3, g=g), e + "enc.0.conv.0.bias": _rand(d, g=g),
-          e + "enc.0.conv.2.weight": _rand(d, d, 3, 3, g=g), e + "enc.0.conv.2.bias": _rand(d, g=g),
-          e + "enc.0.out.0.weight": _rand(d, d * fq, g=g), e + "enc.0.out.0.bias": _rand(d, g=g),
-          e + "enc.1.embed.0.weight": _rand(d, d, g=g), e + "enc.1.embed.0.bias": _rand(d, g=g),
-          e + "enc.1.embed.1.weight": 1 + _rand(d, g=g), e + "enc.1.embed.1.bias": _rand(d, g=g),
-          e + "enc.1.after_norm.weight": 1 + _rand(d, g=g), e + "enc.1.after_norm.bias": _rand(d, g=g)}
-    for i in range(AUD["layers"]):
-        p = f"{e}enc.1.encoders.{i}."
+# -- the audio encoder, module by module as upstream builds it ---------------------------------------
+# Upstream files (VITA-MLLM/VITA; VITA-1.5 read at commit 35d064a, the same modules as in the stored
+# VITA-1.0 snapshot 360de22), under vita/model/multimodal_encoder/whale/:
+#   init_model.py                      AudioEncoder: .encoder (whaleEncoder), .adpter (CNNSubsampling),
+#                                      .prompt_embeddings = nn.Embedding(audio_prompt_num, llm_embed_dim)
+#                                      only when audio_prompt_finetune is set
+#   module/encoder/encoder.py          whaleEncoder: .global_cmvn, .enc = ModuleList of the components of
+#                                      encoder-layer-config "subsampling-transformer"
+#   cmvn.py                            GlobalCMVN: buffers mean, istd
+#   module/component/subsampling.py    Subsampling: .core = Conv2dSubsampling4 (.conv = Sequential(Conv2d,
+#                                      ReLU, Conv2d, ReLU), .out = Sequential(Linear)) -> enc.0.core.conv.{0,2},
+#                                      enc.0.core.out.0
+#   module/component/transformer.py    Transformer: .embed = Sequential(Linear, LayerNorm, Dropout, ReLU),
+#                                      .encoders (TransformerLayer: self_attn, feed_forward, norm1, norm2),
+#                                      .after_norm; the positional table is a plain attribute, not saved
+#   module/layer/attention.py          MultiHeadedAttention (rel-enc): linear_q/k/v/out, linear_pos (no bias),
+#                                      pos_bias_u/v [heads, d_k]; PositionwiseFeedForward: w_1, w_2
+#   adapter.py                         CNNSubsampling, one-conv branch (enc_out_dim * 4 >= llm_embed_dim, as
+#                                      VITA-1.5's 1024 * 4 >= 3584): conv1d2, bn2 (LayerNorm), project
+def _linear(prefix: str, out_f: int, in_f: int, g, bias: bool = True) -> dict[str, torch.Tensor]:
+    return {prefix + "weight": _rand(out_f, in_f, g=g), **({prefix + "bias": _rand(out_f, g=g)} if bias else {})}
+
+
+def _layer_norm(prefix: str, n: int, g) -> dict[str, torch.Tensor]:
+    return {prefix + "weight": 1 + _rand(n, g=g), prefix + "bias": _rand(n, g=g)}
+
+
+def _subsampling(prefix: str, n_mels: int, d: int, g) -> dict[str, torch.Tensor]:
+    """``Subsampling`` (subsampling.py): its ``core`` is ``Conv2dSubsampling4``."""
+    core = prefix + "core."
+    f = ((n_mels - 1) // 2 - 1) // 2
+    return {core + "conv.0.weight": _rand(d, 1, 3, 3, g=g), core + "conv.0.bias": _rand(d, g=g),
+            core + "conv.2.weight": _rand(d, d, 3, 3, g=g), core + "conv.2.bias": _rand(d, g=g),
+            **_linear(core + "out.0.", d, d * f, g)}
+
+
+def _transformer(prefix: str, d: int, heads: int, ffn: int, layers: int, g) -> dict[str, torch.Tensor]:
+    """``Transformer`` (transformer.py) with rel-enc ``MultiHeadedAttention`` (attention.py)."""
+    sd = {**_linear(prefix + "embed.0.", d, d, g), **_layer_norm(prefix + "embed.1.", d, g)}
+    for i in range(layers):
+        p = f"{prefix}encoders.{i}."
         for lin in ("linear_q", "linear_k", "linear_v", "linear_out"):
-            sd |= {f"{p}self_attn.{lin}.weight": _rand(d, d, g=g), f"{p}self_attn.{lin}.bias": _rand(d, g=g)}
-        sd |= {p + "self_attn.linear_pos.weight": _rand(d, d, g=g),
-               p + "self_attn.pos_bias_u": _rand(AUD["heads"], d // AUD["heads"], g=g),
-               p + "self_attn.pos_bias_v": _rand(AUD["heads"], d // AUD["heads"], g=g),
-               p + "feed_forward.w_1.weight": _rand(f, d, g=g), p + "feed_forward.w_1.bias": _rand(f, g=g),
-               p + "feed_forward.w_2.weight": _rand(d, f, g=g), p + "feed_forward.w_2.bias": _rand(d, g=g),
-               p + "norm1.weight": 1 + _rand(d, g=g), p + "norm1.bias": _rand(d, g=g),
-               p + "norm2.weight": 1 + _rand(d, g=g), p + "norm2.bias": _rand(d, g=g)}
+            sd |= _linear(f"{p}self_attn.{lin}.", d, d, g)
+        sd |= _linear(p + "self_attn.linear_pos.", d, d, g, bias=False)
+        sd |= {p + "self_attn.pos_bias_u": _rand(heads, d // heads, g=g),
+               p + "self_attn.pos_bias_v": _rand(heads, d // heads, g=g)}
+        sd |= _linear(p + "feed_forward.w_1.", ffn, d, g) | _linear(p + "feed_forward.w_2.", d, ffn, g)
+        sd |= _layer_norm(p + "norm1.", d, g) | _layer_norm(p + "norm2.", d, g)
+    return sd | _layer_norm(prefix + "after_norm.", d, g)
+
+
+def audio_tensors(g: torch.Generator, prompt_num: int = 0) -> dict[str, torch.Tensor]:
+    """``model.audio_encoder.*`` of a VITA-1.5 checkpoint: ``AudioEncoder`` (init_model.py) = whaleEncoder
+    (encoder.py: ``global_cmvn`` + ``enc.0`` Subsampling + ``enc.1`` Transformer) + ``adpter`` (+ prompts)."""
+    d, n = AUD["d"], AUD["n_mels"]
+    e = "model.audio_encoder.encoder."
+    sd = {e + "global_cmvn.mean": 10 + _rand(n, scale=1.0, g=g), e + "global_cmvn.istd": 0.3 + _rand(n, scale=0.01, g=g)}
+    sd |= _subsampling(e + "enc.0.", n, d, g)
+    sd |= _transformer(e + "enc.1.", d, AUD["heads"], AUD["ffn"], AUD["layers"], g)
     a = "model.audio_encoder.adpter."
     sd |= {a + "conv1d2.weight": _rand(2 * d, d, 5, g=g), a + "conv1d2.bias": _rand(2 * d, g=g),
-           a + "bn2.weight": 1 + _rand(2 * d, g=g), a + "bn2.bias": _rand(2 * d, g=g),
-           a + "project.weight": _rand(H, 2 * d, g=g), a + "project.bias": _rand(H, g=g)}
+           **_layer_norm(a + "bn2.", 2 * d, g), **_linear(a + "project.", H, 2 * d, g)}
     if prompt_num:
         sd["model.audio_encoder.prompt_embeddings.weight"] = _rand(prompt_num, H, g=g)
     return sd
@@ -143,8 +191,13 @@ def write_shards(folder: Path, sd: dict[str, torch.Tensor], n: int = 2) -> None:
 
 
 def make_vita_folder(root: Path, model_type: str = "vita-Qwen2", seed: int = 0, vision: bool = True,
-                     audio: bool = True) -> Path:
-    """``root/VITA_ckpt`` (+ ``root/InternViT-300M-448px/config.json``, as in VITA's release)."""
+                     audio: bool = True, state_head: bool = False) -> Path:
+    """``root/VITA_ckpt`` (+ ``root/InternViT-300M-448px/config.json``, as in VITA's release).
+
+    Args:
+        state_head: (FO) add a 3-class ``predictor_head``, as a vita-trained FO model exports it;
+            upstream's FO class never builds one (``predict_usr_state = 0``).
+    """
     kind, arch = FAMILY[model_type]
     g = torch.Generator().manual_seed(seed)
     folder = root / "VITA_ckpt"
@@ -165,16 +218,18 @@ def make_vita_folder(root: Path, model_type: str = "vita-Qwen2", seed: int = 0, 
                    "mm_projector_type": "mlp2x_gelu", "mm_vision_select_layer": -1, "mm_vision_select_feature": "patch",
                    "image_aspect_ratio": "square", "use_mm_proj": True, "mm_use_im_start_end": False,
                    "mm_use_im_patch_token": False, "tune_mm_mlp_adapter": False, "freeze_mm_mlp_adapter": False,
-                   "mm_projector_lr": None, "unfreeze_vision_tower": False}
+                   "mm_projector_lr": None, "unfreeze_vision_tower": False, "use_s2": False}
     if audio:
         sd |= audio_tensors(g, prompt_num=3 if fo else 0)
         config |= {"mm_audio_encoder": "/mnt/cfs/VITA/audio-encoder-Qwen2-7B-1107-weight-base-11wh-tunning",
-                   "freeze_audio_encoder": True, "freeze_audio_encoder_adapter": True, "tune_audio_mlp_adapter": False}
-        if fo:
-            config |= {"audio_prompt_finetune": False, "audio_prompt_num": 3}
+                   "freeze_audio_encoder": True, "freeze_audio_encoder_adapter": True, "tune_audio_mlp_adapter": False,
+                   "audio_prompt_finetune": False, "audio_prompt_num": None, "audio_state_predictor_tuning": False}
+        if fo:  # upstream builds prompt_embeddings only with audio_prompt_finetune (init_model.py)
+            config |= {"audio_prompt_finetune": True, "audio_prompt_num": 3}
     if fo:
+        config["predict_usr_state"] = 2  # written by VITA's FO runs, ignored by its class (vita_fo_qwen2.py)
+    if state_head:
         sd |= {"predictor_head.weight": _rand(3, H, g=g), "predictor_head.bias": _rand(3, g=g)}
-        config["predict_usr_state"] = 2
     config |= {"tokenizer_model_max_length": 6200, "tokenizer_padding_side": "right"}
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     write_shards(folder, sd)

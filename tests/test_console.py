@@ -70,3 +70,15 @@ def test_bitsandbytes_remote_kernel_note_is_not_shown():
         pytest.skip("bitsandbytes tries no Hub kernel on this CPU (no AVX512-BF16): nothing to filter")
     for said in ("gemm_4bit_forward", "trust_remote_code", "publisher trust check"):
         assert said not in runs[True].stderr, runs[True].stderr[-2000:]
+
+
+def test_the_bar_names_the_experiment_not_the_root_default(tmp_path):
+    """A run that keeps the root config's name (``demo``, as the demo experiment and any run without one do) is
+    called by its experiment on the bar; an explicit name (the test above: ``console``) wins."""
+    cmd = [PY, "-m", "vita.run", "experiment=smoke", "name=demo", f"output_root={tmp_path}", "train.max_steps=2",
+           "train.ckpt_every=0", "logging.plot=false"]
+    p = subprocess.run(cmd, cwd=ROOT, env=vita_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                       timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:]
+    labels = {s.strip().split(":")[0] for s in re.split(r"[\r\n]", p.stdout) if re.match(r"^\S+:\s+\d+%\|", s.strip())}
+    assert labels == {"smoke"}, labels

@@ -65,10 +65,77 @@ def test_import_export_round_trip_is_bitwise(mt, folders, tmp_path):
     ca, cb = (json.loads((d / "config.json").read_text()) for d in (src, back))
     for k in ("model_type", "architectures", "mm_vision_tower", "mm_audio_encoder", "mm_hidden_size",
               "mm_projector_type", "image_aspect_ratio", "hidden_size", "num_hidden_layers", "vocab_size",
-              "rope_theta", "tie_word_embeddings", "torch_dtype", "predict_usr_state", "audio_prompt_num"):
+              "rope_theta", "tie_word_embeddings", "torch_dtype", "predict_usr_state", "audio_prompt_num",
+              "audio_prompt_finetune"):
         assert ca.get(k) == cb.get(k), k
     assert (back / "tokenizer.json").is_file()
-    assert compose_from_vita(back)[0].family == mt  # and it imports again
+    assert sorted(k for k in b if ".enc.0." in k) == SUBSAMPLING_KEYS  # upstream's names, with core
+    again = load_vita(back, progress=False)  # and it imports again, to the same tensors
+    first = load_vita(src, progress=False)
+    sd_a, sd_b = first.model.state_dict(), again.model.state_dict()
+    assert sorted(sd_a) == sorted(sd_b) and all(torch.equal(sd_a[k], sd_b[k]) for k in sd_a)
+    assert again.imported.model.audio.prompt_num == first.imported.model.audio.prompt_num
+
+
+E = "model.audio_encoder.encoder.enc.0."
+SUBSAMPLING_KEYS = sorted(f"{E}core.{m}.{p}" for m in ("conv.0", "conv.2", "out.0") for p in ("weight", "bias"))
+
+
+def test_old_subsampling_names_are_refused_naming_the_six_keys(folders, tmp_path):
+    """A folder written with vita's former reading (enc.0.conv.* without core) is refused in one line naming
+    the six keys: VITA's own loader could not fill them either."""
+    d = _copy(folders["vita-Qwen2"], tmp_path)
+    for key in SUBSAMPLING_KEYS:
+        old = key.replace(".enc.0.core.", ".enc.0.")
+        _rewrite(_shard_with(d, key), lambda sd, k=key, o=old: sd.__setitem__(o, sd.pop(k)))
+        _edit_index(d, lambda wm, k=key, o=old: wm.__setitem__(o, wm.pop(k)))
+    with pytest.raises(CheckpointError) as e:
+        load_vita(d, progress=False)
+    msg = str(e.value)
+    assert "\n" not in msg and "core" in msg
+    assert all(k.replace(".enc.0.core.", ".enc.0.") in msg for k in SUBSAMPLING_KEYS)
+
+
+# fields VITA's code reads from config.json to build the model (VITA-MLLM/VITA, vita/model/): vita_arch.py
+# (mm_vision_tower, mm_audio_encoder), multimodal_encoder/builder.py (use_s2; build_audio_encoder: freeze_audio_encoder,
+# freeze_audio_encoder_adapter, audio_prompt_finetune, audio_prompt_num), multimodal_projector/builder.py
+# (mm_projector_type, mm_hidden_size, hidden_size), process_images (image_aspect_ratio)
+UPSTREAM_FIELDS = ("mm_vision_tower", "mm_audio_encoder", "use_s2", "freeze_audio_encoder", "freeze_audio_encoder_adapter",
+                   "audio_prompt_finetune", "audio_prompt_num", "mm_projector_type", "mm_hidden_size", "hidden_size",
+                   "image_aspect_ratio")
+
+
+def test_fo_export_config_has_every_field_upstream_reads(imported, tmp_path):
+    """A vita-fo-Qwen2 export: audio_prompt_finetune true with audio_prompt_num (upstream builds the prompts only
+    then); re-imported, the prompt count is the same."""
+    from vita.interop.convert import convert
+
+    vm = imported("vita-fo-Qwen2")
+    assert vm.model.audio_prompt_num == 3
+    exp = convert(vm.imported.model.tokenizer, tmp_path / "exp")
+    back = export_vita(exp, tmp_path / "back", progress=False)
+    config = json.loads((back / "config.json").read_text())
+    assert [k for k in UPSTREAM_FIELDS if k not in config] == []
+    assert config["audio_prompt_finetune"] is True and config["audio_prompt_num"] == 3
+    assert config["model_type"] == "vita-fo-Qwen2"
+    assert compose_from_vita(back)[0].model.audio.prompt_num == 3
+
+
+def test_fo_folder_without_predictor_head_imports_with_a_note(folders, tmp_path):
+    """Upstream's FO class hard-codes predict_usr_state = 0: its folders hold no predictor_head though config.json
+    says 2. They import without the head, said in the one-line summary; a folder with a head keeps it."""
+    imp, wf = compose_from_vita(folders["vita-fo-Qwen2"])
+    assert "predictor_head.weight" not in wf.tensors
+    assert imp.model.state_head_classes == 0
+    line = imp.summary()
+    assert "\n" not in line and "predict_usr_state" in line and "no predictor_head" in line
+    vm = load_vita(folders["vita-fo-Qwen2"], progress=False)
+    assert vm.model.state_head is None
+    with_head = make_vita_folder(tmp_path / "head", "vita-fo-Qwen2", seed=5, state_head=True)
+    vm = load_vita(with_head, progress=False)
+    assert vm.model.state_head is not None and vm.model.state_head.out_features == 3
+    assert torch.equal(vm.model.state_head.weight, read_all(with_head)["predictor_head.weight"])
+    assert "predict_usr_state" not in vm.imported.summary()
 
 
 @pytest.mark.parametrize("mt", FAMILIES)
@@ -164,9 +231,10 @@ def _vita15_keys() -> dict[str, tuple[int, ...]]:
     k |= {"model.mm_projector.0.weight": (d, 4096), "model.mm_projector.0.bias": (d,),
           "model.mm_projector.2.weight": (d, d), "model.mm_projector.2.bias": (d,)}
     e = "model.audio_encoder.encoder."
-    k |= {e + "global_cmvn.mean": (80,), e + "global_cmvn.istd": (80,), e + "enc.0.conv.0.weight": (1024, 1, 3, 3),
-          e + "enc.0.conv.0.bias": (1024,), e + "enc.0.conv.2.weight": (1024, 1024, 3, 3), e + "enc.0.conv.2.bias": (1024,),
-          e + "enc.0.out.0.weight": (1024, 19 * 1024), e + "enc.0.out.0.bias": (1024,),
+    c = e + "enc.0.core."  # Subsampling.core = Conv2dSubsampling4 (whale/module/component/subsampling.py)
+    k |= {e + "global_cmvn.mean": (80,), e + "global_cmvn.istd": (80,), c + "conv.0.weight": (1024, 1, 3, 3),
+          c + "conv.0.bias": (1024,), c + "conv.2.weight": (1024, 1024, 3, 3), c + "conv.2.bias": (1024,),
+          c + "out.0.weight": (1024, 19 * 1024), c + "out.0.bias": (1024,),
           e + "enc.1.embed.0.weight": (1024, 1024), e + "enc.1.embed.0.bias": (1024,), e + "enc.1.embed.1.weight": (1024,),
           e + "enc.1.embed.1.bias": (1024,), e + "enc.1.after_norm.weight": (1024,), e + "enc.1.after_norm.bias": (1024,)}
     for i in range(24):
@@ -194,7 +262,8 @@ def test_full_size_vita15_maps_one_to_one_to_vitas_keys():
     from vita.interop.meta import params_on_meta
     from vita.model import build_model
 
-    cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.load(CONF_DIR / "model" / "vita15_qwen2p5_7b.yaml"))
+    cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.load(CONF_DIR / "model" / "vita15_qwen2p5_7b.yaml"),
+                          {"pretrained": None, "vision": {"pretrained": None}, "audio": {"pretrained": None}})
     with params_on_meta():
         model = build_model(cfg)
     plan = plan_keys(model)  # raises on any vita tensor without a VITA name

@@ -83,31 +83,34 @@ def test_missing_and_wrong_shape_keys_are_named(tmp_path):
 
 
 def test_vita_audio_final_pt_with_cmvn_and_adapter(tmp_path):
-    """VITA's final.pt layout (encoder.* + adpter.{conv1d2,bn2,project}) plus a global_cmvn JSON file."""
+    """VITA's final.pt (the whale AudioEncoder's state dict: encoder.* with the subsampling under
+    encoder.enc.0.core, adpter.{conv1d2,bn2,project}; built from upstream's modules in
+    tests/interop_fixtures.py) plus a global_cmvn JSON file."""
     import json
 
-    torch.manual_seed(0)
-    src = build_model(_cfg())
-    sd = {f"encoder.{k}": v.clone() for k, v in src.audio_encoder.encoder.state_dict().items()
-          if not k.startswith("global_cmvn")}
-    names = {"conv1d": "conv1d2", "norm": "bn2", "linear": "project"}
-    for k, v in src.audio_projector.state_dict().items():
-        head, rest = k.split(".", 1)
-        sd[f"adpter.{names[head]}.{rest}"] = v.clone()
+    from tests.interop_fixtures import AUD, audio_tensors
+
+    src = {k.removeprefix("model.audio_encoder."): v for k, v in audio_tensors(torch.Generator().manual_seed(0)).items()}
+    sd = {k: v for k, v in src.items() if not k.startswith("encoder.global_cmvn")}
+    assert "encoder.enc.0.core.conv.0.weight" in sd
     torch.save(sd, tmp_path / "final.pt")
     mean, var = torch.linspace(11.8, 16.9, 80), torch.full((80,), 10.0)
     (tmp_path / "global_cmvn").write_text(json.dumps({"mean_stat": (mean * 100).tolist(),
                                                       "var_stat": ((var + mean**2) * 100).tolist(), "frame_num": 100}))
-    torch.manual_seed(1)
     dst = build_model(_cfg(**{"audio.pretrained": str(tmp_path / "final.pt"),
                               "audio.projector_pretrained": str(tmp_path / "final.pt")}))
+    assert dst.audio_encoder.hidden_size == AUD["d"]
     cmvn = dst.audio_encoder.encoder.global_cmvn
     torch.testing.assert_close(cmvn.mean, mean)
     torch.testing.assert_close(cmvn.istd, torch.full((80,), 10.0**-0.5))
-    for k, v in src.audio_projector.state_dict().items():
-        assert torch.equal(dst.audio_projector.state_dict()[k], v), k
-    enc_src, enc_dst = src.audio_encoder.encoder.state_dict(), dst.audio_encoder.encoder.state_dict()
-    assert all(torch.equal(enc_src[k], enc_dst[k]) for k in enc_src if not k.startswith("global_cmvn"))
+    names = {"conv1d": "conv1d2", "norm": "bn2", "linear": "project"}
+    for k, v in dst.audio_projector.state_dict().items():
+        head, rest = k.split(".", 1)
+        assert torch.equal(v, sd[f"adpter.{names[head]}.{rest}"]), k
+    enc = dst.audio_encoder.encoder.state_dict()
+    assert torch.equal(enc["enc.0.conv.0.weight"], sd["encoder.enc.0.core.conv.0.weight"])
+    assert all(torch.equal(v, sd["encoder." + k.replace("enc.0.", "enc.0.core.", 1)]) for k, v in enc.items()
+               if not k.startswith("global_cmvn"))
 
 
 def test_pickled_code_is_refused(tmp_path):

@@ -277,6 +277,9 @@ class StageConfig:
     """Weights to start from: an earlier stage's export (``<run>/final``), a checkpoint folder, a plain HF LLM,
     or ``vita:PATH``: a VITA-1.5 / 1.0 whole-model folder (``cfg.model`` then becomes that folder's model) or
     VITA's ``mm_projector.bin`` / ``audio_adpter.bin`` (their group only)."""
+    init_required: Optional[str] = None
+    """What this stage continues from (e.g. ``stage 1's export (experiment=stage1_qwen)``): when set and
+    ``init_from`` is not, the run stops at once with one line saying so."""
     init_allow_bin: bool = False
     """Let ``stage.init_from`` read pickled ``.bin`` weights (``torch.load(weights_only=True)``); off = safetensors only."""
     init_partitioned: bool = True

@@ -28,6 +28,8 @@ def merge_lora(src: Path, out: Path, dtype: torch.dtype = torch.float32) -> Path
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from vita.model.tokenizer_files import save_tokenizer
+
     meta_file = src / "vita_export.json"
     if not meta_file.is_file():
         raise CheckpointError(f"{src} is not a vita export (no vita_export.json); pass <run dir>/final")
@@ -40,7 +42,7 @@ def merge_lora(src: Path, out: Path, dtype: torch.dtype = torch.float32) -> Path
     merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
     out.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(out, safe_serialization=True)
-    AutoTokenizer.from_pretrained(src).save_pretrained(out)
+    save_tokenizer(AutoTokenizer.from_pretrained(src), out)
     meta = {k: v for k, v in meta.items() if k not in ("adapters", "base_model")}
     (out / "vita_export.json").write_text(json.dumps({**meta, "merged_from": str(src)}, indent=1))
     return out

@@ -43,6 +43,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     from vita.interop.importer import read_tokenizer, zero3_build_config
     from vita.model import build_model, ensure_media_tokens
     from vita.model.init_from import load_init
+    from vita.model.sources import resolve_sources
     from vita.model.tokens import load_tokenizer
     from vita.stage import apply_stage, trainable_table
 
@@ -54,6 +55,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict:
         adopt_vita_config(cfg, vita_src)  # cfg.model := the VITA folder's model (before the run dir records it)
     else:
         vita_src = None
+    resolve_sources(cfg)  # hub ids -> local folders (or one error line), before any process group or file
     dist_info = trainer = lock = None
     try:
         dist_info = init_distributed(cfg.engine.timeout_min)

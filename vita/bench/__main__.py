@@ -122,7 +122,14 @@ def render(record: dict, gpu_page: str | None = None) -> str:
                     "1.05 ×. The ratio is of the medians over all timed steps; its spread (p25–p75) is over the "
                     "per-block ratios, each block's arms having run next to each other in time. With a load "
                     "average near or above the core count (other jobs on a shared machine) single ratios move by "
-                    "tens of percent; the block spread shows how far.", ""]
+                    "tens of percent; the block spread shows how far.", "",
+                    "Where the overhead went (cProfile of `train_step`, micro-batch 1): at world 1 under ZeRO-0, "
+                    "DeepSpeed's gradient all-reduce is an identity that still flattened every gradient into a bucket "
+                    "and copied it back, about a fifth of a step; vita skips it there (weights bitwise equal, "
+                    "tests/test_engine_world1.py). ZeRO-2 at world 1 keeps DeepSpeed's own partition bookkeeping: "
+                    "gradients copied into reduce buckets and the fp32 partition (`reduce_ipg_grads`, `copy_`), a "
+                    "gradient norm built tensor by tensor (`get_grad_norm_direct`), and the updated partition copied "
+                    "back to the parameters; those live inside DeepSpeed's ZeRO optimizer and are not cut here.", ""]
         elif name == "tokens":
             out += ["VITA-like mixture: images 1–13 tiles × 256, video 4–16 frames × 256, audio 2–30 s at "
                     "12.5 tokens/s, text 50–2,000 tokens; max_length 6,200; 8 ranks × micro-batch 4; 20,000 samples.",

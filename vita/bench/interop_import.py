@@ -109,7 +109,8 @@ def write_synthetic(folder: Path, shard_bytes: int = 2**30) -> dict:
     from vita.model import build_model
 
     cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.load(CONF_DIR / "model" / "vita15_qwen2p5_7b.yaml"),
-                          {"overrides": LLM_1_5B, "vision": {"overrides": TOWER}, "audio": {"overrides": AUDIO}})
+                          {"overrides": LLM_1_5B, "pretrained": None, "vision": {"overrides": TOWER, "pretrained": None},
+                           "audio": {"overrides": AUDIO, "pretrained": None}})  # shapes only: no hub weights
     with params_on_meta():
         model = build_model(cfg)
     plan = plan_keys(model)

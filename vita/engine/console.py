@@ -9,8 +9,24 @@ from __future__ import annotations
 
 import logging
 from contextlib import ExitStack
+from pathlib import Path
 
 LOGGERS = ("", "DeepSpeed", "py.warnings")  # root (Hydra's console handler), DeepSpeed's own, warnings
+ROOT_NAME = "demo"  # conf/config.yaml's ``name``: what a run is called when its experiment names nothing
+
+
+def run_label(name: str, run_dir: Path) -> str:
+    """What the bar calls a run: ``name``, or the experiment's when ``name`` is only the root default (the demo's
+    ``smol_omni_stage2`` names none), plus the step folder of a recipe step (``tiny_recipe 2_lora``)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():  # train(cfg, run_dir) called directly
+        return name
+    hc = HydraConfig.get()
+    label = (hc.runtime.choices.get("experiment") or name) if name == ROOT_NAME else name
+    if Path(hc.runtime.output_dir).resolve() != Path(run_dir).resolve():
+        label += f" {Path(run_dir).name}"
+    return label
 
 
 class ProgressBar:

@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 
 from vita.data import DataBundle, Position
 from vita.engine import checkpoint as ckpt
-from vita.engine.console import ProgressBar
+from vita.engine.console import ProgressBar, run_label
 from vita.engine.distributed import DistInfo, all_reduce_sum
 from vita.engine.ds_config import build_ds_config
 from vita.engine.export import export_model
@@ -68,6 +68,10 @@ class Trainer:
         self.ds_config = build_ds_config(cfg.engine, cfg.optim, dist_info.world_size)
         self.engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=groups, config=self.ds_config,
                                                     lr_scheduler=sched)
+        if dist_info.world_size == 1 and cfg.engine.zero_stage == 0:
+            # one rank: DeepSpeed's gradient all-reduce is an identity that still flattens every gradient into a
+            # bucket and copies it back (about a fifth of a ZeRO-0 step on the bench model, docs/BENCHMARKS.md)
+            self.engine.enable_backward_allreduce = False
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.step_flops = StepFlops(model)  # model FLOPs per micro-batch (vita/engine/flops.py)
         self.stop_signals = StopSignals()  # SLURM's warning before the time limit, or SIGTERM
@@ -209,7 +213,7 @@ class Trainer:
     def _progress_bar(self):
         if not (self.dist.is_main and self.cfg.logging.progress_bar):
             return None
-        return ProgressBar(self.total_steps, self.step, self.cfg.name)
+        return ProgressBar(self.total_steps, self.step, run_label(self.cfg.name, self.run_dir))
 
     def client_state(self) -> dict:
         return {"step": self.step, "position": self.position.state_dict(), "stage": self.cfg.stage.name,

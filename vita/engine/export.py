@@ -18,6 +18,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from vita.model.lora import save_adapter, split_state_dict
+from vita.model.tokenizer_files import save_tokenizer
 
 
 def full_state_dict(module: nn.Module, zero_stage: int, rank: int, copy: bool = True) -> dict[str, torch.Tensor] | None:
@@ -70,7 +71,7 @@ def export_model(model: nn.Module, tokenizer, out: Path, zero_stage: int, rank: 
         else:
             save_file(gsd, str(out / f"{group}.safetensors"))
         written.append(group)
-    tokenizer.save_pretrained(out)
+    save_tokenizer(tokenizer, out)  # in the spelling transformers 4 (VITA's pin) reads too
     base_model = getattr(model.llm.config, "vita_base_model", None)
     meta = {**meta, "groups": written, **({"adapters": adapters} if adapters else {}),
             **({"base_model": base_model} if base_model else {})}

@@ -62,6 +62,16 @@ TRAINING_FLAGS = {"tune_mm_mlp_adapter", "freeze_mm_mlp_adapter", "tune_audio_ml
                   "pretrain_audio_mlp_adapter", "freeze_backbone"}
 OTHER_VITA = {"mm_use_im_start_end", "mm_use_im_patch_token", "mm_patch_merge_type", "image_grid_pinpoints",
               "use_s2", "s2_scales", "mm_vision_tower_lr"}
+# config.json fields VITA's own code reads to build (or run) a model, upstream files under vita/model/:
+# vita_arch.py (VITAMetaModel: mm_vision_tower / mm_audio_encoder present; tokenizer_model_max_length,
+# tokenizer_padding_side), multimodal_encoder/builder.py (mm_vision_tower, use_s2; build_audio_encoder:
+# mm_audio_encoder, freeze_audio_encoder, freeze_audio_encoder_adapter, audio_prompt_finetune,
+# audio_prompt_num), multimodal_projector/builder.py (mm_projector_type, mm_hidden_size, hidden_size),
+# language_model/*.py process_images (image_aspect_ratio)
+VISION_READS = ("mm_vision_tower", "use_mm_proj", "mm_projector_type", "mm_hidden_size", "image_aspect_ratio")
+AUDIO_READS = ("mm_audio_encoder", "freeze_audio_encoder", "freeze_audio_encoder_adapter", "audio_prompt_finetune",
+               "audio_prompt_num")
+UPSTREAM_READS = (*VISION_READS, *AUDIO_READS, "use_s2", "hidden_size", "tokenizer_padding_side")
 HF_META = {"architectures", "model_type", "transformers_version", "torch_dtype", "dtype", "_name_or_path",
            "use_cache", "auto_map"}
 
@@ -236,14 +246,27 @@ def _audio(folder: Path, config: dict, wf: WeightFiles, notes: dict) -> dict | N
     return {"encoder": "vita", "overrides": over, "projector": projector, "prompt_num": prompt_num}
 
 
-def _llm_fields(config: dict, family: str) -> dict:
+def _llm_fields(config: dict, family: str, wf: WeightFiles, notes: dict) -> dict:
     vita_own = MM_FIELDS | TRAINING_FLAGS | OTHER_VITA | HF_META
     over = {k: v for k, v in config.items() if k not in vita_own and not k.startswith("vita_")}
     over.pop("id2label", None), over.pop("label2id", None)
     if family == "vita-fo-Qwen2":
-        n = int(config.get("predict_usr_state") or 0)
-        over["vita_state_classes"] = n + 1 if n > 0 else 0
+        over["vita_state_classes"] = _state_classes(config, wf, notes)
     return over
+
+
+def _state_classes(config: dict, wf: WeightFiles, notes: dict) -> int:
+    """The FO user-state head's size, from ``predictor_head.weight`` in the shards (0 = none).
+
+    Upstream's ``VITAFOQwen2ForCausalLM`` hard-codes ``predict_usr_state = 0`` whatever config.json says,
+    so its folders hold no head: they import without one (a note says so), as VITA runs them."""
+    head = wf.tensors.get("predictor_head.weight")
+    if head is not None:
+        return int(head.shape[0])
+    if int(config.get("predict_usr_state") or 0) > 0:
+        notes["predict_usr_state"] = ("the shards hold no predictor_head (VITA's FO class never builds one): imported "
+                                      "without a user-state head; set model.state_head_classes=3 to train a fresh one")
+    return 0
 
 
 def model_config_from_vita(folder: str | Path, wf: WeightFiles, config: dict | None = None) -> Imported:
@@ -268,7 +291,7 @@ def model_config_from_vita(folder: str | Path, wf: WeightFiles, config: dict | N
         notes["tokenizer_padding_side"] = "vita pads on the right for training, on the left for batched generation"
     entry = OmegaConf.load(CONF_DIR / "model" / f"{FAMILIES[family].conf}.yaml")
     model = OmegaConf.merge(OmegaConf.structured(ModelConfig), entry)
-    model.overrides = _llm_fields(config, family)
+    model.overrides = _llm_fields(config, family, wf, notes)
     import vita.model.backbones  # noqa: F401  (fills BACKBONES)
     from vita.registry import BACKBONES
 
@@ -309,7 +332,7 @@ def family_for_backbone(backbone: str, state_classes: int = 0) -> str:
 
 
 def vita_config_from_model(llm_config: dict, model_cfg: dict, dims: dict, template: dict | None = None,
-                           dtype: str | None = None) -> dict:
+                           dtype: str | None = None, data: dict | None = None) -> dict:
     """VITA's ``config.json`` for a vita model.
 
     Args:
@@ -319,6 +342,9 @@ def vita_config_from_model(llm_config: dict, model_cfg: dict, dims: dict, templa
         template: the source VITA ``config.json`` (a run that started from VITA), whose other fields
             (encoder paths, training flags) are kept.
         dtype: the stored tensor dtype (``bfloat16`` ...).
+        data: the run's prompt settings (``max_length`` -> ``tokenizer_model_max_length``).
+
+    Every field of :data:`UPSTREAM_READS` that applies is written.
     """
     state = int(dims.get("state_classes") or 0)
     family = family_for_backbone(model_cfg["backbone"], state)
@@ -333,7 +359,10 @@ def vita_config_from_model(llm_config: dict, model_cfg: dict, dims: dict, templa
     out["model_type"] = family
     out["architectures"] = [FAMILIES[family].architecture]
     if family == "vita-fo-Qwen2":
-        out["predict_usr_state"] = state - 1 if state > 0 else 0
+        if state > 0:
+            out["predict_usr_state"] = state - 1
+        else:
+            out.setdefault("predict_usr_state", 0)
     vision, audio = model_cfg.get("vision") or {}, model_cfg.get("audio") or {}
     if vision.get("tower"):
         if "internvit" not in vision["tower"]:
@@ -355,8 +384,19 @@ def vita_config_from_model(llm_config: dict, model_cfg: dict, dims: dict, templa
         out.setdefault("mm_audio_encoder", "audio-encoder")
         out.setdefault("freeze_audio_encoder", True)
         out.setdefault("freeze_audio_encoder_adapter", True)
-        if audio.get("prompt_num"):
-            out["audio_prompt_num"] = audio["prompt_num"]
+        n = int(audio.get("prompt_num") or 0)
+        out["audio_prompt_finetune"] = n > 0  # upstream builds prompt_embeddings only when set (whale/init_model.py)
+        out["audio_prompt_num"] = n if n else out.get("audio_prompt_num")
+        out.setdefault("audio_state_predictor_tuning", False)
     else:
-        out.pop("mm_audio_encoder", None)
+        for k in ("mm_audio_encoder", "audio_prompt_finetune", "audio_prompt_num"):
+            out.pop(k, None)
+    out.setdefault("use_s2", False)  # build_vision_tower reads it
+    out.setdefault("tokenizer_padding_side", "right")
+    if (data or {}).get("max_length"):
+        out.setdefault("tokenizer_model_max_length", int(data["max_length"]))
+    missing = [k for k in UPSTREAM_READS if k not in out and (k not in VISION_READS or vision.get("tower"))
+               and (k not in AUDIO_READS or audio.get("encoder"))]
+    if missing:
+        raise RuntimeError(f"VITA config.json for {family} lacks fields VITA reads to build the model: {missing}")
     return out

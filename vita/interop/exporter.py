@@ -27,6 +27,7 @@ from vita.interop.keys import KeyPlan, plan_keys
 from vita.interop.meta import params_on_meta
 from vita.interop.shards import iter_tensors, list_weights, read_header
 from vita.interop.writer import DEFAULT_SHARD, copy_tokenizer, write_config, write_shards
+from vita.model.tokenizer_files import make_portable
 
 log = logging.getLogger("vita")
 GROUP_PREFIX = {"llm": "llm.", "vision_tower": "vision_tower.", "vision_projector": "vision_projector.",
@@ -180,14 +181,16 @@ def export_vita(src: str | Path, out: str | Path, max_shard_bytes: int = DEFAULT
         return dtype or source.dtypes.get("llm." + name) or source.dtypes[by15[name][0].vita]
 
     entries = [(n, plan.vita15_shapes[n], stored(n)) for n in by15]
-    write_shards(out, entries, produce, max_shard_bytes, progress)
     store_dtype = str(entries[0][2]).removeprefix("torch.") if entries else None
     source_folder = _source(meta)
     template = read_config(source_folder) if source_folder else None
-    config = vita_config_from_model(read_config(final), meta["model"], _dims(model), template, store_dtype)
+    config = vita_config_from_model(read_config(final), meta["model"], _dims(model), template, store_dtype,
+                                    meta.get("data"))  # first: a model VITA has no type for writes nothing
+    write_shards(out, entries, produce, max_shard_bytes, progress)
     write_config(out, config)
     # VITA's own tokenizer files when the run started from VITA (vita only adds its placeholder tokens)
     copy_tokenizer(final, out)
+    make_portable(out)  # an export from an older vita: transformers 5's spelling -> 4's
     if source_folder is not None:
         copy_tokenizer(source_folder, out)
     log.info("VITA layout written to %s (%s, %d tensors)", out, config["model_type"], len(entries))

@@ -19,7 +19,8 @@ llm                ``llm.model.*``, ``llm.lm_head.weight``     ``model.embed_tok
 vision_tower       ``vision_tower.model.*`` (transformers)     ``model.vision_tower.vision_tower.*``
                                                                (OpenGVLab InternViT)
 vision_projector   ``vision_projector.layers.N.*``             ``model.mm_projector.N.*``
-audio_encoder      ``audio_encoder.encoder.*``,                ``model.audio_encoder.encoder.*``,
+audio_encoder      ``audio_encoder.encoder.*``,                ``model.audio_encoder.encoder.*``
+                   (``encoder.enc.0.{conv,out}.*``)            (``encoder.enc.0.core.{conv,out}.*``),
                    ``audio_encoder.prompt_embeddings.weight``  ``model.audio_encoder.prompt_embeddings.weight``
 audio_projector    ``audio_projector.{conv1d,norm,linear}.*``  ``model.audio_encoder.adpter.{conv1d2,bn2,project}.*``
 heads              ``state_head.*``                            ``predictor_head.*``
@@ -38,10 +39,12 @@ import torch
 from torch import nn
 
 from vita.errors import CheckpointError
+from vita.model.whale import SUBSAMPLING, SUBSAMPLING_UPSTREAM, to_upstream
 
 Index = tuple  # a tuple of ints / slices applied to the leading dims; () = the whole tensor
 
 VISION = "model.vision_tower.vision_tower."
+AUDIO = "audio_encoder.encoder."
 ADAPTER = {"conv1d": "conv1d2", "norm": "bn2", "linear": "project"}
 _VIT_LAYER = {"attention.projection_layer": "attn.proj", "lambda_1": "ls1", "lambda_2": "ls2",
               "layernorm_before": "norm1", "layernorm_after": "norm2", "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2"}
@@ -144,7 +147,9 @@ def _vita15_name(key: str, shapes: dict) -> list[Link]:
         m = re.match(r"vision_projector\.layers\.(\d+)\.(weight|bias)$", key)
         return [Link(key, f"model.mm_projector.{m.group(1)}.{m.group(2)}")] if m else []
     if group == "audio_encoder":
-        if key.startswith("audio_encoder.encoder.") or key == "audio_encoder.prompt_embeddings.weight":
+        if key.startswith(AUDIO):  # VITA nests the Conv2d subsampling under enc.0.core (whale.to_upstream)
+            return [Link(key, "model." + AUDIO + to_upstream(key[len(AUDIO):]))]
+        if key == "audio_encoder.prompt_embeddings.weight":
             return [Link(key, "model." + key)]
         return []
     if group == "audio_projector":
@@ -187,3 +192,35 @@ def _vita15_shape(links: list[Link], vita_shapes: dict) -> tuple[int, ...]:
         return parts[0]
     rows = max(lk.vita15_index[0].stop for lk in links)
     return (rows, *parts[0][1:])
+
+
+def misnamed_subsampling(names: set[str] | dict) -> list[str]:
+    """The audio subsampling keys of ``names`` spelled without VITA's ``core`` (``model.audio_encoder.encoder.enc.0.conv.*``,
+    as vita wrote them before it followed ``whale/module/component/subsampling.py``)."""
+    old = "model." + AUDIO + SUBSAMPLING
+    return sorted(k for k in names if k.startswith(old) and not k.startswith("model." + AUDIO + SUBSAMPLING_UPSTREAM))
+
+
+def fuse_llm_experts(sd: dict[str, torch.Tensor], own: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+    """An LLM state dict with Mixtral's per-expert tensors (``block_sparse_moe.experts.E.w1/w3/w2``: what
+    transformers 4 wrote and transformers 5's ``save_pretrained`` still writes) in the fused layout the
+    module expects (``mlp.experts.gate_up_proj`` / ``down_proj``, ``mlp.gate``); other keys pass through.
+
+    Args:
+        sd: the LLM's tensors by HF name (``model.layers.0...``, ``lm_head.weight``).
+        own: the module's tensor names -> shapes (names without ``llm.``).
+    """
+    if not any(".block_sparse_moe." in k for k in sd):
+        return sd
+    shapes = {"llm." + k: s for k, s in own.items()}
+    out = dict(sd)
+    for name, shape in own.items():
+        links = _llm("llm." + name, shapes)
+        if name in sd or links[0].vita15 == name or not all(lk.vita15 in sd for lk in links):
+            continue  # already fused, not an MoE tensor, or incomplete (reported by the caller's strict load)
+        fused = torch.empty(shape, dtype=sd[links[0].vita15].dtype)
+        for lk in links:
+            fused[lk.vita_index] = sd[lk.vita15]
+            out.pop(lk.vita15)
+        out[name] = fused
+    return out

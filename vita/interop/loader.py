@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from vita.engine.partitioned import is_partitioned, numel
 from vita.errors import CheckpointError
-from vita.interop.keys import KeyPlan
+from vita.interop.keys import KeyPlan, misnamed_subsampling
 from vita.interop.meta import materialise, meta_names, owners
 from vita.interop.shards import WeightFiles, iter_tensors
 
@@ -50,6 +50,12 @@ def check_fit(plan: KeyPlan, wf: WeightFiles, only: set[str] | None = None, what
     wrong = sorted(k for k in set(expected) & set(wf.tensors) if tuple(wf.tensors[k].shape) != tuple(expected[k]))
     if not (missing or unexpected or wrong):
         return
+    old = misnamed_subsampling(unexpected)
+    if old:
+        raise CheckpointError(f"{what or wf.folder}: the audio encoder's subsampling tensors are named without VITA's "
+                              f"'core' ({', '.join(old)}); VITA's whale encoder holds them as enc.0.core.* "
+                              "(whale/module/component/subsampling.py), so VITA cannot load this folder either: "
+                              "re-export it with this vita (python -m vita.export RUN --format vita)")
     parts = []
     if missing:
         parts.append(f"missing {len(missing)}: {_short(missing)} (in no file of {wf.folder.name})")

@@ -22,7 +22,7 @@ from torch import nn
 
 from vita.model.spec import vita_encoder_tokens, whisper_encoder_tokens
 from vita.model.weights import load_strict, read_state_dict, strip_prefix
-from vita.model.whale import WhaleEncoder
+from vita.model.whale import WhaleEncoder, from_upstream
 from vita.registry import AUDIO_ENCODERS
 
 
@@ -65,6 +65,7 @@ class VitaAudioEncoder(AudioEncoder):
         sd = read_state_dict(path)
         enc = {k: v for k, v in sd.items() if not k.startswith("adpter.") and not k.startswith("audio_encoder.adpter.")}
         enc = strip_prefix(enc, ("audio_encoder.encoder.", "model.audio_encoder.encoder.", "encoder."))
+        enc = {from_upstream(k): v for k, v in enc.items()}  # VITA's enc.0.core.* -> vita's enc.0.*
         cmvn_file = Path(path).parent / "global_cmvn"
         if "global_cmvn.mean" not in enc and cmvn_file.is_file():
             self.encoder.global_cmvn.load_stats(cmvn_file)

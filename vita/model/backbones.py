@@ -110,7 +110,9 @@ def build_backbone(model_cfg, vocab_size: int | None = None) -> torch.nn.Module:
         except (OSError, ValueError) as e:
             raise ConfigError(f"model.pretrained={model_cfg.pretrained}: cannot load a causal LM ({e})") from e
         if vocab_size and vocab_size > lm.get_input_embeddings().num_embeddings:
-            lm.resize_token_embeddings(vocab_size)
+            # a tokenizer larger than the pretrained LLM is a trained run's (media tokens added): its weights are
+            # loaded next, so the new rows need no (slow, announced) mean-and-covariance initialisation
+            lm.resize_token_embeddings(vocab_size, mean_resizing=False)
         return lm
     ov = model_cfg.overrides
     # nested values (rope_parameters, rope_scaling) must reach the HF config as plain dicts

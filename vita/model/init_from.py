@@ -169,7 +169,11 @@ def _merge_checkpoint_lora(model: nn.Module, sd: dict[str, torch.Tensor], lora_s
 
 
 def _load_llm(llm: nn.Module, path: Path, llm_files: list[Path]) -> None:
+    from vita.interop.keys import fuse_llm_experts
+
     sd: dict[str, torch.Tensor] = {}
     for f in llm_files:
         sd.update(load_file(str(f)))
+    own = {k.replace(".base_layer.", "."): tuple(v.shape) for k, v in llm.state_dict().items() if ".lora_" not in k}
+    sd = fuse_llm_experts(sd, own)  # Mixtral saved expert by expert (transformers 5 still writes w1/w3/w2)
     _load_into(llm, _with_adapter(path, "llm", sd), f"stage.init_from={path} (LLM)")

@@ -7,7 +7,10 @@ Linear(C * 19 -> d)) -> input layer (Linear, LayerNorm, Dropout, ReLU) -> sinuso
 
 Module names follow the released ``final.pt`` layout (``global_cmvn``, ``enc.0`` subsampling,
 ``enc.1`` transformer with ``embed``, ``encoders.i.{self_attn, feed_forward, norm1, norm2}``,
-``after_norm``). ``chunk_size > 0`` gives WeNet-style chunked attention (each frame sees its own
+``after_norm``) with one difference: VITA's ``enc.0`` is a ``Subsampling`` wrapper holding the
+Conv2d stack as ``core`` (``whale/module/component/subsampling.py``), so its six subsampling
+tensors are ``enc.0.core.{conv.0, conv.2, out.0}.*`` where vita's are ``enc.0.{conv.0, conv.2, out.0}.*``;
+:func:`to_upstream` / :func:`from_upstream` translate (the only names that differ). ``chunk_size > 0`` gives WeNet-style chunked attention (each frame sees its own
 chunk and all earlier ones, for streaming); 0 = full context. The released model's *random*
 dynamic chunk sizes during training are not reproduced.
 """
@@ -21,6 +24,21 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+SUBSAMPLING = "enc.0."
+"""vita's prefix of the Conv2d subsampling (``Subsampling4``)."""
+SUBSAMPLING_UPSTREAM = "enc.0.core."
+"""VITA's prefix of the same tensors (``Subsampling.core = Conv2dSubsampling4``)."""
+
+
+def to_upstream(name: str) -> str:
+    """A whale tensor name (relative to the encoder) in VITA's spelling: ``enc.0.conv.0.weight`` -> ``enc.0.core.conv.0.weight``."""
+    return SUBSAMPLING_UPSTREAM + name[len(SUBSAMPLING):] if name.startswith(SUBSAMPLING) else name
+
+
+def from_upstream(name: str) -> str:
+    """The inverse of :func:`to_upstream`; names already in vita's spelling pass through."""
+    return SUBSAMPLING + name[len(SUBSAMPLING_UPSTREAM):] if name.startswith(SUBSAMPLING_UPSTREAM) else name
 
 
 class GlobalCMVN(nn.Module):
