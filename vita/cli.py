@@ -19,6 +19,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import OverrideType
+from hydra.errors import HydraException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -49,7 +50,7 @@ def _parse(args: list[str]) -> list:
     overrides = [a for a in args if "=" in a and not a.startswith("-")]
     try:
         return OverridesParser.create().parse_overrides(overrides)
-    except Exception:  # Hydra reports syntax errors well itself
+    except OverrideParseException:  # Hydra reports syntax errors well itself
         return []
 
 
@@ -148,7 +149,7 @@ def precheck(args: list[str]) -> str | None:
     groups = [g for g in groups if "," not in g.split("=", 1)[1]]
     try:
         cfg = _compose(groups, entries)
-    except Exception:
+    except (HydraException, OmegaConfBaseException):
         return None  # a bad group choice: Hydra's own message lists the options
     for o in parsed:
         key = o.key_or_group
@@ -197,10 +198,8 @@ def compose_cli(args: list[str], config_name: str = "config", resolve: bool = Tr
         cfg = _compose(rest, entries, config_name)
     except OmegaConfBaseException as e:
         raise ConfigError(str(e).splitlines()[0]) from None
-    except Exception as e:  # Hydra's composition errors: their first line says what is wrong
-        if type(e).__module__.startswith("hydra"):
-            raise ConfigError(str(e).strip().splitlines()[0]) from None
-        raise
+    except HydraException as e:  # Hydra's composition errors: their first line says what is wrong
+        raise ConfigError(str(e).strip().splitlines()[0]) from None
     if resolve:
         OmegaConf.resolve(cfg)
     return cfg

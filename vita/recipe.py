@@ -49,9 +49,9 @@ def run_recipe(cfg: DictConfig, train: Callable[[DictConfig, Path], dict]) -> di
             metrics = train(step_cfg, run_dir) or metrics
         except VitaError as e:
             raise VitaError(f"recipe stopped at step {k}/{n} '{name}' (stage {step.stage}): {e}") from e
-        except Exception as e:
-            log.exception("recipe step %s failed", name)
-            raise VitaError(f"recipe stopped at step {k}/{n} '{name}' (stage {step.stage}): "
-                            f"{type(e).__name__}: {e} (traceback in {root}/*.log)") from e
+        except Exception:  # a bug: its traceback stays (one line is for user errors), after the step it hit
+            log.error("recipe stopped at step %d/%d '%s' (stage %s) by a bug; its traceback follows", k, n, name,
+                      step.stage)
+            raise
         prev = str(run_dir / "final")
     return metrics

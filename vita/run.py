@@ -7,7 +7,6 @@ compose (Hydra) -> validate -> init distributed -> build tokenizer, model, stage
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import hydra
 from omegaconf import DictConfig
 
 from vita.config import register_configs, register_resolvers, validate
-from vita.errors import CheckpointError, VitaError
+from vita.errors import CheckpointError, one_line_errors
 
 log = logging.getLogger("vita")
 register_configs()
@@ -91,20 +90,14 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict:
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@one_line_errors(log=log, exit=True)
 def main(cfg: DictConfig) -> float | None:
     """Hydra task: one job of a run or of a sweep. Returns the final loss (for sweepers)."""
-    try:
-        if cfg.recipe:
-            from vita.recipe import run_recipe
+    if cfg.recipe:
+        from vita.recipe import run_recipe
 
-            return run_recipe(cfg, train).get("loss")
-        return train(cfg).get("loss")
-    except VitaError as e:
-        log.error("%s", e)
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        if os.environ.get("VITA_RAISE"):
-            raise
-        sys.exit(2)
+        return run_recipe(cfg, train).get("loss")
+    return train(cfg).get("loss")
 
 
 def cli() -> None:
