@@ -43,7 +43,7 @@ def suggest_key(cfg: DictConfig, key: str) -> str:
 
 def validate(cfg: DictConfig) -> None:
     """Checks a schema cannot express: choices, registry keys, batch arithmetic. Builds nothing."""
-    from vita.registry import AUDIO_ENCODERS, BACKBONES, DATASETS, SAMPLERS, TEMPLATES, VISION_TOWERS, load_builtins
+    from vita.registry import AUDIO_ENCODERS, BACKBONES, DATASETS, TEMPLATES, VISION_TOWERS, load_builtins
 
     load_builtins()
     for key, allowed in ENUMS.items():

@@ -59,11 +59,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.format == "vita":
         from vita.interop.exporter import export_vita
-        from vita.interop.importer import parse_dtype
         from vita.interop.writer import parse_size
+        from vita.model.builder import torch_dtype
 
         path = export_vita(args.src, args.out or args.src / "vita_format", parse_size(args.max_shard_size),
-                           parse_dtype(args.dtype))
+                           torch_dtype(args.dtype))
         print(f"VITA-layout model written to {path}")
         return 0
     if args.out is None:

@@ -32,9 +32,8 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     from vita.engine.run_dir import prepare_run_dir
     from vita.interop import adopt_vita_config, build_vita_model, is_whole_model, vita_path
     from vita.interop.importer import read_tokenizer, zero3_build_config
-    from vita.model import build_model, ensure_media_tokens
+    from vita.model.builder import build_for, torch_dtype
     from vita.model.init_from import load_init
-    from vita.model.tokens import load_tokenizer
     from vita.stage import apply_stage, trainable_table
 
     validate(cfg)
@@ -52,20 +51,19 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict:
         if prepare_run_dir(run_dir, cfg, dist_info) == "complete":
             return {}
         torch.manual_seed(cfg.train.seed)
-        # a VITA folder's own tokenizer (without transformers' note that vita-Qwen2 is unknown to it)
-        tokenizer = read_tokenizer(vita_src) if vita_src is not None else load_tokenizer(cfg.model)
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.engine.precision, torch.float32)
+        dtype = torch_dtype(cfg.engine.precision, torch.float32)
         if vita_src is not None:  # built on the meta device, filled from the shards one tensor at a time
             # in the engine's dtype: DeepSpeed casts to it anyway (its fp32 master copies come from these values);
-            # under ZeRO-3 built in its partitions, each rank filling only its part
-            model = build_vita_model(cfg.model, vita_src, vocab_size=len(tokenizer), dtype=dtype,
-                                     allow_bin=cfg.stage.init_allow_bin, progress=dist_info.is_main,
-                                     ds_config=zero3_build_config(cfg, vita_src, tokenizer, dist_info.world_size))
+            # under ZeRO-3 built in its partitions, each rank filling only its part; the folder's own tokenizer
+            # (without transformers' note that vita-Qwen2 is unknown to it)
+            tokenizer = read_tokenizer(vita_src)
+            built = build_for(cfg.model, tokenizer, build=build_vita_model, folder=vita_src, dtype=dtype,
+                              allow_bin=cfg.stage.init_allow_bin, progress=dist_info.is_main,
+                              ds_config=zero3_build_config(cfg, vita_src, tokenizer, dist_info.world_size))
         else:
-            model = build_model(cfg.model, vocab_size=len(tokenizer), work_dir=run_dir, compute_dtype=dtype,
-                                gradient_checkpointing=cfg.engine.gradient_checkpointing)
-        if model.vision_tower is not None or model.audio_encoder is not None:
-            ensure_media_tokens(tokenizer, model)  # placeholder ids; adds and resizes if the tokenizer lacks them
+            built = build_for(cfg.model, work_dir=run_dir, compute_dtype=dtype,
+                              gradient_checkpointing=cfg.engine.gradient_checkpointing)
+        model, tokenizer = built.model, built.tokenizer
         if cfg.stage.init_from and vita_src is None:
             loaded = load_init(model, cfg.stage.init_from, allow_bin=cfg.stage.init_allow_bin)
             log.info("initialised %s from %s", ", ".join(loaded), cfg.stage.init_from)
@@ -74,8 +72,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict:
             log.info("run dir %s, world size %d (%s)\n%s", run_dir, dist_info.world_size, dist_info.launcher,
                      trainable_table(model, group_lrs))
         # the encoders' tile size and token counts; a text-only model leaves it to data.media_spec
-        spec = model.data_spec() if model.vision_tower is not None or model.audio_encoder is not None else None
-        data = build_data(cfg, tokenizer, dist_info.rank, dist_info.world_size, spec=spec)
+        data = build_data(cfg, tokenizer, dist_info.rank, dist_info.world_size, spec=built.spec)
         trainer = Trainer(cfg, model, data, tokenizer, dist_info, run_dir, group_lrs)
         metrics = trainer.train()
         if dist_info.is_main:

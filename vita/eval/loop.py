@@ -39,8 +39,7 @@ def build_evaluator(cfg, model, tokenizer, dist_info, ckpt_root: Path) -> InLoop
         return None
     from vita.data import make_processor, resolve_spec
 
-    multimodal = model.vision_tower is not None or model.audio_encoder is not None
-    spec = resolve_spec(cfg.data, tokenizer, model.data_spec() if multimodal else None)
+    spec = resolve_spec(cfg.data, tokenizer, model.data_spec() if model.has_media else None)
     proc = make_processor(cfg.data, tokenizer, spec)
     sets = load_eval_sets(cfg.data, proc)
     return InLoopEval(cfg, _Ctx(model, tokenizer, proc), sets, dist_info, ckpt_root)

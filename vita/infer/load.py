@@ -28,9 +28,9 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from vita.errors import CheckpointError, ConfigError
+from vita.model.builder import DTYPES
 
 log = logging.getLogger("vita")
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -164,27 +164,22 @@ def assemble(cfg: DictConfig, kind: str, source: str, dtype: str, tokenizer_dir:
     from vita.data import make_processor
     from vita.data.templates import ChatFormat
     from vita.infer.generate import stop_sequences
-    from vita.model import build_model, ensure_media_tokens
-    from vita.model.tokens import load_tokenizer
+    from vita.model.builder import build_for
 
     OmegaConf.resolve(cfg)
     if not cfg.data.get("eval"):  # another data= than the run's: its in-loop eval settings do not apply here
         cfg.train.keep_best, cfg.train.eval_every, cfg.train.eval_at_start = None, 0, False
     validate(cfg)
-    tokenizer = load_tokenizer(cfg.model, str(tokenizer_dir) if tokenizer_dir else None)
     if cfg.model.quantization:
         raise ConfigError("inference loads the LLM unquantised; drop model.quantization (a QLoRA export is "
                           "loaded on its recorded base)")
     torch.manual_seed(cfg.train.seed)  # randomly initialised parts start as the run's did
-    model = build_model(cfg.model, vocab_size=len(tokenizer))
-    multimodal = model.vision_tower is not None or model.audio_encoder is not None
-    if multimodal:
-        ensure_media_tokens(tokenizer, model)
+    built = build_for(cfg.model, tokenizer_dir=tokenizer_dir)
+    model, tokenizer = built.model, built.tokenizer
     if weights is not None:
         weights(model)
     model.eval().to(DTYPES[dtype])
-    spec = model.data_spec() if multimodal else None
-    proc = make_processor(cfg.data, tokenizer, spec)
+    proc = make_processor(cfg.data, tokenizer, built.spec)
     proc.prompt_max_length = int(getattr(model.llm.config.get_text_config(), "max_position_embeddings", 0) or 0)
     template: ChatFormat = proc.template
     return Loaded(model, tokenizer, proc, cfg, kind, source, stop_sequences(tokenizer, template.end))

@@ -25,12 +25,13 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from vita.errors import CheckpointError, ConfigError
+from vita.errors import CheckpointError
 from vita.interop.config_map import FAMILIES, Imported, model_config_from_vita, read_config
 from vita.interop.keys import plan_keys
 from vita.interop.loader import check_complete, check_fit, stream_into
 from vita.interop.meta import owners, params_on_meta
 from vita.interop.shards import WeightFiles, list_bin, list_weights, read_header
+from vita.model.builder import build_for, torch_dtype
 
 log = logging.getLogger("vita")
 PREFIX = "vita:"
@@ -108,17 +109,6 @@ def compose_from_vita(folder: str | Path, allow_bin: bool = False, **overrides: 
     return imported, wf
 
 
-def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
-    if dtype in (None, "auto"):
-        return None
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    found = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype) or getattr(torch, dtype, None)
-    if not isinstance(found, torch.dtype):
-        raise ConfigError(f"dtype={dtype!r}: use auto, float32, bfloat16 or float16")
-    return found
-
-
 def build_vita_model(model_cfg: DictConfig, folder: str | Path, vocab_size: int | None = None,
                      dtype: str | torch.dtype | None = "auto", allow_bin: bool = False, progress: bool = True,
                      wf: WeightFiles | None = None, ds_config: dict | None = None):
@@ -143,7 +133,7 @@ def build_vita_model(model_cfg: DictConfig, folder: str | Path, vocab_size: int 
     check_fit(plan, wf, what=str(folder))
     if ds_config is not None:
         return _build_partitioned(model_cfg, folder, wf, plan, model, vocab_size, progress, ds_config)
-    n = stream_into(model, plan, wf, dtype=parse_dtype(dtype), progress=progress)
+    n = stream_into(model, plan, wf, dtype=torch_dtype(dtype), progress=progress)
     check_complete(model, str(folder))
     log.info("loaded %s parameters from %s (%d files)", f"{n:,}", folder, len(wf.files))
     return model
@@ -235,16 +225,12 @@ def load_vita(path: str | Path, dtype: str | torch.dtype | None = "auto", allow_
         vm = load_vita("/ckpt/VITA-1.5/VITA1.5_ckpt", dtype="bfloat16")
         out = vm.model.generate(...)
     """
-    from vita.model import ensure_media_tokens
-
     folder = Path(path)
     imported, wf = compose_from_vita(folder, allow_bin=allow_bin, **overrides)
     log.info("%s", imported.summary())
-    tokenizer = read_tokenizer(folder)
-    model = build_vita_model(imported.model, folder, vocab_size=len(tokenizer), dtype=dtype, progress=progress, wf=wf)
-    if model.vision_tower is not None or model.audio_encoder is not None:
-        ensure_media_tokens(tokenizer, model)
-    return VitaModel(model.eval(), tokenizer, imported)
+    built = build_for(imported.model, read_tokenizer(folder), build=build_vita_model, folder=folder, dtype=dtype,
+                      progress=progress, wf=wf)
+    return VitaModel(built.model.eval(), built.tokenizer, imported)
 
 
 def read_tokenizer(folder: Path):

@@ -82,6 +82,11 @@ class OmniModel(nn.Module):
         """The LLM's HF config (DeepSpeed and peft look for ``model.config``)."""
         return self.llm.config
 
+    @property
+    def has_media(self) -> bool:
+        """Whether the model has a vision tower or an audio encoder (and so media placeholders and a data spec)."""
+        return self.vision_tower is not None or self.audio_encoder is not None
+
     def set_media_token_ids(self, image: int | None, video: int | None, audio: int | None) -> None:
         """Placeholder ids (see :func:`vita.model.tokens.ensure_media_tokens`)."""
         self.image_token_id, self.video_token_id, self.audio_token_id = image, video, audio
