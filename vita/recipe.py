@@ -17,6 +17,7 @@ from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from vita.artefacts import final_of
 from vita.config import validate
 from vita.errors import VitaError
 
@@ -53,5 +54,5 @@ def run_recipe(cfg: DictConfig, train: Callable[[DictConfig, Path], dict]) -> di
             log.error("recipe stopped at step %d/%d '%s' (stage %s) by a bug; its traceback follows", k, n, name,
                       step.stage)
             raise
-        prev = str(run_dir / "final")
+        prev = str(final_of(run_dir))
     return metrics

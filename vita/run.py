@@ -26,6 +26,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     import torch
     from hydra.core.hydra_config import HydraConfig
 
+    from vita.artefacts import checkpoints_of, final_of
     from vita.data import build_data
     from vita.engine.distributed import broadcast_object, close_distributed, init_distributed
     from vita.engine.engine import Trainer
@@ -76,8 +77,8 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict:
         trainer = Trainer(cfg, model, data, tokenizer, dist_info, run_dir, group_lrs)
         metrics = trainer.train()
         if dist_info.is_main:
-            print(f"\nrun complete: {run_dir}\n  final model : {run_dir / 'final'}\n"
-                  f"  checkpoints : {run_dir / 'checkpoints'}\n  metrics     : {run_dir / 'metrics.jsonl'}\n"
+            print(f"\nrun complete: {run_dir}\n  final model : {final_of(run_dir)}\n"
+                  f"  checkpoints : {checkpoints_of(run_dir)}\n  metrics     : {run_dir / 'metrics.jsonl'}\n"
                   f"  loss plot   : {run_dir / 'loss.png'}", flush=True)
         return metrics
     finally:

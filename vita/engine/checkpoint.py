@@ -2,9 +2,9 @@
 
 Layout of ``<run_dir>/checkpoints``::
 
-    step_00000100/       DeepSpeed files + rng_rank<r>.json + MANIFEST.json (written last)
+    step_00000100/       DeepSpeed files + rng_rank<r>.json + the manifest (written last)
     latest               the tag of the newest complete checkpoint (moved last)
-    best, best.json      with train.keep_best: the tag of the best checkpoint, its metric and value
+    best, best record    with train.keep_best: the tag of the best checkpoint, its metric and value
 
 A checkpoint is written as ``.tmp-step_XXXXXXXX``, completed with a manifest of file sizes,
 renamed to its tag, and only then does ``latest`` move. A crash at any point leaves either
@@ -24,11 +24,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from vita.artefacts import BEST, BEST_FILE, MANIFEST
 from vita.errors import CheckpointError
 
 log = logging.getLogger("vita")
-MANIFEST = "MANIFEST.json"
-BEST = "best"  # the tag of the checkpoint with the best train.keep_best metric
 
 
 def _barrier() -> None:
@@ -119,8 +118,9 @@ def prune(ckpt_root: Path, keep_last: int) -> None:
 
 
 def mark_best(ckpt_root: Path, tag: str, info: dict) -> None:
-    """Record ``tag`` as the best checkpoint (``best`` holds the tag, ``best.json`` the metric and value)."""
-    _write_atomic(ckpt_root / "best.json", json.dumps({"tag": tag, **info}))
+    """Record ``tag`` as the best checkpoint (``best`` holds the tag, :data:`~vita.artefacts.BEST_FILE` the
+    metric and value)."""
+    _write_atomic(ckpt_root / BEST_FILE, json.dumps({"tag": tag, **info}))
     _write_atomic(ckpt_root / BEST, tag)
 
 

@@ -18,6 +18,7 @@ import deepspeed
 import torch
 from omegaconf import OmegaConf
 
+from vita.artefacts import checkpoints_of, final_of
 from vita.data import DataBundle, Position
 from vita.engine import checkpoint as ckpt
 from vita.engine.console import ProgressBar
@@ -49,7 +50,7 @@ class Trainer:
                  group_lrs: dict[str, float]) -> None:
         self.cfg, self.model, self.data, self.tokenizer = cfg, model, data, tokenizer
         self.dist, self.run_dir = dist_info, run_dir
-        self.ckpt_root = run_dir / "checkpoints"
+        self.ckpt_root = checkpoints_of(run_dir)
         self.evaluator = build_evaluator(cfg, model, tokenizer, dist_info, self.ckpt_root)  # data.eval; fails now
         self.step = 0
         self.position = Position()
@@ -263,7 +264,7 @@ class Trainer:
         meta = {"step": self.step, "stage": self.cfg.stage.name, "template": self.cfg.data.template,
                 "model": OmegaConf.to_container(self.cfg.model, resolve=True), "init_from": self.cfg.stage.init_from,
                 "data": prompt_settings(self.cfg.data)}  # how vita.infer builds prompts for this export
-        export_model(self.model, self.tokenizer, self.run_dir / "final", self.cfg.engine.zero_stage, self.dist.rank,
+        export_model(self.model, self.tokenizer, final_of(self.run_dir), self.cfg.engine.zero_stage, self.dist.rank,
                      meta, lora=lora_groups(self.cfg.stage),
                      trainable=set(self.group_lrs) if self.cfg.stage.export == "trainable" else None)
         if self.dist.is_main:

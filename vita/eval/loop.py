@@ -9,16 +9,15 @@ value as ``checkpoints/best`` (``train.keep_last`` pruning never deletes it).
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
+from vita.artefacts import read_best
 from vita.eval.metrics import better
 from vita.eval.runner import evaluate_set
 from vita.eval.sets import EvalSet, load_eval_sets
 
 log = logging.getLogger("vita")
-BEST_FILE = "best.json"
 
 
 class _Ctx:
@@ -53,9 +52,8 @@ class InLoopEval:
         self.every, self.at_start = int(cfg.train.eval_every), bool(cfg.train.eval_at_start)
         self.keep_best = cfg.train.keep_best
         self.best: float | None = None
-        best = ckpt_root / BEST_FILE
-        if self.keep_best and best.is_file():
-            saved = json.loads(best.read_text())
+        saved = read_best(ckpt_root) if self.keep_best else None
+        if saved is not None:
             if saved.get("metric") == self.keep_best:
                 self.best = float(saved["value"])
 

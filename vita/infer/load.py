@@ -3,10 +3,10 @@
 A target is one of these kinds, tried in order (:data:`TARGET_KINDS`; add one with
 :func:`register_target`, e.g. a VITA-1.5 checkpoint folder importer):
 
-* ``run``: a run dir (holds ``vita_config.json``): its newest complete checkpoint
+* ``run``: a run dir (holds its saved config, :mod:`vita.artefacts`): its newest complete checkpoint
   (``checkpoints/step_*``, any ZeRO stage, LoRA merged with the run's scale), else its ``final/``
   export; the config is the run's own, with ``overrides`` applied on top;
-* ``export``: an export folder (holds ``vita_export.json``: ``<run>/final`` or the output of
+* ``export``: an export folder (holds the export meta file: ``<run>/final`` or the output of
   ``python -m vita.export``): the HF LLM, each ``<group>.safetensors``, PEFT adapters merged;
 * ``hf``: a plain Hugging Face causal-LM folder (``config.json``), text only;
 * ``config``: no path, only Hydra overrides (``model=smol_lm data=demo``): the model exactly as
@@ -17,7 +17,6 @@ Overrides are Hydra-style: ``data=demo`` swaps a config group, ``data.max_tiles=
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from vita import artefacts
 from vita.errors import CheckpointError, ConfigError
 from vita.model.builder import DTYPES
 
@@ -113,8 +113,8 @@ def load_target(target: str | Path | None, overrides: list[str] | None = None, d
     for _name, (detect, load) in TARGET_KINDS.items():
         if detect(path):
             return load(path, overrides, dtype)
-    raise ConfigError(f"{path}: not a run dir (vita_config.json), an export (vita_export.json), a VITA folder or a HF model "
-                      f"folder (config.json); known kinds: {', '.join(TARGET_KINDS)}")
+    raise ConfigError(f"{path}: not a run dir ({artefacts.CONFIG_FILE}), an export ({artefacts.EXPORT_META}), a VITA "
+                      f"folder or a HF model folder ({artefacts.HF_CONFIG}); known kinds: {', '.join(TARGET_KINDS)}")
 
 
 # -- configs ---------------------------------------------------------------------------------------
@@ -185,18 +185,6 @@ def assemble(cfg: DictConfig, kind: str, source: str, dtype: str, tokenizer_dir:
     return Loaded(model, tokenizer, proc, cfg, kind, source, stop_sequences(tokenizer, template.end))
 
 
-def _is_run(p: Path | None) -> bool:
-    return p is not None and (p / "vita_config.json").is_file()
-
-
-def _is_export(p: Path | None) -> bool:
-    return p is not None and (p / "vita_export.json").is_file()
-
-
-def _is_hf(p: Path | None) -> bool:
-    return p is not None and (p / "config.json").is_file()
-
-
 def _is_config(p: Path | None) -> bool:
     return p is None
 
@@ -216,13 +204,14 @@ def load_run(path: Path, overrides: list[str], dtype: str) -> Loaded:
     """A run dir: newest complete checkpoint, else its ``final/`` export."""
     from vita.engine.checkpoint import find_resumable
 
-    cfg = apply_overrides(json.loads((path / "vita_config.json").read_text()), overrides)
-    ckpt = find_resumable(path / "checkpoints")
+    cfg = apply_overrides(artefacts.read_run_config(path), overrides)
+    ckpt = find_resumable(artefacts.checkpoints_of(path))
+    final = artefacts.final_of(path)
     if ckpt is not None:
-        tok_dir = path / "final" if (path / "final" / "tokenizer_config.json").is_file() else None
+        tok_dir = final if (final / artefacts.TOKENIZER_CONFIG).is_file() else None
         return assemble(cfg, "run", str(ckpt), dtype, tok_dir, lambda m: load_checkpoint_weights(m, ckpt, cfg))
-    if _is_export(path / "final"):
-        return load_export(path / "final", overrides, dtype, base=cfg)
+    if artefacts.is_export(final):
+        return load_export(final, overrides, dtype, base=cfg)
     raise CheckpointError(f"run dir {path} has no complete checkpoint and no final/ export yet; wait for its first "
                           "checkpoint (train.ckpt_every) or pass another run")
 
@@ -231,7 +220,7 @@ def load_export(path: Path, overrides: list[str], dtype: str, base: DictConfig |
     """An export folder: LLM (HF) + group safetensors + adapters, as the run's final model."""
     from vita.model.init_from import load_init
 
-    meta = json.loads((path / "vita_export.json").read_text())
+    meta = artefacts.read_export_meta(path)
     if base is None:
         base_cfg = compose([o for o in overrides if "." not in _key(o)])
         saved = OmegaConf.to_container(base_cfg, resolve=False)
@@ -244,7 +233,7 @@ def load_export(path: Path, overrides: list[str], dtype: str, base: DictConfig |
         cfg = apply_overrides(saved, [o for o in overrides if "." in _key(o)])
     else:
         cfg = base
-    llm_files = sorted(path.glob("model*.safetensors"))
+    llm_files = artefacts.llm_weight_files(path)
     qlora_base = meta.get("base_model")
     OmegaConf.update(cfg, "model.pretrained", str(path) if llm_files or not qlora_base else qlora_base)
     OmegaConf.update(cfg, "model.gguf_file", None)
@@ -317,7 +306,7 @@ def load_vita_folder(path: Path, overrides: list[str], dtype: str) -> Loaded:
 
 
 register_target("vita", _is_vita, load_vita_folder)  # before "hf": a VITA folder also has a config.json
-register_target("run", _is_run, load_run)
-register_target("export", _is_export, load_export)
-register_target("hf", _is_hf, load_hf)
+register_target("run", artefacts.is_run, load_run)
+register_target("export", artefacts.is_export, load_export)
+register_target("hf", artefacts.is_hf, load_hf)
 register_target("config", _is_config, load_config)

@@ -16,7 +16,6 @@ partitions, so a rank holds its part of the model plus the tensor in flight, nev
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from vita.artefacts import has_llm_weights, hf_model_type, is_hf
 from vita.errors import CheckpointError
 from vita.interop.config_map import FAMILIES, Imported, model_config_from_vita, read_config
 from vita.interop.keys import plan_keys
@@ -66,22 +66,18 @@ def vita_path(init_from: str | None) -> Path | None:
 def is_vita_folder(path: str | Path) -> bool:
     """True for a VITA whole-model folder: ``config.json`` with a VITA ``model_type`` (what ``vita.chat``
     can test before calling :func:`load_vita`)."""
-    f = Path(path) / "config.json"
-    try:
-        return f.is_file() and json.loads(f.read_text()).get("model_type") in FAMILIES
-    except (OSError, ValueError):
-        return False
+    return hf_model_type(Path(path)) in FAMILIES
 
 
 def is_whole_model(path: Path) -> bool:
     """A VITA whole-model folder (``config.json`` + weights), as opposed to a stage output file."""
-    return path.is_dir() and (path / "config.json").is_file() and not _group_files(path)
+    return path.is_dir() and is_hf(path) and not _group_files(path)
 
 
 def _group_files(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
-    if any(path.glob("model*.safetensors")) or any(path.glob("pytorch_model*.bin")):
+    if has_llm_weights(path):
         return []
     return [path / f"{stem}{ext}" for stem in GROUP_FILES for ext in (".bin", ".safetensors")
             if (path / f"{stem}{ext}").is_file()]

@@ -1,6 +1,6 @@
 """Start a stage from earlier weights: a vita export, a DeepSpeed checkpoint, or a plain HF LLM folder.
 
-* a vita export (``<run>/final``, has ``vita_export.json``): the LLM weights (with any LoRA
+* a vita export (``<run>/final``, :func:`vita.artefacts.is_export`): the LLM weights (with any LoRA
   adapter of the earlier stage merged in) and every ``<group>.safetensors`` beside them;
 * a checkpoint folder (``<run>/checkpoints/step_XXXXXXXX``): the full model state, consolidated
   from the DeepSpeed files (any ZeRO stage), LoRA merged;
@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from vita.artefacts import LLM_WEIGHTS, ZERO0_STATES, is_checkpoint, is_export, is_hf, llm_weight_files
 from vita.errors import CheckpointError
 
 log = logging.getLogger("vita")
@@ -81,7 +82,7 @@ def _with_adapter(path: Path, group: str, sd: dict[str, torch.Tensor]) -> dict[s
 def checkpoint_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """The full model state of a DeepSpeed checkpoint folder: under ZeRO-0 the model states file holds
     it (``torch.load(weights_only=True)``); under ZeRO-1/2/3 it is consolidated from the partitions."""
-    states = path / "mp_rank_00_model_states.pt"
+    states = path / ZERO0_STATES
     if states.is_file() and not any(path.glob("*zero_pp_rank_*")):
         return torch.load(states, map_location="cpu", weights_only=True)["module"]
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
@@ -117,7 +118,7 @@ def load_init(model: nn.Module, path: str | Path, lora_scale: dict[str, float] |
         return load_group_file(model, src, allow_bin=allow_bin)
     path = Path(path)
     groups = model.module_groups()
-    if (path / "MANIFEST.json").is_file() or (path / "mp_rank_00_model_states.pt").is_file():
+    if is_checkpoint(path):
         sd = checkpoint_state_dict(path)
         if any(".lora_" in k for k in sd) and lora_scale:
             sd = _merge_checkpoint_lora(model, sd, lora_scale)
@@ -134,12 +135,12 @@ def load_init(model: nn.Module, path: str | Path, lora_scale: dict[str, float] |
                 _load_into(module, sub, f"checkpoint {path} (group {name})")
                 loaded.append(name)
         return loaded
-    is_export = (path / "vita_export.json").is_file()
-    if not (path / "config.json").is_file() and not is_export:
+    export = is_export(path)
+    if not is_hf(path) and not export:
         raise CheckpointError(f"stage.init_from={path}: not a vita export, checkpoint or HF model folder")
-    llm_files = sorted(path.glob("model*.safetensors"))
-    if not llm_files and not is_export:
-        raise CheckpointError(f"stage.init_from={path}: no model*.safetensors (a QLoRA export: point at its base)")
+    llm_files = llm_weight_files(path)
+    if not llm_files and not export:
+        raise CheckpointError(f"stage.init_from={path}: no {LLM_WEIGHTS} (a QLoRA export: point at its base)")
     loaded = []
     if llm_files:
         _load_llm(groups["llm"], path, llm_files)
