@@ -31,6 +31,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     from vita.engine.distributed import broadcast_object, close_distributed, init_distributed
     from vita.engine.engine import Trainer
     from vita.engine.run_dir import prepare_run_dir
+    from vita.eval.loop import eval_hooks
     from vita.interop import adopt_vita_config, build_vita_model, is_whole_model, vita_path
     from vita.interop.importer import read_tokenizer, zero3_build_config
     from vita.model.builder import build_for, torch_dtype
@@ -74,7 +75,8 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict:
                      trainable_table(model, group_lrs))
         # the encoders' tile size and token counts; a text-only model leaves it to data.media_spec
         data = build_data(cfg, tokenizer, dist_info.rank, dist_info.world_size, spec=built.spec)
-        trainer = Trainer(cfg, model, data, tokenizer, dist_info, run_dir, group_lrs)
+        hooks = eval_hooks(cfg, model, tokenizer, dist_info, checkpoints_of(run_dir))  # data.eval: fails now
+        trainer = Trainer(cfg, model, data, tokenizer, dist_info, run_dir, group_lrs, hooks)
         metrics = trainer.train()
         if dist_info.is_main:
             print(f"\nrun complete: {run_dir}\n  final model : {final_of(run_dir)}\n"

@@ -97,6 +97,16 @@ def open_source(data_cfg) -> Source:
     return raw
 
 
+PROMPT_KEYS = ("template", "system_prompt", "max_length", "min_tiles", "max_tiles", "use_thumbnail",
+               "image_aspect_ratio", "min_frames", "max_frames", "video_fps", "dither", "state_tokens", "vita_layout",
+               "media_spec")
+
+
+def prompt_settings(data_cfg) -> dict:
+    """The ``cfg.data`` keys that shape prompts (template, tiling, frames, state tokens ...), for an export."""
+    return {k: data_cfg.get(k) for k in PROMPT_KEYS}
+
+
 def make_processor(data_cfg, tokenizer, spec: DataSpec | None) -> Processor:
     template = TEMPLATES.build(data_cfg.template, system=data_cfg.system_prompt)
     return Processor(template, tokenizer, spec, media_options(data_cfg), data_cfg.max_length, data_cfg.state_tokens,
@@ -153,4 +163,4 @@ def report_overlong(idx: Index, data_cfg, first: int = 3) -> str | None:
     return msg
 
 
-__all__ = ["DataBundle", "DataSpec", "Position", "build_data", "tokenize_all"]
+__all__ = ["DataBundle", "DataSpec", "Position", "build_data", "prompt_settings", "tokenize_all"]
