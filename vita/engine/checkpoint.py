@@ -22,17 +22,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from vita.artefacts import BEST, BEST_FILE, MANIFEST
+from vita.collectives import barrier
 from vita.errors import CheckpointError
 
 log = logging.getLogger("vita")
-
-
-def _barrier() -> None:
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.barrier()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -87,10 +82,10 @@ def save_checkpoint(engine, ckpt_root: Path, step: int, client_state: dict, keep
     if rank == 0:
         ckpt_root.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(ckpt_root / tmp_tag, ignore_errors=True)
-    _barrier()
+    barrier()
     engine.save_checkpoint(str(ckpt_root), tag=tmp_tag, client_state=client_state, save_latest=False)
     _write_atomic(ckpt_root / tmp_tag / f"rng_rank{rank}.json", json.dumps(rng_state()))
-    _barrier()
+    barrier()
     final = ckpt_root / tag
     if rank == 0:
         files = {str(p.relative_to(ckpt_root / tmp_tag)): p.stat().st_size
@@ -101,7 +96,7 @@ def save_checkpoint(engine, ckpt_root: Path, step: int, client_state: dict, keep
         _fsync_dir(ckpt_root)
         _write_atomic(ckpt_root / "latest", tag)
         prune(ckpt_root, keep_last)
-    _barrier()
+    barrier()
     return final
 
 

@@ -33,12 +33,6 @@ def full_state_dict(module: nn.Module, zero_stage: int, rank: int, copy: bool = 
         return {k: v.detach().to("cpu", copy=copy).contiguous() for k, v in module.state_dict().items()}
 
 
-def group_prefixes(model: nn.Module) -> dict[str, str]:
-    """Module group -> its state-dict key prefix (``heads`` -> ``state_head.``), found by identity."""
-    where = {id(m): name for name, m in model.named_modules()}
-    return {group: where[id(m)] + "." for group, m in model.module_groups().items()}
-
-
 def export_model(model: nn.Module, tokenizer, out: Path, zero_stage: int, rank: int, meta: dict,
                  lora: dict | None = None, trainable: set[str] | None = None, copy: bool = True) -> Path | None:
     """Write ``out/``: the LLM (HF format), each other group as ``<group>.safetensors``, LoRA adapters
@@ -55,7 +49,7 @@ def export_model(model: nn.Module, tokenizer, out: Path, zero_stage: int, rank: 
     lora = lora or {}
     out.mkdir(parents=True, exist_ok=True)
     written, adapters = [], {}
-    for group, prefix in group_prefixes(model).items():
+    for group, prefix in model.group_prefixes().items():
         if trainable is not None and group not in trainable:
             continue
         gsd = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}

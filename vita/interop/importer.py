@@ -32,6 +32,7 @@ from vita.interop.loader import check_complete, check_fit, stream_into
 from vita.interop.meta import owners, params_on_meta
 from vita.interop.shards import WeightFiles, list_bin, list_weights, read_header
 from vita.model.builder import build_for, torch_dtype
+from vita.model.init_from import register_init_source
 
 log = logging.getLogger("vita")
 PREFIX = "vita:"
@@ -262,6 +263,21 @@ def adopt_vita_config(cfg: DictConfig, folder: Path) -> Imported:
                  folder, imported.data_overrides["max_length"], cfg.data.max_length)
     log.info("stage.init_from=%s%s: %s", PREFIX, folder, imported.summary())
     return imported
+
+
+def init_from_vita(model, src: Path, allow_bin: bool = False) -> list[str]:
+    """``stage.init_from=vita:PATH`` into an already built model (``vita.run`` builds a whole model from the folder
+    instead): a whole-model folder fills every group, a stage output its own one; returns the groups loaded."""
+    if is_whole_model(src):
+        _, wf = read_vita_folder(src, allow_bin)
+        plan = plan_keys(model)
+        check_fit(plan, wf, what=str(src))
+        stream_into(model, plan, wf, progress=False)
+        return list(model.module_groups())
+    return load_group_file(model, src, allow_bin=allow_bin)
+
+
+register_init_source(PREFIX, init_from_vita)
 
 
 def load_group_file(model, path: str | Path, allow_bin: bool = False) -> list[str]:

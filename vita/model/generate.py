@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from vita.engine.distributed import all_reduce_sum
+from vita.collectives import all_reduce_sum
 
 
 @dataclass(frozen=True)

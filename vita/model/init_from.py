@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -19,9 +20,19 @@ from safetensors.torch import load_file
 from torch import nn
 
 from vita.artefacts import LLM_WEIGHTS, ZERO0_STATES, is_checkpoint, is_export, is_hf, llm_weight_files
-from vita.errors import CheckpointError
+from vita.errors import CheckpointError, ConfigError
 
 log = logging.getLogger("vita")
+InitSource = Callable[[nn.Module, Path, bool], list[str]]
+INIT_SOURCES: dict[str, InitSource] = {}
+"""``stage.init_from`` prefixes of other layouts -> ``load(model, path, allow_bin) -> groups loaded``."""
+
+
+def register_init_source(prefix: str, load: InitSource) -> None:
+    """Let ``stage.init_from=<prefix>PATH`` load with ``load`` (``vita.interop`` registers ``vita:``, VITA's layout)."""
+    if prefix in INIT_SOURCES:
+        raise ConfigError(f"stage.init_from prefix {prefix!r} is already registered")
+    INIT_SOURCES[prefix] = load
 
 
 def merge_lora_keys(sd: dict[str, torch.Tensor], scale_of: dict[str, float]) -> dict[str, torch.Tensor]:
@@ -102,20 +113,9 @@ def load_init(model: nn.Module, path: str | Path, lora_scale: dict[str, float] |
             (e.g. from its saved config); they are merged into the base weights. Without it such a
             checkpoint is refused (the scale is not in the DeepSpeed files).
     """
-    if str(path).startswith("vita:"):
-        from vita.interop import is_whole_model, load_group_file, vita_path
-        from vita.interop.importer import read_vita_folder
-        from vita.interop.keys import plan_keys
-        from vita.interop.loader import check_fit, stream_into
-
-        src = vita_path(str(path))
-        if is_whole_model(src):  # into an already built model (vita.run builds it from the folder instead)
-            _, wf = read_vita_folder(src, allow_bin)
-            plan = plan_keys(model)
-            check_fit(plan, wf, what=str(src))
-            stream_into(model, plan, wf, progress=False)
-            return list(model.module_groups())
-        return load_group_file(model, src, allow_bin=allow_bin)
+    for prefix, load in INIT_SOURCES.items():  # vita:PATH (registered by vita.interop)
+        if str(path).startswith(prefix):
+            return load(model, Path(str(path)[len(prefix):]).expanduser(), allow_bin)
     path = Path(path)
     groups = model.module_groups()
     if is_checkpoint(path):
@@ -126,9 +126,7 @@ def load_init(model: nn.Module, path: str | Path, lora_scale: dict[str, float] |
             raise CheckpointError(f"stage.init_from={path} holds LoRA weights; start from that run's export "
                                   "(<run dir>/final), which records the LoRA scale needed to merge them")
         loaded = []
-        from vita.engine.export import group_prefixes
-
-        prefixes = group_prefixes(model)
+        prefixes = model.group_prefixes()
         for name, module in groups.items():
             sub = {k[len(prefixes[name]) :]: v for k, v in sd.items() if k.startswith(prefixes[name])}
             if sub:
@@ -157,10 +155,8 @@ def load_init(model: nn.Module, path: str | Path, lora_scale: dict[str, float] |
 
 
 def _merge_checkpoint_lora(model: nn.Module, sd: dict[str, torch.Tensor], lora_scale: dict[str, float]) -> dict:
-    from vita.engine.export import group_prefixes
-
     scale_of = {}
-    for group, prefix in group_prefixes(model).items():
+    for group, prefix in model.group_prefixes().items():
         for k in sd:
             if k.startswith(prefix) and ".lora_A." in k and group in lora_scale:
                 scale_of[k.split(".lora_A.")[0]] = lora_scale[group]

@@ -101,6 +101,11 @@ class OmniModel(nn.Module):
             groups["heads"] = self.state_head
         return groups
 
+    def group_prefixes(self) -> dict[str, str]:
+        """Module group -> its state-dict key prefix (``heads`` -> ``state_head.``), found by identity."""
+        where = {id(m): name for name, m in self.named_modules()}
+        return {group: where[id(m)] + "." for group, m in self.module_groups().items()}
+
     @property
     def tokens_per_tile(self) -> int:
         if self.vision_tower is None:
@@ -241,10 +246,10 @@ class OmniModel(nn.Module):
                  use_cache: bool = True, seed: int | None = None) -> torch.Tensor:
         """New tokens for a left-padded prompt batch, padded to [B, T] with ``pad_token_id``.
 
-        A thin tensor front of :func:`vita.infer.generate.generate` (the one generation loop):
+        A thin tensor front of :func:`vita.model.generate.generate` (the one generation loop):
         ``stop`` defaults to the LLM's EOS id(s); ``do_sample=False`` is greedy.
         """
-        from vita.infer.generate import GenerationConfig, generate
+        from vita.model.generate import GenerationConfig, generate
 
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
