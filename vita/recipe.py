@@ -18,6 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from vita.artefacts import final_of
+from vita.cli import override_key
 from vita.config import validate
 from vita.errors import VitaError
 
@@ -26,7 +27,7 @@ log = logging.getLogger("vita")
 
 def step_overrides(cli: list[str], step) -> list[str]:
     """The overrides that compose one step's config (``stage.init_from`` is set after composing)."""
-    keep = [o for o in cli if not o.split("=", 1)[0].lstrip("+~").startswith(("stage", "recipe"))]
+    keep = [o for o in cli if not override_key(o).startswith(("stage", "recipe"))]
     return [*keep, f"stage={step.stage}", *step.overrides, "recipe=[]"]
 
 

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from vita import artefacts
+from vita.cli import override_key
 from vita.errors import CheckpointError, ConfigError
 from vita.model.builder import DTYPES
 
@@ -126,33 +126,26 @@ def compose(overrides: list[str]) -> DictConfig:
     return compose_cli(list(overrides), resolve=False)
 
 
-def _key(o: str) -> str:
-    return o.split("=", 1)[0].lstrip("+~")
-
-
 def apply_overrides(base: dict, overrides: list[str]) -> DictConfig:
     """A saved (resolved) config with Hydra-style overrides: ``group=option`` replaces that node by the
     composed one, ``a.b=value`` sets a key; the result is typed by the schema again."""
+    from vita.cli import is_addition, parse_overrides, split_config_dirs
     from vita.config import Config, register_configs
 
     register_configs()
-    from vita.cli import split_config_dirs
-
     cfg = OmegaConf.merge(OmegaConf.structured(Config), base)
     dirs, overrides = split_config_dirs(list(overrides))
     where = [a for d in dirs for a in ("--config-dir", d)]
     where += [o for o in overrides if o.startswith("hydra.searchpath=")]
-    overrides = [o for o in overrides if not o.startswith("hydra.searchpath=")]
-    groups = [o for o in overrides if "." not in _key(o)]
-    if groups:
-        fresh = compose(where + groups + [o for o in overrides
-                                          if _key(o).split(".")[0] in {_key(g) for g in groups}])
+    parsed = parse_overrides([o for o in overrides if not o.startswith("hydra.searchpath=")], strict=True)
+    groups = {o.key_or_group for o in parsed if "." not in o.key_or_group}
+    if groups:  # those nodes composed afresh, with the keys set under them
+        fresh = compose(where + [o.input_line for o in parsed if o.key_or_group.split(".")[0] in groups])
         for g in groups:
-            cfg[_key(g)] = fresh[_key(g)]
-    for o in overrides:
-        key = _key(o)
-        if "." in key and key.split(".")[0] not in {_key(g) for g in groups}:
-            OmegaConf.update(cfg, key, yaml.safe_load(o.split("=", 1)[1]), force_add=o.startswith("+"))
+            cfg[g] = fresh[g]
+    for o in parsed:
+        if o.key_or_group.split(".")[0] not in groups:
+            OmegaConf.update(cfg, o.key_or_group, o.value(), force_add=is_addition(o))
     return cfg
 
 
@@ -222,15 +215,15 @@ def load_export(path: Path, overrides: list[str], dtype: str, base: DictConfig |
 
     meta = artefacts.read_export_meta(path)
     if base is None:
-        base_cfg = compose([o for o in overrides if "." not in _key(o)])
+        base_cfg = compose([o for o in overrides if "." not in override_key(o)])
         saved = OmegaConf.to_container(base_cfg, resolve=False)
         if "data" in meta:  # prompt settings of the run that wrote it (template, tiles, state tokens ...)
             saved["data"] = {**saved["data"], **meta["data"]}
-        elif meta.get("template") and not any(_key(o).startswith("data") for o in overrides):
+        elif meta.get("template") and not any(override_key(o).startswith("data") for o in overrides):
             saved["data"]["template"] = meta["template"]
         if "model" in meta:
             saved["model"] = meta["model"]
-        cfg = apply_overrides(saved, [o for o in overrides if "." in _key(o)])
+        cfg = apply_overrides(saved, [o for o in overrides if "." in override_key(o)])
     else:
         cfg = base
     llm_files = artefacts.llm_weight_files(path)
@@ -261,7 +254,7 @@ def load_hf(path: Path, overrides: list[str], dtype: str) -> Loaded:
     """A plain HF causal-LM folder, text only (template: ``data.template``, default chatml)."""
     cfg = compose([*overrides, f"model.pretrained={path}", "model.tokenizer=null", "model.gguf_file=null",
                    "model.vision.tower=null", "model.audio.encoder=null", "stage.init_from=null"])
-    if not any(_key(o) in ("data", "data.template") for o in overrides):
+    if not any(override_key(o) in ("data", "data.template") for o in overrides):
         cfg.data.template = "chatml"  # not the embedded default's (SmolLM2's, with its system prompt)
     return assemble(cfg, "hf", str(path), dtype)
 
@@ -295,7 +288,7 @@ def load_vita_folder(path: Path, overrides: list[str], dtype: str) -> Loaded:
 
     cfg = compose([*overrides, f"stage.init_from=vita:{path}"])
     imported = adopt_vita_config(cfg, path)
-    if not any(_key(o) == "data.template" for o in overrides):
+    if not any(override_key(o) == "data.template" for o in overrides):
         cfg.data.template = FAMILIES[imported.family].template
     allow_bin = bool(cfg.stage.init_allow_bin)
 
