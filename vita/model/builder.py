@@ -18,10 +18,10 @@ from vita.errors import ConfigError
 from vita.model.backbones import build_backbone
 from vita.model.omni import OmniModel
 from vita.model.projectors import build_projector
-from vita.model.spec import DataSpec
 from vita.model.tokens import ensure_media_tokens, load_tokenizer
 from vita.model.weights import internvit_from_opengvlab, load_into, load_strict, read_state_dict, strip_prefix
 from vita.registry import AUDIO_ENCODERS, VISION_TOWERS
+from vita.spec import DataSpec
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 """vita's dtype names (``engine.precision``, ``--dtype``) -> torch dtypes: the one map."""

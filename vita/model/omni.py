@@ -17,6 +17,8 @@ every step, which ZeRO-2/3 require (a rank that skips one crashes under gloo, ha
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,7 +26,7 @@ from torch import nn
 from vita.errors import DataError
 from vita.model.attention import segment_causal_mask, segment_ids
 from vita.model.loss import IGNORE_INDEX, lm_loss_sum
-from vita.model.spec import AudioTokenCount, DataSpec, no_audio_tokens
+from vita.spec import AudioTokens, DataSpec, no_audio_tokens
 
 
 def count_label_tokens(labels: torch.Tensor) -> int:
@@ -112,24 +114,16 @@ class OmniModel(nn.Module):
             return 0
         return self.vision_projector.num_tokens(self.vision_tower.num_tokens())
 
+    def audio_token_count(self) -> Callable[[int], int]:
+        """``feature frames -> <|audio_pad|> positions`` of a clip (prompts included), composed from the encoder's
+        and the adapter's own counts (picklable: the data spec carries it to the data workers)."""
+        if self.audio_encoder is None:
+            return no_audio_tokens
+        return AudioTokens(self.audio_encoder.token_count(), self.audio_projector.token_count(), self.audio_prompt_num)
+
     def audio_num_tokens(self, n_frames: int) -> int:
         """``<|audio_pad|>`` positions for a clip of ``n_frames`` feature frames (prompts included)."""
-        if self.audio_encoder is None:
-            return 0
-        return self.audio_projector.num_tokens(self.audio_encoder.num_tokens(int(n_frames))) + self.audio_prompt_num
-
-    def _audio_token_rule(self):
-        """A picklable counter when the encoder/adapter pair is a known one, else this model's method."""
-        from vita.model.projectors import AudioSubsampling, Sequential
-
-        ae, ap = self.audio_encoder, self.audio_projector
-        if ae is None:
-            return no_audio_tokens
-        rule = getattr(ae, "token_rule", None)
-        if rule in ("vita", "whisper") and isinstance(ap, (AudioSubsampling, Sequential)):
-            k, st = (ap.kernel_size, ap.stride) if isinstance(ap, AudioSubsampling) else (1, 1)
-            return AudioTokenCount(rule, getattr(ae, "window", 3000), k, st, self.audio_prompt_num).count
-        return self.audio_num_tokens
+        return self.audio_token_count()(int(n_frames))
 
     def data_spec(self) -> DataSpec:
         """What the data pipeline needs: image settings, tokens per tile, audio feature kind and counts."""
@@ -140,7 +134,7 @@ class OmniModel(nn.Module):
             patch_size=getattr(vt, "patch_size", 14) if vt else 14,
             max_audio_frames=getattr(ae, "window", None) if ae else None,
             audio_feature=ae.feature if ae else None, n_mels=ae.n_mels if ae else 0,
-            audio_num_tokens=self._audio_token_rule(), image_token_id=self.image_token_id,
+            audio_num_tokens=self.audio_token_count(), image_token_id=self.image_token_id,
             video_token_id=self.video_token_id, audio_token_id=self.audio_token_id)
 
     def gradient_checkpointing_enable(self) -> None:
