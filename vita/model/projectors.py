@@ -129,18 +129,16 @@ class SpatialPool(Projector):
         return PooledGridTokens()
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.pre(x)
-        b, n, c = x.shape
-        h = _grid_side(n)
-        x = self.pool(x.transpose(1, 2).reshape(b, c, h, h)).flatten(2).transpose(1, 2)
-        return self.post(x)
+        return self.post(_on_grid(self.pre(x), self.pool))
 
 
-def _grid_side(n: int) -> int:
+def _on_grid(x: torch.Tensor, fn: nn.Module) -> torch.Tensor:
+    """``fn`` over the tokens ``[B, N, C]`` laid out as their square grid ``[B, C, h, h]``; back to ``[B, N', C]``."""
+    b, n, c = x.shape
     h = math.isqrt(n)
     if h * h != n:
         raise ValueError(f"this projector needs a square token grid, got {n} tokens")
-    return h
+    return fn(x.transpose(1, 2).reshape(b, c, h, h)).flatten(2).transpose(1, 2)
 
 
 for _v in (1, 2, 3):
@@ -215,11 +213,7 @@ class LDP(Projector):
         return StridedGridTokens()
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.mlp(x)
-        b, n, c = x.shape
-        h = _grid_side(n)
-        x = self.blocks(x.transpose(1, 2).reshape(b, c, h, h))
-        return x.flatten(2).transpose(1, 2)
+        return _on_grid(self.mlp(x), self.blocks)
 
 
 PROJECTORS.register("ldp")(lambda in_dim, out_dim: LDP(in_dim, out_dim))
