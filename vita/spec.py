@@ -16,7 +16,7 @@ each projector its own (:class:`SameTokens`, :class:`StridedTokens` ...); the mo
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
 
 from vita.errors import ConfigError
 
@@ -112,6 +112,14 @@ class DataSpec:
     image_token_id: int | None = None
     video_token_id: int | None = None
     audio_token_id: int | None = None
+
+    def describe(self) -> dict:
+        """The spec as JSON-safe fields, its audio count named with its parameters (what cache keys and shard
+        fingerprints record: another count is another spec)."""
+        fn = self.audio_num_tokens
+        out = asdict(replace(self, audio_num_tokens=None))
+        out["audio_num_tokens"] = repr(fn) if is_dataclass(fn) else f"{fn.__module__}.{fn.__qualname__}"
+        return out
 
     def with_token_ids(self, tokenizer) -> DataSpec:
         """Fill the placeholder ids from ``tokenizer`` (each placeholder must be one token)."""
