@@ -4,7 +4,7 @@
 #             clips before and after - and end with a vita.chat answer about a held-out clip and a demo photo.
 #             Re-running skips the finished run (make clean, or DEMO_RUN=another/dir, to train again);
 #             make demo ARGS="train.max_steps=96" DEMO_RUN=outputs/demo/long  trains a variant.
-# make test : install, then run the whole test suite
+# make test : install, check the layer contracts (lint-imports), then run the whole test suite
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -24,7 +24,7 @@ export TOKENIZERS_PARALLELISM ?= false
 export WANDB_MODE ?= offline
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: demo test install apt lint clean bench demo-data check-data bench-data
+.PHONY: demo test install apt lint lint-imports clean bench demo-data check-data bench-data
 
 DEMO_RUN ?= outputs/demo/run
 DEMO_MEDIA ?= $(or $(VITA_DEMO_DIR),$(HOME)/.cache/vita/demo)
@@ -39,8 +39,12 @@ demo: install demo-data
 
 # Two pytest-xdist workers (one per core: most tests are one single-threaded process); TEST_WORKERS=0 runs serially.
 TEST_WORKERS ?= 2
-test: install demo-data
+test: install demo-data lint-imports
 	$(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup) $(PYTEST_ARGS)
+
+# The layer contracts of setup.cfg ([importlinter:contract:*]): a module importing across a layer fails here.
+lint-imports: install
+	$(VENV)/bin/lint-imports
 
 # The multimodal demo set from real media (~/.cache/vita/demo or $$VITA_DEMO_DIR; nothing is copied into the repo).
 demo-data: install

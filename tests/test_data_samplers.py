@@ -92,3 +92,21 @@ def test_token_budget_respects_budget_and_covers_data():
     p = TokenBudgetSampler(num_samples=300, global_batch_size=4, seed=0, micro_per_step=2, lengths=ls,
                            token_budget=4000, packing=True)
     assert all(ls[mb].sum() <= 4000 for mb in p.plan) and len(p.plan) < len(s.plan)
+
+
+def test_a_sampler_refuses_an_unknown_option_naming_it():
+    """An option no sampler takes fails when the config is validated (compose time) and at build, naming the key."""
+    from hydra import compose, initialize_config_dir
+
+    from vita.config import CONF_DIR, register_configs, validate
+    from vita.errors import ConfigError
+    from vita.registry import SAMPLERS
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["data.sampler=length_grouped", "+data.sampler_options.shuffle_buffer=8"])
+    with pytest.raises(ConfigError, match=r"data\.sampler_options\.shuffle_buffer: sampler 'length_grouped' has no "
+                                          r"option 'shuffle_buffer'"):
+        validate(cfg)
+    with pytest.raises(ConfigError, match="has no option 'token_budgte'.*Did you mean 'token_budget'"):
+        SAMPLERS.build("token_budget", num_samples=8, global_batch_size=2, token_budgte=4)

@@ -62,20 +62,18 @@ def tokenizer_and_spec(cfg, out=None, model_first: bool = False):
     from vita.model.tokens import ensure_media_tokens, load_tokenizer
 
     out = out or sys.stdout
-    tokenizer = load_tokenizer(cfg.model)  # model.tokenizer, else model.pretrained (a GGUF's via its cached folder)
-    model_spec = None
-    if OmegaConf.select(cfg, "model.vision.tower") or OmegaConf.select(cfg, "model.audio.encoder"):
-        ensure_media_tokens(tokenizer)  # as training adds them for a model with encoders
-        if model_first or not OmegaConf.select(cfg, "data.media_spec"):  # this model's encoders' token counts
-            from vita.model import build_model
+    has_media = OmegaConf.select(cfg, "model.vision.tower") or OmegaConf.select(cfg, "model.audio.encoder")
+    if has_media and (model_first or not OmegaConf.select(cfg, "data.media_spec")):  # the encoders' token counts
+        from vita.model.builder import build_for
 
-            print("building the model for its encoders' token counts " + ("(as training uses them)" if model_first else
-                  "(set data.media_spec=PRESET to skip)"), file=out)
-            model = build_model(cfg.model, vocab_size=len(tokenizer))
-            ensure_media_tokens(tokenizer, model)
-            model_spec = model.data_spec()
-            del model
-    return tokenizer, resolve_spec(cfg.data, tokenizer, model_spec)
+        print("building the model for its encoders' token counts " + ("(as training uses them)" if model_first else
+              "(set data.media_spec=PRESET to skip)"), file=out)
+        built = build_for(cfg.model)  # as training builds it (weights aside)
+        return built.tokenizer, resolve_spec(cfg.data, built.tokenizer, built.spec)
+    tokenizer = load_tokenizer(cfg.model)  # model.tokenizer, else model.pretrained (a GGUF's via its cached folder)
+    if has_media:
+        ensure_media_tokens(tokenizer)  # as training adds them for a model with encoders
+    return tokenizer, resolve_spec(cfg.data, tokenizer, None)
 
 
 def run_check(cfg, workers: int | None = None, examples: int = 3, out=None) -> int:

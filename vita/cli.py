@@ -2,8 +2,9 @@
 
 :func:`compose_cli` is what ``vita.check`` (and ``vita.chat``, ``vita.eval``) call: it honours
 ``--config-dir``/``-cd DIR``, ``hydra.searchpath=[...]`` on the command line and
-the search path of the chosen ``conf/local`` file (``config_searchpath``), checks the overrides first
-(:func:`precheck`, a typo is one clear line, not a traceback) and composes ``conf/config.yaml``.
+the search path of the chosen ``conf/local`` file (``config_searchpath``) and composes ``conf/config.yaml``
+once; a bad group option, key or value is one clear line (:func:`precheck`), not a traceback.
+Overrides are parsed in one place, by Hydra's own grammar (:func:`parse_overrides`).
 ``python -m vita.run`` goes through Hydra's own ``@hydra.main`` after :func:`prepare_run_argv`.
 Unknown group options are listed from every search path.
 """
@@ -18,7 +19,8 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import OverrideType
+from hydra.core.override_parser.types import Override, OverrideType
+from hydra.errors import HydraException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -45,12 +47,31 @@ def split_config_dirs(args: list[str]) -> tuple[list[str], list[str]]:
     return dirs, rest
 
 
-def _parse(args: list[str]) -> list:
+def parse_overrides(args: list[str], strict: bool = False) -> list[Override]:
+    """The ``key=value`` arguments of ``args`` parsed by Hydra's own grammar (``OverridesParser``): every vita
+    command reads overrides here (``.key_or_group`` without ``+``/``~``, ``.value()``, ``.type``, ``.input_line``).
+    Flags and bare paths are left out. A syntax error gives ``[]`` (Hydra's compose then reports it) or, with
+    ``strict``, a one-line :class:`ConfigError`."""
     overrides = [a for a in args if "=" in a and not a.startswith("-")]
     try:
         return OverridesParser.create().parse_overrides(overrides)
-    except Exception:  # Hydra reports syntax errors well itself
+    except OverrideParseException as e:
+        if strict:
+            raise ConfigError(f"bad override: {str(e).strip().splitlines()[0]}") from None
         return []
+
+
+def override_key(override: str) -> str:
+    """The key or group an override sets (``+model.overrides.x=1`` -> ``model.overrides.x``)."""
+    parsed = parse_overrides([override], strict=True)
+    return parsed[0].key_or_group if parsed else override
+
+
+def is_addition(o: Override) -> bool:
+    """``+key=value`` / ``++key=value``: the key may be new."""
+    return o.type in (OverrideType.ADD, OverrideType.FORCE_ADD)
+
+
 
 
 def _entry_dir(entry: str) -> Path | None:
@@ -81,7 +102,7 @@ def search_path(args: list[str]) -> list[str]:
         if not p.is_dir():
             raise ConfigError(f"--config-dir {d}: no such folder")
         entries.append(f"file://{p}")
-    parsed = _parse(rest)
+    parsed = parse_overrides(rest)
     entries += [e for e in _cmdline_searchpath(parsed) if e not in entries]
     local = next((o.value() for o in parsed if o.key_or_group == "local" and o.type == OverrideType.CHANGE), "default")
     if local is not None and str(local) != "null":
@@ -119,12 +140,12 @@ def prepare_run_argv(argv: list[str]) -> list[str]:
     """``vita.run``'s argv for ``@hydra.main``: the ``config_searchpath`` of ``conf/local`` is added to the
     command line's ``hydra.searchpath``; Hydra handles ``--config-dir`` itself."""
     dirs, rest = split_config_dirs(argv)
-    given = [f"file://{Path(d).expanduser().resolve()}" for d in dirs] + _cmdline_searchpath(_parse(rest))
+    given = [f"file://{Path(d).expanduser().resolve()}" for d in dirs] + _cmdline_searchpath(parse_overrides(rest))
     extra = [e for e in search_path(argv) if e not in given]
     if not extra:
         return list(argv)
     keep = [a for a in argv if not a.startswith("hydra.searchpath=")]
-    return _searchpath_override(_cmdline_searchpath(_parse(rest)) + extra) + keep  # first: argparse wants
+    return _searchpath_override(_cmdline_searchpath(parse_overrides(rest)) + extra) + keep  # first: argparse wants
     # overrides before flags such as --cfg job
 
 
@@ -135,20 +156,28 @@ def precheck(args: list[str]) -> str | None:
     except ConfigError as e:
         return str(e)
     _, args = split_config_dirs(args)
-    parsed = _parse(args)
-    if not parsed:
-        return None
-    dirs = option_dirs(entries)
+    parsed = parse_overrides(args)
+    return _check_groups(parsed, option_dirs(entries)) or _check_keys(parsed, entries)
+
+
+def _check_groups(parsed: list[Override], dirs: list[Path]) -> str | None:
+    """An unknown group option (``engine=zero9``), from the option files alone (nothing composed)."""
     for o in parsed:
         if o.key_or_group in GROUPS and o.type == OverrideType.CHANGE:
             err = _check_group_choice(o.key_or_group, o.value(), dirs)
             if err:
                 return err
-    groups = [o.input_line for o in parsed if o.key_or_group in GROUPS]
-    groups = [g for g in groups if "," not in g.split("=", 1)[1]]
+    return None
+
+
+def _check_keys(parsed: list[Override], entries: list[str]) -> str | None:
+    """An unknown key or a badly typed value, checked on the chosen groups composed without the key overrides."""
+    if not any(o.key_or_group not in GROUPS for o in parsed):
+        return None
+    groups = [o.input_line for o in parsed if o.key_or_group in GROUPS and not o.is_sweep_override()]
     try:
         cfg = _compose(groups, entries)
-    except Exception:
+    except (HydraException, OmegaConfBaseException):
         return None  # a bad group choice: Hydra's own message lists the options
     for o in parsed:
         key = o.key_or_group
@@ -187,20 +216,16 @@ def compose_cli(args: list[str], config_name: str = "config", resolve: bool = Tr
         args: ``key=value`` overrides, group choices, ``--config-dir DIR``/``-cd DIR``, ``hydra.searchpath=[...]``.
         resolve: resolve interpolations (``${vita_demo:...}``) before returning.
     """
-    err = precheck(args)
-    if err:
-        raise ConfigError(err)
     entries = search_path(args)
     _, rest = split_config_dirs(args)
+    err = _check_groups(parse_overrides(rest), option_dirs(entries))
+    if err:
+        raise ConfigError(err)
     rest = [a for a in rest if not a.startswith("hydra.searchpath=")]
-    try:
+    try:  # composed once; only a failure composes the chosen groups again, to name the bad key in one line
         cfg = _compose(rest, entries, config_name)
-    except OmegaConfBaseException as e:
-        raise ConfigError(str(e).splitlines()[0]) from None
-    except Exception as e:  # Hydra's composition errors: their first line says what is wrong
-        if type(e).__module__.startswith("hydra"):
-            raise ConfigError(str(e).strip().splitlines()[0]) from None
-        raise
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(precheck(args) or str(e).strip().splitlines()[0]) from None
     if resolve:
         OmegaConf.resolve(cfg)
     return cfg

@@ -168,6 +168,9 @@ class DataConfig:
     """Most images in one sample (0 = no limit); a sample with more is a bad sample."""
     sampler: str = "random"
     """Sampler key (``vita.registry.SAMPLERS``)."""
+    sampler_options: dict[str, Any] = field(default_factory=dict)
+    """More keyword options of the sampler (its constructor's arguments); one it does not take is refused at
+    compose time, naming the key."""
     num_workers: int = 0
     """DataLoader worker processes (0 = load in the training process)."""
     limit: int = 0

@@ -43,7 +43,7 @@ def suggest_key(cfg: DictConfig, key: str) -> str:
 
 def validate(cfg: DictConfig) -> None:
     """Checks a schema cannot express: choices, registry keys, batch arithmetic. Builds nothing."""
-    from vita.registry import AUDIO_ENCODERS, BACKBONES, DATASETS, SAMPLERS, TEMPLATES, VISION_TOWERS, load_builtins
+    from vita.registry import AUDIO_ENCODERS, BACKBONES, DATASETS, TEMPLATES, VISION_TOWERS, load_builtins
 
     load_builtins()
     for key, allowed in ENUMS.items():
@@ -70,7 +70,9 @@ def validate(cfg: DictConfig) -> None:
         AUDIO_ENCODERS.get(cfg.model.audio.encoder)
         _projector_key(cfg.model.audio.projector, "model.audio.projector")
     TEMPLATES.get(cfg.data.template)
-    SAMPLERS.get(cfg.data.sampler)
+    from vita.data.samplers import sampler_options
+
+    sampler_options(cfg.data)  # an unknown data.sampler_options key: named now, not ignored
     DATASETS.get(cfg.data.format)
     for key in ("engine.micro_batch_size", "engine.grad_accum", "data.max_length", "train.log_every"):
         if OmegaConf.select(cfg, key) < 1:
@@ -85,14 +87,9 @@ def validate(cfg: DictConfig) -> None:
         log_hint = "packing fills rows of data.max_length from each micro-batch; pair it with sampler=token_budget"
         if cfg.engine.micro_batch_size < 2:
             raise ConfigError(f"data.packing=true with engine.micro_batch_size=1 packs nothing; {log_hint}")
-    if cfg.model.attn_implementation == "flash_attention_2":
-        import importlib.util
+    from vita.model.attention import require_flash_attn
 
-        if importlib.util.find_spec("flash_attn") is None:
-            raise ConfigError(
-                "model.attn_implementation=flash_attention_2 needs flash-attn: `pip install -e .[flash]` on a "
-                "CUDA machine, or use sdpa"
-            )
+    require_flash_attn(cfg.model.attn_implementation)
     _validate_eval(cfg)
     if cfg.train.resume_from is not None and not os.path.isdir(cfg.train.resume_from):
         raise ConfigError(f"train.resume_from={cfg.train.resume_from}: no such checkpoint folder")

@@ -4,7 +4,7 @@
 ``--format hf`` (default): SRC is an export folder (``<run dir>/final``) holding ``adapters/llm``;
 OUT receives the merged LLM (``AutoModelForCausalLM`` loads it) and the tokenizer. The base
 weights come from SRC, or, for a QLoRA run, from the unquantised base folder recorded in
-``vita_export.json``.
+the export meta file (:mod:`vita.artefacts`).
 
 ``--format vita``: RUN is a run dir or its ``final/``; OUT (default ``<RUN>/vita_format``) gets
 VITA's ``config.json`` (``model_type`` vita-Qwen2 / vita-fo-Qwen2 / vita-mixtral), sharded
@@ -15,12 +15,12 @@ every LoRA adapter merged first (:mod:`vita.interop.exporter`).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
 
+from vita.artefacts import read_export_meta, write_export_meta
 from vita.errors import CheckpointError, one_line_errors
 
 
@@ -30,10 +30,7 @@ def merge_lora(src: Path, out: Path, dtype: torch.dtype = torch.float32) -> Path
 
     from vita.model.tokenizer_files import save_tokenizer
 
-    meta_file = src / "vita_export.json"
-    if not meta_file.is_file():
-        raise CheckpointError(f"{src} is not a vita export (no vita_export.json); pass <run dir>/final")
-    meta = json.loads(meta_file.read_text())
+    meta = read_export_meta(src)
     adapter = src / meta.get("adapters", {}).get("llm", "adapters/llm")
     if not (adapter / "adapter_config.json").is_file():
         raise CheckpointError(f"{src} has no LLM adapter to merge ({adapter} missing): it is already a full model")
@@ -44,7 +41,7 @@ def merge_lora(src: Path, out: Path, dtype: torch.dtype = torch.float32) -> Path
     merged.save_pretrained(out, safe_serialization=True)
     save_tokenizer(AutoTokenizer.from_pretrained(src), out)
     meta = {k: v for k, v in meta.items() if k not in ("adapters", "base_model")}
-    (out / "vita_export.json").write_text(json.dumps({**meta, "merged_from": str(src)}, indent=1))
+    write_export_meta(out, {**meta, "merged_from": str(src)})
     return out
 
 
@@ -61,11 +58,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.format == "vita":
         from vita.interop.exporter import export_vita
-        from vita.interop.importer import parse_dtype
         from vita.interop.writer import parse_size
+        from vita.model.builder import torch_dtype
 
         path = export_vita(args.src, args.out or args.src / "vita_format", parse_size(args.max_shard_size),
-                           parse_dtype(args.dtype))
+                           torch_dtype(args.dtype))
         print(f"VITA-layout model written to {path}")
         return 0
     if args.out is None:

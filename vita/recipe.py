@@ -17,6 +17,8 @@ from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from vita.artefacts import final_of
+from vita.cli import override_key
 from vita.config import validate
 from vita.errors import VitaError
 
@@ -25,7 +27,7 @@ log = logging.getLogger("vita")
 
 def step_overrides(cli: list[str], step) -> list[str]:
     """The overrides that compose one step's config (``stage.init_from`` is set after composing)."""
-    keep = [o for o in cli if not o.split("=", 1)[0].lstrip("+~").startswith(("stage", "recipe"))]
+    keep = [o for o in cli if not override_key(o).startswith(("stage", "recipe"))]
     return [*keep, f"stage={step.stage}", *step.overrides, "recipe=[]"]
 
 
@@ -49,9 +51,9 @@ def run_recipe(cfg: DictConfig, train: Callable[[DictConfig, Path], dict]) -> di
             metrics = train(step_cfg, run_dir) or metrics
         except VitaError as e:
             raise VitaError(f"recipe stopped at step {k}/{n} '{name}' (stage {step.stage}): {e}") from e
-        except Exception as e:
-            log.exception("recipe step %s failed", name)
-            raise VitaError(f"recipe stopped at step {k}/{n} '{name}' (stage {step.stage}): "
-                            f"{type(e).__name__}: {e} (traceback in {root}/*.log)") from e
-        prev = str(run_dir / "final")
+        except Exception:  # a bug: its traceback stays (one line is for user errors), after the step it hit
+            log.error("recipe stopped at step %d/%d '%s' (stage %s) by a bug; its traceback follows", k, n, name,
+                      step.stage)
+            raise
+        prev = str(final_of(run_dir))
     return metrics

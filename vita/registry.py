@@ -17,6 +17,7 @@ Registering the same name twice is an error; asking for an unknown name raises a
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -66,8 +67,30 @@ class Registry:
             ) from None
 
     def build(self, name: str, /, **kwargs: Any) -> Any:
-        """Call the factory registered as ``name`` with ``kwargs``."""
+        """Call the factory registered as ``name`` with ``kwargs`` (a key it does not take is refused by name)."""
+        self.check_options(name, kwargs, "")
         return self.get(name)(**kwargs)
+
+    def options(self, name: str) -> set[str] | None:
+        """The keyword arguments the factory of ``name`` takes (None: it takes any, ``**kwargs``)."""
+        params = inspect.signature(self.get(name)).parameters.values()
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            return None
+        return {p.name for p in params if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)}
+
+    def check_options(self, name: str, kwargs: dict[str, Any], where: str) -> None:
+        """A :class:`ConfigError` naming the first key of ``kwargs`` the factory of ``name`` does not take;
+        ``where`` is the config node they come from (``data.sampler_options``)."""
+        takes = self.options(name)
+        if takes is None:
+            return
+        for key in kwargs:
+            if key not in takes:
+                close = difflib.get_close_matches(key, sorted(takes), n=2, cutoff=0.6)
+                hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+                at = f"{where}.{key}" if where else repr(key)
+                raise ConfigError(f"{at}: {self.kind} '{name}' has no option '{key}'.{hint} "
+                                  f"It takes: {', '.join(sorted(takes))}")
 
     def names(self) -> list[str]:
         """All registered keys, sorted."""

@@ -7,7 +7,6 @@ compose (Hydra) -> validate -> init distributed -> build tokenizer, model, stage
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import hydra
 from omegaconf import DictConfig
 
 from vita.config import register_configs, register_resolvers, validate
-from vita.errors import CheckpointError, VitaError
+from vita.errors import CheckpointError, one_line_errors
 from vita.job_errors import report_job_error
 from vita.slurm_jobs import expose_launcher_plugin
 
@@ -33,18 +32,19 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     import torch
     from hydra.core.hydra_config import HydraConfig
 
+    from vita.artefacts import checkpoints_of, final_of
     from vita.data import build_data
     from vita.engine.distributed import broadcast_object, close_distributed, init_distributed
     from vita.engine.engine import Trainer
     from vita.engine.parent_watch import watch_launcher
     from vita.engine.run_dir import prepare_run_dir
     from vita.engine.run_lock import hold_run_dir
+    from vita.eval.loop import eval_hooks
     from vita.interop import adopt_vita_config, build_vita_model, is_whole_model, vita_path
     from vita.interop.importer import read_tokenizer, zero3_build_config
-    from vita.model import build_model, ensure_media_tokens
+    from vita.model.builder import build_for, torch_dtype
     from vita.model.init_from import load_init
     from vita.model.sources import resolve_sources
-    from vita.model.tokens import load_tokenizer
     from vita.stage import apply_stage, trainable_table
 
     validate(cfg)
@@ -65,20 +65,19 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict:
         if prepare_run_dir(run_dir, cfg, dist_info) == "complete":
             return {}
         torch.manual_seed(cfg.train.seed)
-        # a VITA folder's own tokenizer (without transformers' note that vita-Qwen2 is unknown to it)
-        tokenizer = read_tokenizer(vita_src) if vita_src is not None else load_tokenizer(cfg.model)
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.engine.precision, torch.float32)
+        dtype = torch_dtype(cfg.engine.precision, torch.float32)
         if vita_src is not None:  # built on the meta device, filled from the shards one tensor at a time
             # in the engine's dtype: DeepSpeed casts to it anyway (its fp32 master copies come from these values);
-            # under ZeRO-3 built in its partitions, each rank filling only its part
-            model = build_vita_model(cfg.model, vita_src, vocab_size=len(tokenizer), dtype=dtype,
-                                     allow_bin=cfg.stage.init_allow_bin, progress=dist_info.is_main,
-                                     ds_config=zero3_build_config(cfg, vita_src, tokenizer, dist_info.world_size))
+            # under ZeRO-3 built in its partitions, each rank filling only its part; the folder's own tokenizer
+            # (without transformers' note that vita-Qwen2 is unknown to it)
+            tokenizer = read_tokenizer(vita_src)
+            built = build_for(cfg.model, tokenizer, build=build_vita_model, folder=vita_src, dtype=dtype,
+                              allow_bin=cfg.stage.init_allow_bin, progress=dist_info.is_main,
+                              ds_config=zero3_build_config(cfg, vita_src, tokenizer, dist_info.world_size))
         else:
-            model = build_model(cfg.model, vocab_size=len(tokenizer), work_dir=run_dir, compute_dtype=dtype,
-                                gradient_checkpointing=cfg.engine.gradient_checkpointing)
-        if model.vision_tower is not None or model.audio_encoder is not None:
-            ensure_media_tokens(tokenizer, model)  # placeholder ids; adds and resizes if the tokenizer lacks them
+            built = build_for(cfg.model, work_dir=run_dir, compute_dtype=dtype,
+                              gradient_checkpointing=cfg.engine.gradient_checkpointing)
+        model, tokenizer = built.model, built.tokenizer
         if cfg.stage.init_from and vita_src is None:
             loaded = load_init(model, cfg.stage.init_from, allow_bin=cfg.stage.init_allow_bin)
             log.info("initialised %s from %s", ", ".join(loaded), cfg.stage.init_from)
@@ -87,13 +86,13 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict:
             log.info("run dir %s, world size %d (%s)\n%s", run_dir, dist_info.world_size, dist_info.launcher,
                      trainable_table(model, group_lrs))
         # the encoders' tile size and token counts; a text-only model leaves it to data.media_spec
-        spec = model.data_spec() if model.vision_tower is not None or model.audio_encoder is not None else None
-        data = build_data(cfg, tokenizer, dist_info.rank, dist_info.world_size, spec=spec)
-        trainer = Trainer(cfg, model, data, tokenizer, dist_info, run_dir, group_lrs)
+        data = build_data(cfg, tokenizer, dist_info.rank, dist_info.world_size, spec=built.spec)
+        hooks = eval_hooks(cfg, model, tokenizer, dist_info, checkpoints_of(run_dir))  # data.eval: fails now
+        trainer = Trainer(cfg, model, data, tokenizer, dist_info, run_dir, group_lrs, hooks)
         metrics = trainer.train()
         if dist_info.is_main:
-            print(f"\nrun complete: {run_dir}\n  final model : {run_dir / 'final'}\n"
-                  f"  checkpoints : {run_dir / 'checkpoints'}\n  metrics     : {run_dir / 'metrics.jsonl'}\n"
+            print(f"\nrun complete: {run_dir}\n  final model : {final_of(run_dir)}\n"
+                  f"  checkpoints : {checkpoints_of(run_dir)}\n  metrics     : {run_dir / 'metrics.jsonl'}\n"
                   f"  loss plot   : {run_dir / 'loss.png'}", flush=True)
         return metrics
     finally:
@@ -105,19 +104,14 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict:
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@one_line_errors(report=lambda e: report_job_error(e, log), exit=True)  # said once (vita/job_errors.py)
 def main(cfg: DictConfig) -> float | None:
     """Hydra task: one job of a run or of a sweep. Returns the final loss (for sweepers)."""
-    try:
-        if cfg.recipe:
-            from vita.recipe import run_recipe
+    if cfg.recipe:
+        from vita.recipe import run_recipe
 
-            return run_recipe(cfg, train).get("loss")
-        return train(cfg).get("loss")
-    except VitaError as e:
-        report_job_error(e, log)  # one error: line; the log file; no empty run dir left (vita/job_errors.py)
-        if os.environ.get("VITA_RAISE"):
-            raise
-        sys.exit(2)
+        return run_recipe(cfg, train).get("loss")
+    return train(cfg).get("loss")
 
 
 def cli() -> None:

@@ -7,12 +7,16 @@ many token positions as the model fills::
 
     n_img = tiles * spec.tokens_per_tile              # <|image_pad|> positions per image
     n_aud = spec.audio_num_tokens(fbank.shape[0])     # <|audio_pad|> positions per clip
+
+Each encoder owns its count (``token_count()``: :class:`VitaEncoderTokens`, :class:`WhisperEncoderTokens`),
+each projector its own (:class:`SameTokens`, :class:`StridedTokens` ...); the model composes them
+(:class:`AudioTokens`) without asking which classes they are.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
 
 from vita.errors import ConfigError
 
@@ -24,8 +28,65 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def vita_audio_num_tokens(n_frames: int) -> int:
-    """LLM tokens of one clip for VITA's audio encoder: ``len(ones(T)[2::2][2::2][0::2])`` (about T/8)."""
+    """LLM tokens of one clip as VITA's data code counts them (the ``vita`` preset, without a model):
+    ``len(ones(T)[2::2][2::2][0::2])`` (about T/8)."""
     return len(range(n_frames)[2::2][2::2][0::2])
+
+
+# -- token counts: each encoder and projector returns one of these from ``token_count()`` (picklable, so the
+#    data workers that receive the spec can count without the model)
+@dataclass(frozen=True)
+class SameTokens:
+    """A token-wise module: as many out as in."""
+
+    def __call__(self, n: int) -> int:
+        return int(n)
+
+
+@dataclass(frozen=True)
+class StridedTokens:
+    """A stride-``stride`` Conv1d over an input right-padded by ``kernel - 1``: ``ceil(n / stride)``."""
+
+    kernel: int = 5
+    stride: int = 2
+
+    def __call__(self, n: int) -> int:
+        return (int(n) - 1) // self.stride + 1
+
+
+@dataclass(frozen=True)
+class VitaEncoderTokens:
+    """VITA's audio encoder (Conv2d x4 subsampling): ``(T-1)//2``, then ``(a-1)//2`` frames (at least 1)."""
+
+    def __call__(self, n: int) -> int:
+        return max(1, ((int(n) - 1) // 2 - 1) // 2)
+
+
+@dataclass(frozen=True)
+class WhisperEncoderTokens:
+    """Whisper's encoder: input cut/padded to ``window`` frames, one stride-2 conv -> ``ceil(T/2)`` tokens."""
+
+    window: int = 3000
+
+    def __call__(self, n: int) -> int:
+        return (min(int(n), self.window) - 1) // 2 + 1
+
+
+@dataclass(frozen=True)
+class AudioTokens:
+    """``<|audio_pad|>`` positions of a clip: the encoder's count, through the adapter's, plus learned prompts."""
+
+    encoder: Callable[[int], int]
+    adapter: Callable[[int], int] = SameTokens()
+    prompts: int = 0
+
+    def __call__(self, n_frames: int) -> int:
+        return self.adapter(self.encoder(n_frames)) + self.prompts
+
+
+def no_audio_tokens(n_frames: int) -> int:
+    """A model without an audio encoder: no positions."""
+    return 0
 
 
 @dataclass(frozen=True)
@@ -51,6 +112,14 @@ class DataSpec:
     image_token_id: int | None = None
     video_token_id: int | None = None
     audio_token_id: int | None = None
+
+    def describe(self) -> dict:
+        """The spec as JSON-safe fields, its audio count named with its parameters (what cache keys and shard
+        fingerprints record: another count is another spec)."""
+        fn = self.audio_num_tokens
+        out = asdict(replace(self, audio_num_tokens=None))
+        out["audio_num_tokens"] = repr(fn) if is_dataclass(fn) else f"{fn.__module__}.{fn.__qualname__}"
+        return out
 
     def with_token_ids(self, tokenizer) -> DataSpec:
         """Fill the placeholder ids from ``tokenizer`` (each placeholder must be one token)."""

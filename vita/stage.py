@@ -7,8 +7,8 @@ import logging
 from torch import nn
 
 from vita.config import GroupConfig
-from vita.engine.partitioned import numel
 from vita.model.lora import attach_lora
+from vita.model.params import numel
 
 log = logging.getLogger("vita")
 

@@ -53,14 +53,12 @@ def init_single_process(cfg):
 
 
 def build(cfg):
-    """Tokenizer and the model of ``cfg`` (seeded: every call gives the same initial weights)."""
-    from transformers import AutoTokenizer
-
-    from vita.model import build_model
+    """Tokenizer and the model of ``cfg`` as training builds them (seeded: every call gives the same initial weights)."""
+    from vita.model.builder import build_for
 
     torch.manual_seed(cfg.train.seed)
-    tokenizer = AutoTokenizer.from_pretrained(cfg.model.tokenizer)
-    return tokenizer, build_model(cfg.model, vocab_size=len(tokenizer))
+    built = build_for(cfg.model)
+    return built.tokenizer, built.model
 
 
 def preload(cfg, tokenizer, dist_info, n: int):

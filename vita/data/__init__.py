@@ -15,7 +15,7 @@ from vita.data import templates as _templates  # noqa: F401  (registers the temp
 from vita.data.collate import Collator
 from vita.data.dataset import Index, MediaDataset, Processor, index, media_options
 from vita.data.loader import Position, StepLoader
-from vita.data.samplers import GlobalBatchSampler
+from vita.data.samplers import GlobalBatchSampler, sampler_options
 from vita.data.sources import ListSource, Source
 from vita.data.spec import DataSpec, preset
 from vita.data.tokenize import tokenize_segments
@@ -97,6 +97,16 @@ def open_source(data_cfg) -> Source:
     return raw
 
 
+PROMPT_KEYS = ("template", "system_prompt", "max_length", "min_tiles", "max_tiles", "use_thumbnail",
+               "image_aspect_ratio", "min_frames", "max_frames", "video_fps", "dither", "state_tokens", "vita_layout",
+               "media_spec")
+
+
+def prompt_settings(data_cfg) -> dict:
+    """The ``cfg.data`` keys that shape prompts (template, tiling, frames, state tokens ...), for an export."""
+    return {k: data_cfg.get(k) for k in PROMPT_KEYS}
+
+
 def make_processor(data_cfg, tokenizer, spec: DataSpec | None) -> Processor:
     template = TEMPLATES.build(data_cfg.template, system=data_cfg.system_prompt)
     return Processor(template, tokenizer, spec, media_options(data_cfg), data_cfg.max_length, data_cfg.state_tokens,
@@ -127,8 +137,7 @@ def build_data(cfg, tokenizer, rank: int, world: int, spec: DataSpec | None = No
     global_batch = cfg.engine.micro_batch_size * micro_per_step
     sampler = SAMPLERS.build(d.sampler, num_samples=len(dataset), global_batch_size=global_batch, seed=cfg.train.seed,
                              micro_per_step=micro_per_step, lengths=idx.lengths, modalities=idx.multimodal,
-                             token_budget=d.token_budget, packing=d.packing, max_length=d.max_length,
-                             pack_window=d.pack_window)
+                             **sampler_options(d))
     loader = StepLoader(dataset, sampler, Collator(tokenizer.pad_token_id, d.packing, d.max_length), rank=rank,
                         world=world, micro_batch_size=cfg.engine.micro_batch_size, grad_accum=cfg.engine.grad_accum,
                         num_workers=d.num_workers, on_bad_sample=d.on_bad_sample)
@@ -154,4 +163,4 @@ def report_overlong(idx: Index, data_cfg, first: int = 3) -> str | None:
     return msg
 
 
-__all__ = ["DataBundle", "DataSpec", "Position", "build_data", "tokenize_all"]
+__all__ = ["DataBundle", "DataSpec", "Position", "build_data", "prompt_settings", "tokenize_all"]

@@ -35,9 +35,7 @@ def cache_key(source, proc) -> str | None:
         h.update(json.dumps([str(f.path.resolve()), st.st_size, st.st_mtime_ns, name,
                              {k: str(v) for k, v in roots.items()}]).encode())
     h.update(np.ascontiguousarray(source.refs).tobytes())
-    spec = asdict(proc.spec) if proc.spec is not None else None
-    if spec is not None:
-        spec["audio_num_tokens"] = f"{proc.spec.audio_num_tokens.__module__}.{proc.spec.audio_num_tokens.__qualname__}"
+    spec = proc.spec.describe() if proc.spec is not None else None
     tok = proc.tokenizer
     h.update(json.dumps([repr(proc.template), proc.max_length, spec, asdict(proc.opts), proc.state_tokens,
                          proc.layout, getattr(tok, "name_or_path", ""), len(tok), proc.overlong, proc.max_images],

@@ -107,12 +107,22 @@ class StepLoader:
     def _warn(self, kind: str, msg: str) -> None:
         log.warning("skipping %s", msg)
 
+    def step_done(self, position: Position) -> None:
+        """The step at ``position`` is trained: the next position to load is the one after it (what
+        :meth:`state_dict` records; iterating further records it too)."""
+        nxt = Position(position.epoch, position.step + 1)
+        self.position = nxt if nxt.step < self.sampler.steps_per_epoch else Position(position.epoch + 1, 0)
+
     def state_dict(self) -> dict:
-        """The next position to load and the sampler's settings."""
-        return {"position": self.position.state_dict(), "sampler": self.sampler.state_dict()}
+        """The data stream's whole resume state: the next position to load, the sampler's settings and the
+        bad samples skipped so far (per reason)."""
+        return {"position": self.position.state_dict(), "sampler": self.sampler.state_dict(),
+                "bad_samples_loaded": dict(self.skipped)}
 
     def load_state_dict(self, state: dict) -> Position:
         """Check the sampler against ``state``; returns the position to pass to :meth:`iterate`."""
-        self.sampler.load_state_dict(state["sampler"])
+        if "sampler" in state:
+            self.sampler.load_state_dict(state["sampler"])
         self.position = Position(**state["position"])
+        self.skipped = Counter(state.get("bad_samples_loaded", {}))
         return self.position

@@ -25,7 +25,10 @@ class GlobalBatchSampler:
     name = "base"
 
     def __init__(self, num_samples: int, global_batch_size: int, seed: int = 0, micro_per_step: int = 1,
-                 lengths=None, modalities=None, **_) -> None:
+                 lengths=None, modalities=None, token_budget: int = 0, packing: bool = False, max_length: int = 0,
+                 pack_window: int = 1024) -> None:
+        """``token_budget``, ``packing``, ``max_length``, ``pack_window``: the ``cfg.data`` keys every sampler is
+        given (:data:`DATA_OPTIONS`); only :class:`TokenBudgetSampler` cuts by them. Any other key is refused."""
         if num_samples < global_batch_size:
             raise ConfigError(
                 f"{num_samples} samples cannot fill one global batch of {global_batch_size} "
@@ -187,7 +190,7 @@ class TokenBudgetSampler(GlobalBatchSampler):
 
     def __init__(self, num_samples: int, global_batch_size: int, seed: int = 0, micro_per_step: int = 1,
                  lengths=None, modalities=None, token_budget: int = 0, packing: bool = False, max_length: int = 0,
-                 pack_window: int = 1024, **_) -> None:
+                 pack_window: int = 1024) -> None:
         if token_budget < 1:
             raise ConfigError("sampler token_budget needs data.token_budget >= 1 (tokens per micro-batch)")
         super().__init__(num_samples, micro_per_step, seed, micro_per_step, lengths, modalities)
@@ -230,26 +233,21 @@ class TokenBudgetSampler(GlobalBatchSampler):
                 "row_length": self.row_length, "pack_window": self.pack_window}
 
 
-@SAMPLERS.register("random")
-def random_sampler(**kw) -> RandomSampler:
-    return RandomSampler(**kw)
+# The classes themselves are registered: their signatures are the options they take, and an option
+# none of them names is refused (Registry.build / check_options name it) rather than ignored.
+SAMPLERS.register("random")(RandomSampler)
+SAMPLERS.register("sequential")(SequentialSampler)
+SAMPLERS.register("length_grouped")(LengthGroupedSampler)
+SAMPLERS.register("modality_length_grouped")(ModalityLengthGroupedSampler)
+SAMPLERS.register("token_budget")(TokenBudgetSampler)
+
+DATA_OPTIONS = ("token_budget", "packing", "max_length", "pack_window")
+"""``cfg.data`` keys every sampler is given."""
 
 
-@SAMPLERS.register("sequential")
-def sequential_sampler(**kw) -> SequentialSampler:
-    return SequentialSampler(**kw)
-
-
-@SAMPLERS.register("length_grouped")
-def length_grouped_sampler(**kw) -> LengthGroupedSampler:
-    return LengthGroupedSampler(**kw)
-
-
-@SAMPLERS.register("modality_length_grouped")
-def modality_length_grouped_sampler(**kw) -> ModalityLengthGroupedSampler:
-    return ModalityLengthGroupedSampler(**kw)
-
-
-@SAMPLERS.register("token_budget")
-def token_budget_sampler(**kw) -> TokenBudgetSampler:
-    return TokenBudgetSampler(**kw)
+def sampler_options(data_cfg) -> dict:
+    """The keyword options ``data.sampler`` is built with: the ``cfg.data`` keys of :data:`DATA_OPTIONS`, then
+    ``data.sampler_options``; an option the sampler does not take is a :class:`ConfigError` naming the key."""
+    extra = dict(data_cfg.get("sampler_options") or {})
+    SAMPLERS.check_options(data_cfg.sampler, extra, "data.sampler_options")
+    return {**{k: data_cfg[k] for k in DATA_OPTIONS}, **extra}

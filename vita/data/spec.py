@@ -13,19 +13,16 @@ from vita.spec import (  # noqa: F401  (re-exported: the contract lives in vita/
     IMAGENET_MEAN,
     IMAGENET_STD,
     VIDEO_TOKEN,
+    AudioTokens,
     DataSpec,
+    WhisperEncoderTokens,
     vita_audio_num_tokens,
 )
 
-
-def whisper_audio_num_tokens(n_frames: int) -> int:
-    """Whisper's encoder halves the mel frames once (conv stride 2)."""
-    return (n_frames + 1) // 2
-
-
 PRESETS: dict[str, DataSpec] = {
     "vita": DataSpec(),
-    "whisper": DataSpec(audio_feature="whisper", audio_num_tokens=whisper_audio_num_tokens, max_audio_frames=3000),
+    "whisper": DataSpec(audio_feature="whisper", audio_num_tokens=AudioTokens(WhisperEncoderTokens(3000)),
+                        max_audio_frames=3000),
     # 30 s of audio at most, as Whisper: so data work without a model checks the common limit
     "tiny": DataSpec(image_size=28, tokens_per_tile=4, max_audio_frames=3000),
 }

@@ -2,9 +2,9 @@
 
 Layout of ``<run_dir>/checkpoints``::
 
-    step_00000100/       DeepSpeed files + rng_rank<r>.json + MANIFEST.json (written last)
+    step_00000100/       DeepSpeed files + rng_rank<r>.json + the manifest (written last)
     latest               the tag of the newest complete checkpoint (moved last)
-    best, best.json      with train.keep_best: the tag of the best checkpoint, its metric and value
+    best, best record    with train.keep_best: the tag of the best checkpoint, its metric and value
 
 A checkpoint is written as ``.tmp-step_XXXXXXXX``, completed with a manifest of file sizes,
 renamed to its tag, and only then does ``latest`` move. A crash at any point leaves either
@@ -22,18 +22,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
+from vita.artefacts import BEST, BEST_FILE, MANIFEST
+from vita.collectives import barrier
 from vita.errors import CheckpointError
 
 log = logging.getLogger("vita")
-MANIFEST = "MANIFEST.json"
-BEST = "best"  # the tag of the checkpoint with the best train.keep_best metric
-
-
-def _barrier() -> None:
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.barrier()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -88,10 +82,10 @@ def save_checkpoint(engine, ckpt_root: Path, step: int, client_state: dict, keep
     if rank == 0:
         ckpt_root.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(ckpt_root / tmp_tag, ignore_errors=True)
-    _barrier()
+    barrier()
     engine.save_checkpoint(str(ckpt_root), tag=tmp_tag, client_state=client_state, save_latest=False)
     _write_atomic(ckpt_root / tmp_tag / f"rng_rank{rank}.json", json.dumps(rng_state()))
-    _barrier()
+    barrier()
     final = ckpt_root / tag
     if rank == 0:
         files = {str(p.relative_to(ckpt_root / tmp_tag)): p.stat().st_size
@@ -102,7 +96,7 @@ def save_checkpoint(engine, ckpt_root: Path, step: int, client_state: dict, keep
         _fsync_dir(ckpt_root)
         _write_atomic(ckpt_root / "latest", tag)
         prune(ckpt_root, keep_last)
-    _barrier()
+    barrier()
     return final
 
 
@@ -119,8 +113,9 @@ def prune(ckpt_root: Path, keep_last: int) -> None:
 
 
 def mark_best(ckpt_root: Path, tag: str, info: dict) -> None:
-    """Record ``tag`` as the best checkpoint (``best`` holds the tag, ``best.json`` the metric and value)."""
-    _write_atomic(ckpt_root / "best.json", json.dumps({"tag": tag, **info}))
+    """Record ``tag`` as the best checkpoint (``best`` holds the tag, :data:`~vita.artefacts.BEST_FILE` the
+    metric and value)."""
+    _write_atomic(ckpt_root / BEST_FILE, json.dumps({"tag": tag, **info}))
     _write_atomic(ckpt_root / BEST, tag)
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from vita.collectives import all_reduce_max, all_reduce_sum, barrier, broadcast_object  # noqa: F401  (re-exported)
 from vita.engine.ds_ops import no_build_prints, prepare_deepspeed_ops
 
 
@@ -129,38 +130,3 @@ def _forget_deepspeed_groups() -> None:
         if name.startswith("_") and name.endswith("_GROUP") or name.endswith("_GROUP_RANKS"):
             setattr(groups, name, {} if isinstance(value, dict) else None)
     ds_comm.cdb = None
-
-
-def broadcast_object(obj, src: int = 0):
-    """Send a picklable object from ``src`` to every rank."""
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
-def all_reduce_sum(value: float | int) -> float:
-    """Sum a number over ranks (on CPU tensors for gloo)."""
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        return value
-    dev = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
-    t = torch.tensor([float(value)], dtype=torch.float64, device=dev)
-    dist.all_reduce(t)
-    return t.item()
-
-
-def all_reduce_max(value: float | int) -> float:
-    """The largest value over ranks."""
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        return value
-    dev = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
-    t = torch.tensor([float(value)], dtype=torch.float64, device=dev)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return t.item()
-
-
-def barrier() -> None:
-    """Wait for every rank (no-op in a world of one)."""
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.barrier()

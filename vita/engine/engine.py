@@ -1,8 +1,10 @@
 """The training loop. DeepSpeed owns the math; this file owns the order of things.
 
 ``Trainer.train()`` reads top to bottom: resume, then for each step draw ``grad_accum``
-micro-batches, forward -> ``engine.backward`` -> ``engine.step`` for each, log, checkpoint, and
-stop (checkpoint, requeue, exit) if SLURM has warned that the job will end.
+micro-batches, forward -> ``engine.backward`` -> ``engine.step`` for each, log, checkpoint, run the
+hooks (:mod:`vita.engine.hooks`: in-loop evaluation, keep-best), and stop (checkpoint, requeue,
+exit) if SLURM has warned that the job will end. The data stream's resume state (position,
+sampler, bad samples skipped) is the loader's own (``StepLoader.state_dict``).
 The loss of a step is the token-mean cross-entropy over the *global* batch (all ranks, all
 micro-batches), so how a batch is split never changes the trajectory.
 """
@@ -18,19 +20,20 @@ import deepspeed
 import torch
 from omegaconf import OmegaConf
 
-from vita.data import DataBundle, Position
+from vita.artefacts import checkpoints_of, final_of
+from vita.data import DataBundle, Position, prompt_settings
 from vita.engine import checkpoint as ckpt
 from vita.engine.console import ProgressBar, run_label
 from vita.engine.distributed import DistInfo, all_reduce_sum
 from vita.engine.ds_config import build_ds_config
 from vita.engine.export import export_model
 from vita.engine.flops import StepFlops, throughput
+from vita.engine.hooks import Hook
 from vita.engine.metrics import MetricsLogger, plot_loss
 from vita.engine.optim import make_scheduler_factory, param_groups, warmup_steps
 from vita.engine.preemption import StopSignals
 from vita.engine.run_dir import mark_complete
 from vita.errors import CheckpointError, VitaError
-from vita.eval.loop import build_evaluator, prompt_settings
 from vita.model.loss import resolve_fused_loss
 from vita.model.omni import count_label_tokens
 from vita.stage import lora_groups
@@ -46,13 +49,15 @@ class Trainer:
     """Runs one training job of ``cfg`` on ``model`` with ``data`` in ``run_dir``."""
 
     def __init__(self, cfg, model, data: DataBundle, tokenizer, dist_info: DistInfo, run_dir: Path,
-                 group_lrs: dict[str, float]) -> None:
+                 group_lrs: dict[str, float], hooks: list[Hook] | tuple[Hook, ...] = ()) -> None:
         self.cfg, self.model, self.data, self.tokenizer = cfg, model, data, tokenizer
         self.dist, self.run_dir = dist_info, run_dir
-        self.ckpt_root = run_dir / "checkpoints"
-        self.evaluator = build_evaluator(cfg, model, tokenizer, dist_info, self.ckpt_root)  # data.eval; fails now
+        self.ckpt_root = checkpoints_of(run_dir)
+        self.hooks = list(hooks)
+        names = [h.name for h in self.hooks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"two hooks share a name (their checkpoint state would collide): {names}")
         self.step = 0
-        self.position = Position()
         steps_per_epoch = data.sampler.steps_per_epoch
         self.total_steps = cfg.train.max_steps if cfg.train.max_steps > 0 else cfg.train.epochs * steps_per_epoch
         self.skipped_micro_batches = 0  # non-finite losses dropped (nan_policy=skip)
@@ -82,12 +87,12 @@ class Trainer:
     # -- the loop ---------------------------------------------------------------------------------
     def train(self) -> dict:
         """Train to ``total_steps`` (resuming if a checkpoint exists); returns the last metrics."""
-        self.resume()
-        if self.evaluator is not None:
-            self.evaluator.maybe_run(self, start=True)  # train.eval_at_start
+        start = self.resume()
+        for hook in self.hooks:
+            hook.before_train(self)  # train.eval_at_start
         bar = self._progress_bar()
         last: dict = {}
-        for position, micro_batches in self.data.loader.iterate(self.position):
+        for position, micro_batches in self.data.loader.iterate(start):
             if self.step >= self.total_steps:
                 break
             t0 = time.perf_counter()
@@ -100,19 +105,21 @@ class Trainer:
             last["epoch"] = position.epoch
             last.update(self.data.skip_counts())  # bad samples dropped so far, per reason (this rank)
             self.step += 1
-            self.position = self._next(position)
+            self.data.loader.step_done(position)
             if bar is not None:
                 bar.update(last)
             self.metrics.log(self.step, last, final=self.step == self.total_steps)  # console: every log_every
             if self.cfg.train.ckpt_every and self.step % self.cfg.train.ckpt_every == 0 and self.step < self.total_steps:
                 self.save()
-            if self.evaluator is not None:
-                self.evaluator.maybe_run(self)  # train.eval_every, train.keep_best
+            for hook in self.hooks:
+                hook.after_step(self)  # train.eval_every, train.keep_best
             signum = self.stop_signals.requested() if self.step < self.total_steps else 0
             if signum:
                 self.stop(signum)
         if bar is not None:
             bar.close()
+        for hook in self.hooks:
+            hook.after_train(self)
         self.finish()
         return last
 
@@ -204,24 +211,20 @@ class Trainer:
         norms = [torch.linalg.vector_norm(p.grad.detach().float()) for p in self.trainable if p.grad is not None]
         return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0  # one read per step
 
-    def _next(self, position: Position) -> Position:
-        nxt = Position(position.epoch, position.step + 1)
-        if nxt.step == self.data.sampler.steps_per_epoch:
-            nxt = Position(position.epoch + 1, 0)
-        return nxt
-
     def _progress_bar(self):
         if not (self.dist.is_main and self.cfg.logging.progress_bar):
             return None
         return ProgressBar(self.total_steps, self.step, run_label(self.cfg.name, self.run_dir))
 
     def client_state(self) -> dict:
-        return {"step": self.step, "position": self.position.state_dict(), "stage": self.cfg.stage.name,
+        """What a checkpoint carries besides DeepSpeed's state: the loader's (position, sampler, bad samples
+        skipped), the hooks' and the trainer's own counters."""
+        return {"step": self.step, "stage": self.cfg.stage.name,
                 "global_batch_size": self.data.sampler.global_batch_size, "world_size": self.dist.world_size,
-                "sampler": self.data.sampler.state_dict(),
+                **self.data.loader.state_dict(),
+                "hooks": {h.name: st for h in self.hooks if (st := h.state_dict())},
                 # counters the metrics report cumulatively: a resumed run goes on counting from them
-                "skipped": {"nonfinite_micro_batches": self.skipped_micro_batches, "nonfinite_steps": self.skipped_steps,
-                            "bad_samples_loaded": dict(self.data.loader.skipped)}}
+                "skipped": {"nonfinite_micro_batches": self.skipped_micro_batches, "nonfinite_steps": self.skipped_steps}}
 
     def save(self) -> Path:
         path = ckpt.save_checkpoint(self.engine, self.ckpt_root, self.step, self.client_state(),
@@ -229,12 +232,14 @@ class Trainer:
         log.info("checkpoint %s", path) if self.dist.is_main else None
         return path
 
-    def resume(self) -> None:
+    def resume(self) -> Position:
+        """Load the checkpoint to resume (``train.resume`` / ``train.resume_from``), if any; returns the data
+        position to start from."""
         path = Path(self.cfg.train.resume_from) if self.cfg.train.resume_from else None
         if path is None and self.cfg.train.resume == "auto":
             path = ckpt.find_resumable(self.ckpt_root)
         if path is None:
-            return
+            return Position()
         client = ckpt.load_checkpoint(self.engine, path, self.dist.rank)
         saved_batch = client.get("global_batch_size", self.data.sampler.global_batch_size)
         if saved_batch != self.data.sampler.global_batch_size:
@@ -242,17 +247,16 @@ class Trainer:
                 f"{path} was trained with a global batch of {saved_batch} (world size {client.get('world_size')}); "
                 f"this run has {self.data.sampler.global_batch_size}. Keep micro_batch_size x grad_accum x world "
                 "size equal to resume exactly, or start a new run (name=...)")
-        if "sampler" in client:
-            self.data.sampler.load_state_dict(client["sampler"])
+        start = self.data.loader.load_state_dict(client)
         self.step = int(client["step"])
-        self.position = Position(**client["position"])
         skipped = client.get("skipped", {})
         self.skipped_micro_batches = int(skipped.get("nonfinite_micro_batches", 0))
         self.skipped_steps = int(skipped.get("nonfinite_steps", 0))
-        self.data.loader.skipped.update(skipped.get("bad_samples_loaded", {}))
+        for hook in self.hooks:
+            hook.load_state_dict(client.get("hooks", {}).get(hook.name, {}))
         if self.dist.is_main:
-            log.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step, self.position.epoch,
-                     self.position.step)
+            log.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step, start.epoch, start.step)
+        return start
 
     def stop(self, signum: int) -> None:
         """SLURM is about to end the job: checkpoint this step, requeue (see preemption.py) and exit."""
@@ -267,7 +271,7 @@ class Trainer:
         meta = {"step": self.step, "stage": self.cfg.stage.name, "template": self.cfg.data.template,
                 "model": OmegaConf.to_container(self.cfg.model, resolve=True), "init_from": self.cfg.stage.init_from,
                 "data": prompt_settings(self.cfg.data)}  # how vita.infer builds prompts for this export
-        export_model(self.model, self.tokenizer, self.run_dir / "final", self.cfg.engine.zero_stage, self.dist.rank,
+        export_model(self.model, self.tokenizer, final_of(self.run_dir), self.cfg.engine.zero_stage, self.dist.rank,
                      meta, lora=lora_groups(self.cfg.stage),
                      trainable=set(self.group_lrs) if self.cfg.stage.export == "trainable" else None)
         if self.dist.is_main:

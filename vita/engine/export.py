@@ -4,12 +4,11 @@
 tokenizer. For a group trained with LoRA, ``final/`` holds its *base* weights and
 ``final/adapters/<group>/`` the PEFT adapter (``PeftModel.from_pretrained(base, adapter)``);
 ``python -m vita.export`` merges an adapter into a full model. A quantised (QLoRA) LLM exports
-only its adapter; its base is the folder named in ``vita_export.json``.
+only its adapter; its base is the folder named in the export meta file (``base_model``).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import deepspeed
@@ -17,6 +16,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from vita.artefacts import write_export_meta
 from vita.model.lora import save_adapter, split_state_dict
 from vita.model.tokenizer_files import save_tokenizer
 
@@ -34,16 +34,10 @@ def full_state_dict(module: nn.Module, zero_stage: int, rank: int, copy: bool = 
         return {k: v.detach().to("cpu", copy=copy).contiguous() for k, v in module.state_dict().items()}
 
 
-def group_prefixes(model: nn.Module) -> dict[str, str]:
-    """Module group -> its state-dict key prefix (``heads`` -> ``state_head.``), found by identity."""
-    where = {id(m): name for name, m in model.named_modules()}
-    return {group: where[id(m)] + "." for group, m in model.module_groups().items()}
-
-
 def export_model(model: nn.Module, tokenizer, out: Path, zero_stage: int, rank: int, meta: dict,
                  lora: dict | None = None, trainable: set[str] | None = None, copy: bool = True) -> Path | None:
     """Write ``out/``: the LLM (HF format), each other group as ``<group>.safetensors``, LoRA adapters
-    per group under ``adapters/<group>/``, the tokenizer and ``vita_export.json``.
+    per group under ``adapters/<group>/``, the tokenizer and the export meta file (:mod:`vita.artefacts`).
 
     Args:
         lora: ``group -> lora settings`` for groups trained with LoRA (``vita.stage.lora_groups``).
@@ -56,7 +50,7 @@ def export_model(model: nn.Module, tokenizer, out: Path, zero_stage: int, rank: 
     lora = lora or {}
     out.mkdir(parents=True, exist_ok=True)
     written, adapters = [], {}
-    for group, prefix in group_prefixes(model).items():
+    for group, prefix in model.group_prefixes().items():
         if trainable is not None and group not in trainable:
             continue
         gsd = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
@@ -75,7 +69,7 @@ def export_model(model: nn.Module, tokenizer, out: Path, zero_stage: int, rank: 
     base_model = getattr(model.llm.config, "vita_base_model", None)
     meta = {**meta, "groups": written, **({"adapters": adapters} if adapters else {}),
             **({"base_model": base_model} if base_model else {})}
-    (out / "vita_export.json").write_text(json.dumps(meta, indent=1))
+    write_export_meta(out, meta)
     return out
 
 

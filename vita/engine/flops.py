@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from vita.engine.partitioned import numel
+from vita.model.params import numel
 
 
 def _n(module: nn.Module | None, trainable_only: bool = False) -> int:

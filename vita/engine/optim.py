@@ -8,8 +8,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from vita.engine.partitioned import ndim
 from vita.errors import ConfigError
+from vita.model.params import ndim
 
 
 def _no_decay(name: str, param: nn.Parameter) -> bool:

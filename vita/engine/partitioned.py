@@ -1,9 +1,6 @@
 """ZeRO-3 partitioned parameters: their real sizes, and building a model straight into its partitions.
 
-A parameter partitioned by ZeRO-3 holds an empty ``.data`` on every rank (``numel() == 0``, one
-dimension) and its rank's slice in ``.ds_tensor``; its real size and shape are ``ds_numel`` and
-``ds_shape``. Code that counts or inspects parameters of a model that may be partitioned (the
-trainable table, FLOPs, weight-decay groups) reads them through :func:`numel` and :func:`ndim`.
+Sizes of partitioned parameters: :mod:`vita.model.params` (re-exported here).
 
 :func:`partitioned_build` is the context ``stage.init_from=vita:PATH`` builds the model in under
 ``engine.zero_stage=3``: DeepSpeed's ``zero.Init`` with the run's own DeepSpeed config (its dtype,
@@ -19,20 +16,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-
-def is_partitioned(p: torch.Tensor) -> bool:
-    """A ZeRO-3 parameter (made by ``zero.Init`` or ``deepspeed.initialize``)."""
-    return hasattr(p, "ds_id")
-
-
-def numel(p: torch.Tensor) -> int:
-    """Elements of the whole parameter, partitioned or not."""
-    return int(p.ds_numel) if is_partitioned(p) else p.numel()
-
-
-def ndim(p: torch.Tensor) -> int:
-    """Dimensions of the whole parameter, partitioned or not."""
-    return len(p.ds_shape) if is_partitioned(p) else p.ndim
+from vita.model.params import is_partitioned, ndim, numel  # noqa: F401  (re-exported)
 
 
 def held_elements(model: nn.Module) -> tuple[int, int, int]:

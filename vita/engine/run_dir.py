@@ -7,6 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from vita.artefacts import COMPLETE_FILE, CONFIG_FILE, checkpoints_of
 from vita.engine.checkpoint import find_resumable
 from vita.engine.distributed import DistInfo, broadcast_object
 from vita.errors import ConfigError
@@ -15,8 +16,6 @@ from vita.errors import ConfigError
 RESUMABLE_CHANGES = ("train.max_steps", "train.epochs", "train.resume", "train.resume_from", "train.ckpt_every",
                      "train.keep_last", "train.log_every",
                      "train.eval_every", "train.eval_at_start", "train.keep_best", "data.eval", "logging.", "data.num_workers", "engine.timeout_min", "slurm.")
-CONFIG_FILE = "vita_config.json"
-COMPLETE_FILE = "COMPLETE.json"
 
 
 def _flat(d: dict, prefix: str = "") -> dict[str, object]:
@@ -55,7 +54,7 @@ def prepare_run_dir(run_dir: Path, cfg: DictConfig, dist_info: DistInfo) -> str:
 def _inspect(run_dir: Path, cfg: DictConfig) -> str:
     current = OmegaConf.to_container(cfg, resolve=True)
     saved = run_dir / CONFIG_FILE
-    ckpts = run_dir / "checkpoints"
+    ckpts = checkpoints_of(run_dir)
     used = ckpts.is_dir() and any(ckpts.iterdir())
     if used and cfg.train.resume == "never" and not cfg.train.resume_from:
         return f"error:run dir {run_dir} already holds checkpoints and train.resume=never; pick another name= or delete it"

@@ -1,24 +1,25 @@
-"""Evaluation during training: the ``data.eval`` sets every ``train.eval_every`` steps.
+"""Evaluation during training: the ``data.eval`` sets every ``train.eval_every`` steps, as loop hooks.
 
-The engine makes one :class:`InLoopEval` at start (so a broken eval set fails before any step)
-and calls :meth:`InLoopEval.maybe_run` before the first step and after every step. Results go
-to every metrics sink as ``eval/<set>/<metric>`` (console, ``metrics.jsonl``, wandb, tensorboard)
-and onto the run's plot; ``train.keep_best=<set>/<metric>`` marks the checkpoint of the best
-value as ``checkpoints/best`` (``train.keep_last`` pruning never deletes it).
+:func:`eval_hooks` (called by ``vita.run`` before the trainer starts, so a broken eval set fails before
+any step) returns an :class:`EvalHook` and, with ``train.keep_best``, a :class:`KeepBestHook`; the
+trainer calls them through the contract of :mod:`vita.engine.hooks`. Results go to every metrics sink
+as ``eval/<set>/<metric>`` (console, ``metrics.jsonl``, wandb, tensorboard) and onto the run's plot;
+``train.keep_best=<set>/<metric>`` marks the checkpoint of the best value as ``checkpoints/best``
+(``train.keep_last`` pruning never deletes it).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
+from vita.artefacts import read_best
+from vita.engine.hooks import Hook
 from vita.eval.metrics import better
 from vita.eval.runner import evaluate_set
 from vita.eval.sets import EvalSet, load_eval_sets
 
 log = logging.getLogger("vita")
-BEST_FILE = "best.json"
 
 
 class _Ctx:
@@ -33,32 +34,28 @@ class _Ctx:
         self.pad_id = int(pad or 0)
 
 
-def build_evaluator(cfg, model, tokenizer, dist_info, ckpt_root: Path) -> InLoopEval | None:
-    """The in-loop evaluator of ``cfg`` (None without ``data.eval`` sets); loads and checks every set now."""
+def eval_hooks(cfg, model, tokenizer, dist_info, ckpt_root: Path) -> list[Hook]:
+    """The in-loop evaluation hooks of ``cfg`` (none without ``data.eval`` sets); loads and checks every set now."""
     if not cfg.data.get("eval"):
-        return None
+        return []
     from vita.data import make_processor, resolve_spec
 
-    multimodal = model.vision_tower is not None or model.audio_encoder is not None
-    spec = resolve_spec(cfg.data, tokenizer, model.data_spec() if multimodal else None)
+    spec = resolve_spec(cfg.data, tokenizer, model.data_spec() if model.has_media else None)
     proc = make_processor(cfg.data, tokenizer, spec)
     sets = load_eval_sets(cfg.data, proc)
-    return InLoopEval(cfg, _Ctx(model, tokenizer, proc), sets, dist_info, ckpt_root)
+    ev = EvalHook(cfg, _Ctx(model, tokenizer, proc), sets, dist_info)
+    return [ev, KeepBestHook(ev, cfg, dist_info, ckpt_root)] if cfg.train.keep_best else [ev]
 
 
-class InLoopEval:
-    """Runs the eval sets at the configured steps and tracks ``train.keep_best``."""
+class EvalHook(Hook):
+    """Runs the eval sets at the configured steps; :attr:`results` holds the last step's (empty when it did not run)."""
 
-    def __init__(self, cfg, ctx: _Ctx, sets: list[EvalSet], dist_info, ckpt_root: Path) -> None:
-        self.cfg, self.ctx, self.sets, self.dist, self.ckpt_root = cfg, ctx, sets, dist_info, ckpt_root
+    name = "eval"
+
+    def __init__(self, cfg, ctx: _Ctx, sets: list[EvalSet], dist_info) -> None:
+        self.cfg, self.ctx, self.sets, self.dist = cfg, ctx, sets, dist_info
         self.every, self.at_start = int(cfg.train.eval_every), bool(cfg.train.eval_at_start)
-        self.keep_best = cfg.train.keep_best
-        self.best: float | None = None
-        best = ckpt_root / BEST_FILE
-        if self.keep_best and best.is_file():
-            saved = json.loads(best.read_text())
-            if saved.get("metric") == self.keep_best:
-                self.best = float(saved["value"])
+        self.results: dict[str, float] = {}
 
     def due(self, step: int, total: int, start: bool = False) -> bool:
         """Whether to evaluate now: at step 0 with ``eval_at_start``, at multiples of ``eval_every`` and the last step."""
@@ -86,22 +83,43 @@ class InLoopEval:
             model.train(was_training)
         return out
 
-    def maybe_run(self, trainer, start: bool = False) -> dict[str, float]:
-        """Called by the engine before the first step (``start``) and after each step."""
+    def _maybe_run(self, trainer, start: bool) -> None:
+        self.results = {}
         if not self.due(trainer.step, trainer.total_steps, start):
-            return {}
-        results = self.run(trainer.step)
-        trainer.metrics.log(trainer.step, results)
+            return
+        self.results = self.run(trainer.step)
+        trainer.metrics.log(trainer.step, self.results)
         if self.dist.is_main:
-            log.info("eval step %d  %s", trainer.step, "  ".join(f"{k[5:]} {v:.4g}" for k, v in results.items()))
-        if self.keep_best and not start:
-            self._keep_best(trainer, results)
-        return results
+            log.info("eval step %d  %s", trainer.step, "  ".join(f"{k[5:]} {v:.4g}" for k, v in self.results.items()))
 
-    def _keep_best(self, trainer, results: dict[str, float]) -> None:
+    def before_train(self, trainer) -> None:
+        self._maybe_run(trainer, start=True)  # train.eval_at_start
+
+    def after_step(self, trainer) -> None:
+        self._maybe_run(trainer, start=False)
+
+
+class KeepBestHook(Hook):
+    """``train.keep_best=<set>/<metric>``: after an evaluation with a better value, that step's checkpoint
+    becomes ``checkpoints/best``. Its state is the best record it writes beside the checkpoints (read back
+    at start), so a resume from a checkpoint older than the last mark still knows the best value."""
+
+    name = "keep_best"
+
+    def __init__(self, evaluation: EvalHook, cfg, dist_info, ckpt_root: Path) -> None:
+        self.eval, self.cfg, self.dist, self.ckpt_root = evaluation, cfg, dist_info, ckpt_root
+        self.keep_best = str(cfg.train.keep_best)
+        self.best: float | None = None
+
+    def before_train(self, trainer) -> None:
+        saved = read_best(self.ckpt_root)
+        if saved is not None and saved.get("metric") == self.keep_best:
+            self.best = float(saved["value"])
+
+    def after_step(self, trainer) -> None:
         from vita.engine import checkpoint as ckpt
 
-        value = results.get(f"eval/{self.keep_best}")
+        value = self.eval.results.get(f"eval/{self.keep_best}")
         if value is None or not better(self.keep_best.split("/", 1)[1], value, self.best):
             return
         self.best = value
@@ -112,13 +130,3 @@ class InLoopEval:
             ckpt.mark_best(self.ckpt_root, tag, {"metric": self.keep_best, "value": value, "step": trainer.step})
             ckpt.prune(self.ckpt_root, self.cfg.train.keep_last)  # the previous best may go now
             log.info("best %s = %.4g at step %d: checkpoints/%s kept", self.keep_best, value, trainer.step, tag)
-
-
-PROMPT_KEYS = ("template", "system_prompt", "max_length", "min_tiles", "max_tiles", "use_thumbnail",
-               "image_aspect_ratio", "min_frames", "max_frames", "video_fps", "dither", "state_tokens", "vita_layout",
-               "media_spec")
-
-
-def prompt_settings(data_cfg) -> dict:
-    """The ``cfg.data`` keys that shape prompts (template, tiling, frames, state tokens ...), for an export."""
-    return {k: data_cfg.get(k) for k in PROMPT_KEYS}

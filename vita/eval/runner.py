@@ -13,9 +13,9 @@ import math
 import torch
 import torch.distributed as dist
 
+from vita.collectives import all_reduce_max, all_reduce_sum
 from vita.data.collate import Collator
 from vita.data.schema import BadSample
-from vita.engine.distributed import all_reduce_max, all_reduce_sum
 from vita.errors import DataError
 from vita.eval.metrics import compute
 from vita.eval.sets import EvalSet

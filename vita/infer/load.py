@@ -3,10 +3,10 @@
 A target is one of these kinds, tried in order (:data:`TARGET_KINDS`; add one with
 :func:`register_target`, e.g. a VITA-1.5 checkpoint folder importer):
 
-* ``run``: a run dir (holds ``vita_config.json``): its newest complete checkpoint
+* ``run``: a run dir (holds its saved config, :mod:`vita.artefacts`): its newest complete checkpoint
   (``checkpoints/step_*``, any ZeRO stage, LoRA merged with the run's scale), else its ``final/``
   export; the config is the run's own, with ``overrides`` applied on top;
-* ``export``: an export folder (holds ``vita_export.json``: ``<run>/final`` or the output of
+* ``export``: an export folder (holds the export meta file: ``<run>/final`` or the output of
   ``python -m vita.export``): the HF LLM, each ``<group>.safetensors``, PEFT adapters merged;
 * ``hf``: a plain Hugging Face causal-LM folder (``config.json``), text only;
 * ``config``: no path, only Hydra overrides (``model=smol_lm data=demo``): the model exactly as
@@ -17,20 +17,20 @@ Overrides are Hydra-style: ``data=demo`` swaps a config group, ``data.max_tiles=
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from vita import artefacts
+from vita.cli import override_key
 from vita.errors import CheckpointError, ConfigError
+from vita.model.builder import DTYPES
 
 log = logging.getLogger("vita")
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -113,8 +113,8 @@ def load_target(target: str | Path | None, overrides: list[str] | None = None, d
     for _name, (detect, load) in TARGET_KINDS.items():
         if detect(path):
             return load(path, overrides, dtype)
-    raise ConfigError(f"{path}: not a run dir (vita_config.json), an export (vita_export.json), a VITA folder or a HF model "
-                      f"folder (config.json); known kinds: {', '.join(TARGET_KINDS)}")
+    raise ConfigError(f"{path}: not a run dir ({artefacts.CONFIG_FILE}), an export ({artefacts.EXPORT_META}), a VITA "
+                      f"folder or a HF model folder ({artefacts.HF_CONFIG}); known kinds: {', '.join(TARGET_KINDS)}")
 
 
 # -- configs ---------------------------------------------------------------------------------------
@@ -126,33 +126,26 @@ def compose(overrides: list[str]) -> DictConfig:
     return compose_cli(list(overrides), resolve=False)
 
 
-def _key(o: str) -> str:
-    return o.split("=", 1)[0].lstrip("+~")
-
-
 def apply_overrides(base: dict, overrides: list[str]) -> DictConfig:
     """A saved (resolved) config with Hydra-style overrides: ``group=option`` replaces that node by the
     composed one, ``a.b=value`` sets a key; the result is typed by the schema again."""
+    from vita.cli import is_addition, parse_overrides, split_config_dirs
     from vita.config import Config, register_configs
 
     register_configs()
-    from vita.cli import split_config_dirs
-
     cfg = OmegaConf.merge(OmegaConf.structured(Config), base)
     dirs, overrides = split_config_dirs(list(overrides))
     where = [a for d in dirs for a in ("--config-dir", d)]
     where += [o for o in overrides if o.startswith("hydra.searchpath=")]
-    overrides = [o for o in overrides if not o.startswith("hydra.searchpath=")]
-    groups = [o for o in overrides if "." not in _key(o)]
-    if groups:
-        fresh = compose(where + groups + [o for o in overrides
-                                          if _key(o).split(".")[0] in {_key(g) for g in groups}])
+    parsed = parse_overrides([o for o in overrides if not o.startswith("hydra.searchpath=")], strict=True)
+    groups = {o.key_or_group for o in parsed if "." not in o.key_or_group}
+    if groups:  # those nodes composed afresh, with the keys set under them
+        fresh = compose(where + [o.input_line for o in parsed if o.key_or_group.split(".")[0] in groups])
         for g in groups:
-            cfg[_key(g)] = fresh[_key(g)]
-    for o in overrides:
-        key = _key(o)
-        if "." in key and key.split(".")[0] not in {_key(g) for g in groups}:
-            OmegaConf.update(cfg, key, yaml.safe_load(o.split("=", 1)[1]), force_add=o.startswith("+"))
+            cfg[g] = fresh[g]
+    for o in parsed:
+        if o.key_or_group.split(".")[0] not in groups:
+            OmegaConf.update(cfg, o.key_or_group, o.value(), force_add=is_addition(o))
     return cfg
 
 
@@ -164,42 +157,25 @@ def assemble(cfg: DictConfig, kind: str, source: str, dtype: str, tokenizer_dir:
     from vita.data import make_processor
     from vita.data.templates import ChatFormat
     from vita.infer.generate import stop_sequences
-    from vita.model import build_model, ensure_media_tokens
-    from vita.model.tokens import load_tokenizer
+    from vita.model.builder import build_for
 
     OmegaConf.resolve(cfg)
     if not cfg.data.get("eval"):  # another data= than the run's: its in-loop eval settings do not apply here
         cfg.train.keep_best, cfg.train.eval_every, cfg.train.eval_at_start = None, 0, False
     validate(cfg)
-    tokenizer = load_tokenizer(cfg.model, str(tokenizer_dir) if tokenizer_dir else None)
     if cfg.model.quantization:
         raise ConfigError("inference loads the LLM unquantised; drop model.quantization (a QLoRA export is "
                           "loaded on its recorded base)")
     torch.manual_seed(cfg.train.seed)  # randomly initialised parts start as the run's did
-    model = build_model(cfg.model, vocab_size=len(tokenizer))
-    multimodal = model.vision_tower is not None or model.audio_encoder is not None
-    if multimodal:
-        ensure_media_tokens(tokenizer, model)
+    built = build_for(cfg.model, tokenizer_dir=tokenizer_dir)
+    model, tokenizer = built.model, built.tokenizer
     if weights is not None:
         weights(model)
     model.eval().to(DTYPES[dtype])
-    spec = model.data_spec() if multimodal else None
-    proc = make_processor(cfg.data, tokenizer, spec)
+    proc = make_processor(cfg.data, tokenizer, built.spec)
     proc.prompt_max_length = int(getattr(model.llm.config.get_text_config(), "max_position_embeddings", 0) or 0)
     template: ChatFormat = proc.template
     return Loaded(model, tokenizer, proc, cfg, kind, source, stop_sequences(tokenizer, template.end))
-
-
-def _is_run(p: Path | None) -> bool:
-    return p is not None and (p / "vita_config.json").is_file()
-
-
-def _is_export(p: Path | None) -> bool:
-    return p is not None and (p / "vita_export.json").is_file()
-
-
-def _is_hf(p: Path | None) -> bool:
-    return p is not None and (p / "config.json").is_file()
 
 
 def _is_config(p: Path | None) -> bool:
@@ -221,13 +197,14 @@ def load_run(path: Path, overrides: list[str], dtype: str) -> Loaded:
     """A run dir: newest complete checkpoint, else its ``final/`` export."""
     from vita.engine.checkpoint import find_resumable
 
-    cfg = apply_overrides(json.loads((path / "vita_config.json").read_text()), overrides)
-    ckpt = find_resumable(path / "checkpoints")
+    cfg = apply_overrides(artefacts.read_run_config(path), overrides)
+    ckpt = find_resumable(artefacts.checkpoints_of(path))
+    final = artefacts.final_of(path)
     if ckpt is not None:
-        tok_dir = path / "final" if (path / "final" / "tokenizer_config.json").is_file() else None
+        tok_dir = final if (final / artefacts.TOKENIZER_CONFIG).is_file() else None
         return assemble(cfg, "run", str(ckpt), dtype, tok_dir, lambda m: load_checkpoint_weights(m, ckpt, cfg))
-    if _is_export(path / "final"):
-        return load_export(path / "final", overrides, dtype, base=cfg)
+    if artefacts.is_export(final):
+        return load_export(final, overrides, dtype, base=cfg)
     raise CheckpointError(f"run dir {path} has no complete checkpoint and no final/ export yet; wait for its first "
                           "checkpoint (train.ckpt_every) or pass another run")
 
@@ -236,20 +213,20 @@ def load_export(path: Path, overrides: list[str], dtype: str, base: DictConfig |
     """An export folder: LLM (HF) + group safetensors + adapters, as the run's final model."""
     from vita.model.init_from import load_init
 
-    meta = json.loads((path / "vita_export.json").read_text())
+    meta = artefacts.read_export_meta(path)
     if base is None:
-        base_cfg = compose([o for o in overrides if "." not in _key(o)])
+        base_cfg = compose([o for o in overrides if "." not in override_key(o)])
         saved = OmegaConf.to_container(base_cfg, resolve=False)
         if "data" in meta:  # prompt settings of the run that wrote it (template, tiles, state tokens ...)
             saved["data"] = {**saved["data"], **meta["data"]}
-        elif meta.get("template") and not any(_key(o).startswith("data") for o in overrides):
+        elif meta.get("template") and not any(override_key(o).startswith("data") for o in overrides):
             saved["data"]["template"] = meta["template"]
         if "model" in meta:
             saved["model"] = meta["model"]
-        cfg = apply_overrides(saved, [o for o in overrides if "." in _key(o)])
+        cfg = apply_overrides(saved, [o for o in overrides if "." in override_key(o)])
     else:
         cfg = base
-    llm_files = sorted(path.glob("model*.safetensors"))
+    llm_files = artefacts.llm_weight_files(path)
     qlora_base = meta.get("base_model")
     OmegaConf.update(cfg, "model.pretrained", str(path) if llm_files or not qlora_base else qlora_base)
     OmegaConf.update(cfg, "model.gguf_file", None)
@@ -277,7 +254,7 @@ def load_hf(path: Path, overrides: list[str], dtype: str) -> Loaded:
     """A plain HF causal-LM folder, text only (template: ``data.template``, default chatml)."""
     cfg = compose([*overrides, f"model.pretrained={path}", "model.tokenizer=null", "model.gguf_file=null",
                    "model.vision.tower=null", "model.audio.encoder=null", "stage.init_from=null"])
-    if not any(_key(o) in ("data", "data.template") for o in overrides):
+    if not any(override_key(o) in ("data", "data.template") for o in overrides):
         cfg.data.template = "chatml"  # not the embedded default's (SmolLM2's, with its system prompt)
     return assemble(cfg, "hf", str(path), dtype)
 
@@ -311,7 +288,7 @@ def load_vita_folder(path: Path, overrides: list[str], dtype: str) -> Loaded:
 
     cfg = compose([*overrides, f"stage.init_from=vita:{path}"])
     imported = adopt_vita_config(cfg, path)
-    if not any(_key(o) == "data.template" for o in overrides):
+    if not any(override_key(o) == "data.template" for o in overrides):
         cfg.data.template = FAMILIES[imported.family].template
     allow_bin = bool(cfg.stage.init_allow_bin)
 
@@ -322,7 +299,7 @@ def load_vita_folder(path: Path, overrides: list[str], dtype: str) -> Loaded:
 
 
 register_target("vita", _is_vita, load_vita_folder)  # before "hf": a VITA folder also has a config.json
-register_target("run", _is_run, load_run)
-register_target("export", _is_export, load_export)
-register_target("hf", _is_hf, load_hf)
+register_target("run", artefacts.is_run, load_run)
+register_target("export", artefacts.is_export, load_export)
+register_target("hf", artefacts.is_hf, load_hf)
 register_target("config", _is_config, load_config)

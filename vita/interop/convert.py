@@ -3,7 +3,7 @@
 
 The export (``DIR``) is what a vita run writes to ``<run>/final``: the LLM as a Hugging Face
 folder (``AutoModelForCausalLM`` loads it), each other group as ``<group>.safetensors``, the
-tokenizer and ``vita_export.json``. ``stage.init_from=DIR``, ``vita.chat`` and
+tokenizer and the export meta file (:mod:`vita.artefacts`). ``stage.init_from=DIR``, ``vita.chat`` and
 ``python -m vita.export DIR --format vita`` all read it.
 """
 

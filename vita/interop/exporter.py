@@ -21,6 +21,7 @@ import torch
 from omegaconf import OmegaConf
 from safetensors import safe_open
 
+from vita.artefacts import EXPORT_META, find_export, read_export_meta
 from vita.errors import CheckpointError
 from vita.interop.config_map import HF_META, read_config, vita_config_from_model
 from vita.interop.keys import KeyPlan, plan_keys
@@ -136,14 +137,6 @@ def _source(meta: dict) -> Path | None:
     return None
 
 
-def find_export(src: Path) -> Path:
-    """A run dir (has ``final/``) or an export folder (has ``vita_export.json``) -> the export folder."""
-    for cand in (src, src / "final"):
-        if (cand / "vita_export.json").is_file():
-            return cand
-    raise CheckpointError(f"{src}: neither a vita export (vita_export.json) nor a run dir with final/")
-
-
 def export_vita(src: str | Path, out: str | Path, max_shard_bytes: int = DEFAULT_SHARD,
                 dtype: torch.dtype | None = None, progress: bool = True) -> Path:
     """Write ``out/`` in VITA's layout from a run dir or vita export ``src``; returns ``out``.
@@ -154,9 +147,9 @@ def export_vita(src: str | Path, out: str | Path, max_shard_bytes: int = DEFAULT
     """
     final = find_export(Path(src))
     out = Path(out)
-    meta = json.loads((final / "vita_export.json").read_text())
+    meta = read_export_meta(final)
     if "model" not in meta:
-        raise CheckpointError(f"{final}/vita_export.json records no model config; re-export the run with this vita")
+        raise CheckpointError(f"{final}/{EXPORT_META} records no model config; re-export the run with this vita")
     model = _meta_model(final, meta["model"])
     plan = plan_keys(model)
     source = ExportSource(final)

@@ -16,7 +16,6 @@ partitions, so a rank holds its part of the model plus the tensor in flight, nev
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +24,15 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from vita.errors import CheckpointError, ConfigError
+from vita.artefacts import has_llm_weights, hf_model_type, is_hf
+from vita.errors import CheckpointError
 from vita.interop.config_map import FAMILIES, Imported, model_config_from_vita, read_config
 from vita.interop.keys import plan_keys
 from vita.interop.loader import check_complete, check_fit, stream_into
 from vita.interop.meta import owners, params_on_meta
 from vita.interop.shards import WeightFiles, list_bin, list_weights, read_header
+from vita.model.builder import build_for, torch_dtype
+from vita.model.init_from import register_init_source
 
 log = logging.getLogger("vita")
 PREFIX = "vita:"
@@ -65,22 +67,18 @@ def vita_path(init_from: str | None) -> Path | None:
 def is_vita_folder(path: str | Path) -> bool:
     """True for a VITA whole-model folder: ``config.json`` with a VITA ``model_type`` (what ``vita.chat``
     can test before calling :func:`load_vita`)."""
-    f = Path(path) / "config.json"
-    try:
-        return f.is_file() and json.loads(f.read_text()).get("model_type") in FAMILIES
-    except (OSError, ValueError):
-        return False
+    return hf_model_type(Path(path)) in FAMILIES
 
 
 def is_whole_model(path: Path) -> bool:
     """A VITA whole-model folder (``config.json`` + weights), as opposed to a stage output file."""
-    return path.is_dir() and (path / "config.json").is_file() and not _group_files(path)
+    return path.is_dir() and is_hf(path) and not _group_files(path)
 
 
 def _group_files(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
-    if any(path.glob("model*.safetensors")) or any(path.glob("pytorch_model*.bin")):
+    if has_llm_weights(path):
         return []
     return [path / f"{stem}{ext}" for stem in GROUP_FILES for ext in (".bin", ".safetensors")
             if (path / f"{stem}{ext}").is_file()]
@@ -108,17 +106,6 @@ def compose_from_vita(folder: str | Path, allow_bin: bool = False, **overrides: 
     return imported, wf
 
 
-def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
-    if dtype in (None, "auto"):
-        return None
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    found = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype) or getattr(torch, dtype, None)
-    if not isinstance(found, torch.dtype):
-        raise ConfigError(f"dtype={dtype!r}: use auto, float32, bfloat16 or float16")
-    return found
-
-
 def build_vita_model(model_cfg: DictConfig, folder: str | Path, vocab_size: int | None = None,
                      dtype: str | torch.dtype | None = "auto", allow_bin: bool = False, progress: bool = True,
                      wf: WeightFiles | None = None, ds_config: dict | None = None):
@@ -143,7 +130,7 @@ def build_vita_model(model_cfg: DictConfig, folder: str | Path, vocab_size: int 
     check_fit(plan, wf, what=str(folder))
     if ds_config is not None:
         return _build_partitioned(model_cfg, folder, wf, plan, model, vocab_size, progress, ds_config)
-    n = stream_into(model, plan, wf, dtype=parse_dtype(dtype), progress=progress)
+    n = stream_into(model, plan, wf, dtype=torch_dtype(dtype), progress=progress)
     check_complete(model, str(folder))
     log.info("loaded %s parameters from %s (%d files)", f"{n:,}", folder, len(wf.files))
     return model
@@ -235,16 +222,12 @@ def load_vita(path: str | Path, dtype: str | torch.dtype | None = "auto", allow_
         vm = load_vita("/ckpt/VITA-1.5/VITA1.5_ckpt", dtype="bfloat16")
         out = vm.model.generate(...)
     """
-    from vita.model import ensure_media_tokens
-
     folder = Path(path)
     imported, wf = compose_from_vita(folder, allow_bin=allow_bin, **overrides)
     log.info("%s", imported.summary())
-    tokenizer = read_tokenizer(folder)
-    model = build_vita_model(imported.model, folder, vocab_size=len(tokenizer), dtype=dtype, progress=progress, wf=wf)
-    if model.vision_tower is not None or model.audio_encoder is not None:
-        ensure_media_tokens(tokenizer, model)
-    return VitaModel(model.eval(), tokenizer, imported)
+    built = build_for(imported.model, read_tokenizer(folder), build=build_vita_model, folder=folder, dtype=dtype,
+                      progress=progress, wf=wf)
+    return VitaModel(built.model.eval(), built.tokenizer, imported)
 
 
 def read_tokenizer(folder: Path):
@@ -280,6 +263,21 @@ def adopt_vita_config(cfg: DictConfig, folder: Path) -> Imported:
                  folder, imported.data_overrides["max_length"], cfg.data.max_length)
     log.info("stage.init_from=%s%s: %s", PREFIX, folder, imported.summary())
     return imported
+
+
+def init_from_vita(model, src: Path, allow_bin: bool = False) -> list[str]:
+    """``stage.init_from=vita:PATH`` into an already built model (``vita.run`` builds a whole model from the folder
+    instead): a whole-model folder fills every group, a stage output its own one; returns the groups loaded."""
+    if is_whole_model(src):
+        _, wf = read_vita_folder(src, allow_bin)
+        plan = plan_keys(model)
+        check_fit(plan, wf, what=str(src))
+        stream_into(model, plan, wf, progress=False)
+        return list(model.module_groups())
+    return load_group_file(model, src, allow_bin=allow_bin)
+
+
+register_init_source(PREFIX, init_from_vita)
 
 
 def load_group_file(model, path: str | Path, allow_bin: bool = False) -> list[str]:

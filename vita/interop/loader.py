@@ -23,11 +23,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from vita.engine.partitioned import is_partitioned, numel
 from vita.errors import CheckpointError
 from vita.interop.keys import KeyPlan, misnamed_subsampling
 from vita.interop.meta import materialise, meta_names, owners
 from vita.interop.shards import WeightFiles, iter_tensors
+from vita.model.params import is_partitioned, numel
 
 log = logging.getLogger("vita")
 

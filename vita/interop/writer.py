@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from vita.artefacts import llm_weight_files
 from vita.errors import ConfigError
 from vita.interop.shards import INDEX
 
@@ -52,7 +53,7 @@ def write_shards(out: Path, entries: list[tuple[str, tuple[int, ...], torch.dtyp
                  progress: bool = True) -> dict[str, str]:
     """Write ``model-0000i-of-0000N.safetensors`` and the index; ``produce(name)`` makes each tensor."""
     out.mkdir(parents=True, exist_ok=True)
-    for old in [*out.glob("model*.safetensors"), out / INDEX]:
+    for old in [*llm_weight_files(out), out / INDEX]:
         old.unlink(missing_ok=True)
     groups = plan_shards(entries, max_bytes)
     n = len(groups)

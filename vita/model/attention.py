@@ -14,6 +14,17 @@ from __future__ import annotations
 
 import torch
 
+from vita.errors import ConfigError
+
+
+def require_flash_attn(attn_implementation: str) -> None:
+    """``model.attn_implementation=flash_attention_2`` without flash-attn installed: one clear line (the only check)."""
+    import importlib.util
+
+    if attn_implementation == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+        raise ConfigError("model.attn_implementation=flash_attention_2 needs flash-attn: `pip install -e .[flash]` "
+                          "on a CUDA machine, or use sdpa")
+
 
 def segment_ids(attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None, shape) -> torch.Tensor:
     """[B, L] segment number per position: from position-id restarts when packed, else 1 real / 2 padding."""

@@ -14,16 +14,17 @@ Every entry returns an :class:`AudioEncoder`, which knows its feature kind (``fe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from vita.model.spec import vita_encoder_tokens, whisper_encoder_tokens
 from vita.model.weights import load_strict, read_state_dict, strip_prefix
 from vita.model.whale import WhaleEncoder, from_upstream
 from vita.registry import AUDIO_ENCODERS
+from vita.spec import VitaEncoderTokens, WhisperEncoderTokens
 
 
 class AudioEncoder(nn.Module):
@@ -35,8 +36,12 @@ class AudioEncoder(nn.Module):
         super().__init__()
         self.n_mels, self.hidden_size = n_mels, hidden_size
 
-    def num_tokens(self, n_frames: int) -> int:
+    def token_count(self) -> Callable[[int], int]:
+        """This encoder's ``feature frames -> output tokens`` (picklable: the data spec carries it)."""
         raise NotImplementedError
+
+    def num_tokens(self, n_frames: int) -> int:
+        return self.token_count()(n_frames)
 
     def dummy_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
         """One all-zero clip of 400 frames (VITA's dummy audio), for ranks whose batch has no audio."""
@@ -52,10 +57,8 @@ class VitaAudioEncoder(AudioEncoder):
         super().__init__(n_mels, d)
         self.encoder = WhaleEncoder(n_mels, d, heads, ffn, layers, dropout, chunk_size)
 
-    token_rule = "vita"
-
-    def num_tokens(self, n_frames: int) -> int:
-        return vita_encoder_tokens(n_frames)
+    def token_count(self) -> VitaEncoderTokens:
+        return VitaEncoderTokens()
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.encoder(features.to(next(self.parameters()).dtype), lengths)
@@ -105,10 +108,8 @@ class WhisperAudioEncoder(AudioEncoder):
         self.window = 2 * config.max_source_positions  # input frames Whisper expects (3000 = 30 s)
         self.encoder = WhisperEncoder(config)
 
-    token_rule = "whisper"
-
-    def num_tokens(self, n_frames: int) -> int:
-        return whisper_encoder_tokens(n_frames, self.window)
+    def token_count(self) -> WhisperEncoderTokens:
+        return WhisperEncoderTokens(self.window)
 
     def dummy_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
         p = next(self.parameters())
@@ -125,7 +126,7 @@ class WhisperAudioEncoder(AudioEncoder):
         if x.shape[-1] < self.window:
             x = torch.cat([x, floor.expand(-1, x.shape[1], self.window - x.shape[-1])], dim=-1)
         out = self.encoder(input_features=x).last_hidden_state
-        n = (lengths.to(out.device).clamp(max=self.window) - 1) // 2 + 1  # whisper_encoder_tokens, on the device
+        n = (lengths.to(out.device).clamp(max=self.window) - 1) // 2 + 1  # WhisperEncoderTokens, on the device
         return out, n
 
 

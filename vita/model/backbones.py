@@ -26,6 +26,7 @@ from transformers import (
 )
 
 from vita.errors import ConfigError
+from vita.model.attention import require_flash_attn
 from vita.registry import BACKBONES
 
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
@@ -90,12 +91,7 @@ def build_backbone(model_cfg, vocab_size: int | None = None) -> torch.nn.Module:
             pretrained ones are resized only if the tokenizer is larger.
     """
     attn = model_cfg.attn_implementation
-    if attn == "flash_attention_2":
-        import importlib.util
-
-        if importlib.util.find_spec("flash_attn") is None:
-            raise ConfigError("model.attn_implementation=flash_attention_2 needs flash-attn: `pip install -e .[flash]` "
-                              "on a CUDA machine, or use sdpa")
+    require_flash_attn(attn)
     kw: dict[str, Any] = {"attn_implementation": attn, "dtype": torch.float32}
     if model_cfg.pretrained:
         if model_cfg.trust_remote_code:

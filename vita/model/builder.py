@@ -1,7 +1,11 @@
-"""``build_model(cfg.model)``: registries -> :class:`~vita.model.omni.OmniModel`."""
+"""``build_model(cfg.model)``: registries -> :class:`~vita.model.omni.OmniModel`; :func:`build_for`: the one
+way every command (training, inference, evaluation, import, data check) gets a model, its tokenizer and its
+data spec."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +14,30 @@ from torch import nn
 
 import vita.model.audio  # noqa: F401,E402  (fills AUDIO_ENCODERS)
 import vita.model.vision  # noqa: F401,E402  (fills VISION_TOWERS)
+from vita.errors import ConfigError
 from vita.model.backbones import build_backbone
 from vita.model.omni import OmniModel
 from vita.model.projectors import build_projector
+from vita.model.tokens import ensure_media_tokens, load_tokenizer
 from vita.model.weights import internvit_from_opengvlab, load_into, load_strict, read_state_dict, strip_prefix
 from vita.registry import AUDIO_ENCODERS, VISION_TOWERS
+from vita.spec import DataSpec
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+"""vita's dtype names (``engine.precision``, ``--dtype``) -> torch dtypes: the one map."""
+
+
+def torch_dtype(name: str | torch.dtype | None, default: torch.dtype | None = None) -> torch.dtype | None:
+    """``fp32``/``bf16``/``fp16`` (or a torch name such as ``bfloat16``, or a dtype) -> the torch dtype;
+    None or ``auto`` -> ``default``; anything else is a :class:`ConfigError` listing the names."""
+    if name in (None, "auto"):
+        return default
+    if isinstance(name, torch.dtype):
+        return name
+    found = DTYPES.get(name) or getattr(torch, str(name), None)
+    if not isinstance(found, torch.dtype):
+        raise ConfigError(f"dtype {name!r}: use one of {', '.join(DTYPES)} (or auto, float32, bfloat16, float16)")
+    return found
 
 
 def build_vision(vcfg, llm_hidden: int) -> tuple[nn.Module | None, nn.Module | None]:
@@ -94,6 +117,39 @@ def build_model(model_cfg, vocab_size: int | None = None, work_dir: Path | None 
     return model
 
 
+@dataclass
+class Built:
+    """What :func:`build_for` returns."""
+
+    model: OmniModel
+    tokenizer: Any
+    """With vita's media placeholder tokens when the model has encoders."""
+    spec: DataSpec | None
+    """The encoders' :class:`DataSpec` (token counts, tile size, placeholder ids); None for a text-only model."""
+
+
+def build_for(model_cfg, tokenizer=None, *, tokenizer_dir: str | Path | None = None,
+              build: Callable[..., OmniModel] | None = None, **build_kw: Any) -> Built:
+    """The model of ``cfg.model`` with its tokenizer and data spec: tokenizer -> build -> media tokens -> spec.
+
+    Args:
+        model_cfg: ``cfg.model``.
+        tokenizer: a ready tokenizer (e.g. a VITA folder's); else :func:`~vita.model.tokens.load_tokenizer`
+            of ``model_cfg`` (or of ``tokenizer_dir``, an export's).
+        build: ``build(model_cfg, vocab_size=..., **build_kw)`` -> OmniModel; default :func:`build_model`
+            (``vita.interop`` passes its streaming build of a VITA folder).
+        build_kw: more arguments of ``build`` (``work_dir``, ``compute_dtype`` ...).
+    """
+    if tokenizer is None:
+        tokenizer = load_tokenizer(model_cfg, str(tokenizer_dir) if tokenizer_dir else None)
+    model = (build or build_model)(model_cfg, vocab_size=len(tokenizer), **build_kw)
+    spec = None
+    if model.has_media:
+        ensure_media_tokens(tokenizer, model)  # placeholder ids; adds and resizes if the tokenizer lacks them
+        spec = model.data_spec()
+    return Built(model, tokenizer, spec)
+
+
 def mark_moe_leaves(model: nn.Module) -> list[type]:
     """Register MoE expert blocks as ZeRO-3 leaf modules (their experts are gathered as one unit)."""
     classes = sorted({type(m) for m in model.modules() if type(m).__name__.endswith("SparseMoeBlock")}, key=str)
@@ -108,4 +164,5 @@ def count_params(module: nn.Module | None) -> int:
     return 0 if module is None else sum(p.numel() for p in module.parameters())
 
 
-__all__ = ["build_model", "build_vision", "build_audio", "mark_moe_leaves", "count_params"]
+__all__ = ["Built", "DTYPES", "build_for", "torch_dtype", "build_model", "build_vision", "build_audio", "mark_moe_leaves",
+           "count_params"]

@@ -1,6 +1,6 @@
 """Start a stage from earlier weights: a vita export, a DeepSpeed checkpoint, or a plain HF LLM folder.
 
-* a vita export (``<run>/final``, has ``vita_export.json``): the LLM weights (with any LoRA
+* a vita export (``<run>/final``, :func:`vita.artefacts.is_export`): the LLM weights (with any LoRA
   adapter of the earlier stage merged in) and every ``<group>.safetensors`` beside them;
 * a checkpoint folder (``<run>/checkpoints/step_XXXXXXXX``): the full model state, consolidated
   from the DeepSpeed files (any ZeRO stage), LoRA merged;
@@ -12,15 +12,27 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from vita.errors import CheckpointError
+from vita.artefacts import LLM_WEIGHTS, ZERO0_STATES, is_checkpoint, is_export, is_hf, llm_weight_files
+from vita.errors import CheckpointError, ConfigError
 
 log = logging.getLogger("vita")
+InitSource = Callable[[nn.Module, Path, bool], list[str]]
+INIT_SOURCES: dict[str, InitSource] = {}
+"""``stage.init_from`` prefixes of other layouts -> ``load(model, path, allow_bin) -> groups loaded``."""
+
+
+def register_init_source(prefix: str, load: InitSource) -> None:
+    """Let ``stage.init_from=<prefix>PATH`` load with ``load`` (``vita.interop`` registers ``vita:``, VITA's layout)."""
+    if prefix in INIT_SOURCES:
+        raise ConfigError(f"stage.init_from prefix {prefix!r} is already registered")
+    INIT_SOURCES[prefix] = load
 
 
 def merge_lora_keys(sd: dict[str, torch.Tensor], scale_of: dict[str, float]) -> dict[str, torch.Tensor]:
@@ -81,7 +93,7 @@ def _with_adapter(path: Path, group: str, sd: dict[str, torch.Tensor]) -> dict[s
 def checkpoint_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """The full model state of a DeepSpeed checkpoint folder: under ZeRO-0 the model states file holds
     it (``torch.load(weights_only=True)``); under ZeRO-1/2/3 it is consolidated from the partitions."""
-    states = path / "mp_rank_00_model_states.pt"
+    states = path / ZERO0_STATES
     if states.is_file() and not any(path.glob("*zero_pp_rank_*")):
         return torch.load(states, map_location="cpu", weights_only=True)["module"]
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
@@ -101,23 +113,12 @@ def load_init(model: nn.Module, path: str | Path, lora_scale: dict[str, float] |
             (e.g. from its saved config); they are merged into the base weights. Without it such a
             checkpoint is refused (the scale is not in the DeepSpeed files).
     """
-    if str(path).startswith("vita:"):
-        from vita.interop import is_whole_model, load_group_file, vita_path
-        from vita.interop.importer import read_vita_folder
-        from vita.interop.keys import plan_keys
-        from vita.interop.loader import check_fit, stream_into
-
-        src = vita_path(str(path))
-        if is_whole_model(src):  # into an already built model (vita.run builds it from the folder instead)
-            _, wf = read_vita_folder(src, allow_bin)
-            plan = plan_keys(model)
-            check_fit(plan, wf, what=str(src))
-            stream_into(model, plan, wf, progress=False)
-            return list(model.module_groups())
-        return load_group_file(model, src, allow_bin=allow_bin)
+    for prefix, load in INIT_SOURCES.items():  # vita:PATH (registered by vita.interop)
+        if str(path).startswith(prefix):
+            return load(model, Path(str(path)[len(prefix):]).expanduser(), allow_bin)
     path = Path(path)
     groups = model.module_groups()
-    if (path / "MANIFEST.json").is_file() or (path / "mp_rank_00_model_states.pt").is_file():
+    if is_checkpoint(path):
         sd = checkpoint_state_dict(path)
         if any(".lora_" in k for k in sd) and lora_scale:
             sd = _merge_checkpoint_lora(model, sd, lora_scale)
@@ -125,21 +126,19 @@ def load_init(model: nn.Module, path: str | Path, lora_scale: dict[str, float] |
             raise CheckpointError(f"stage.init_from={path} holds LoRA weights; start from that run's export "
                                   "(<run dir>/final), which records the LoRA scale needed to merge them")
         loaded = []
-        from vita.engine.export import group_prefixes
-
-        prefixes = group_prefixes(model)
+        prefixes = model.group_prefixes()
         for name, module in groups.items():
             sub = {k[len(prefixes[name]) :]: v for k, v in sd.items() if k.startswith(prefixes[name])}
             if sub:
                 _load_into(module, sub, f"checkpoint {path} (group {name})")
                 loaded.append(name)
         return loaded
-    is_export = (path / "vita_export.json").is_file()
-    if not (path / "config.json").is_file() and not is_export:
+    export = is_export(path)
+    if not is_hf(path) and not export:
         raise CheckpointError(f"stage.init_from={path}: not a vita export, checkpoint or HF model folder")
-    llm_files = sorted(path.glob("model*.safetensors"))
-    if not llm_files and not is_export:
-        raise CheckpointError(f"stage.init_from={path}: no model*.safetensors (a QLoRA export: point at its base)")
+    llm_files = llm_weight_files(path)
+    if not llm_files and not export:
+        raise CheckpointError(f"stage.init_from={path}: no {LLM_WEIGHTS} (a QLoRA export: point at its base)")
     loaded = []
     if llm_files:
         _load_llm(groups["llm"], path, llm_files)
@@ -156,10 +155,8 @@ def load_init(model: nn.Module, path: str | Path, lora_scale: dict[str, float] |
 
 
 def _merge_checkpoint_lora(model: nn.Module, sd: dict[str, torch.Tensor], lora_scale: dict[str, float]) -> dict:
-    from vita.engine.export import group_prefixes
-
     scale_of = {}
-    for group, prefix in group_prefixes(model).items():
+    for group, prefix in model.group_prefixes().items():
         for k in sd:
             if k.startswith(prefix) and ".lora_A." in k and group in lora_scale:
                 scale_of[k.split(".lora_A.")[0]] = lora_scale[group]

@@ -17,6 +17,8 @@ every step, which ZeRO-2/3 require (a rank that skips one crashes under gloo, ha
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,7 +26,7 @@ from torch import nn
 from vita.errors import DataError
 from vita.model.attention import segment_causal_mask, segment_ids
 from vita.model.loss import IGNORE_INDEX, lm_loss_sum
-from vita.model.spec import AudioTokenCount, DataSpec, no_audio_tokens
+from vita.spec import AudioTokens, DataSpec, no_audio_tokens
 
 
 def count_label_tokens(labels: torch.Tensor) -> int:
@@ -82,6 +84,11 @@ class OmniModel(nn.Module):
         """The LLM's HF config (DeepSpeed and peft look for ``model.config``)."""
         return self.llm.config
 
+    @property
+    def has_media(self) -> bool:
+        """Whether the model has a vision tower or an audio encoder (and so media placeholders and a data spec)."""
+        return self.vision_tower is not None or self.audio_encoder is not None
+
     def set_media_token_ids(self, image: int | None, video: int | None, audio: int | None) -> None:
         """Placeholder ids (see :func:`vita.model.tokens.ensure_media_tokens`)."""
         self.image_token_id, self.video_token_id, self.audio_token_id = image, video, audio
@@ -96,30 +103,27 @@ class OmniModel(nn.Module):
             groups["heads"] = self.state_head
         return groups
 
+    def group_prefixes(self) -> dict[str, str]:
+        """Module group -> its state-dict key prefix (``heads`` -> ``state_head.``), found by identity."""
+        where = {id(m): name for name, m in self.named_modules()}
+        return {group: where[id(m)] + "." for group, m in self.module_groups().items()}
+
     @property
     def tokens_per_tile(self) -> int:
         if self.vision_tower is None:
             return 0
         return self.vision_projector.num_tokens(self.vision_tower.num_tokens())
 
+    def audio_token_count(self) -> Callable[[int], int]:
+        """``feature frames -> <|audio_pad|> positions`` of a clip (prompts included), composed from the encoder's
+        and the adapter's own counts (picklable: the data spec carries it to the data workers)."""
+        if self.audio_encoder is None:
+            return no_audio_tokens
+        return AudioTokens(self.audio_encoder.token_count(), self.audio_projector.token_count(), self.audio_prompt_num)
+
     def audio_num_tokens(self, n_frames: int) -> int:
         """``<|audio_pad|>`` positions for a clip of ``n_frames`` feature frames (prompts included)."""
-        if self.audio_encoder is None:
-            return 0
-        return self.audio_projector.num_tokens(self.audio_encoder.num_tokens(int(n_frames))) + self.audio_prompt_num
-
-    def _audio_token_rule(self):
-        """A picklable counter when the encoder/adapter pair is a known one, else this model's method."""
-        from vita.model.projectors import AudioSubsampling, Sequential
-
-        ae, ap = self.audio_encoder, self.audio_projector
-        if ae is None:
-            return no_audio_tokens
-        rule = getattr(ae, "token_rule", None)
-        if rule in ("vita", "whisper") and isinstance(ap, (AudioSubsampling, Sequential)):
-            k, st = (ap.kernel_size, ap.stride) if isinstance(ap, AudioSubsampling) else (1, 1)
-            return AudioTokenCount(rule, getattr(ae, "window", 3000), k, st, self.audio_prompt_num).count
-        return self.audio_num_tokens
+        return self.audio_token_count()(int(n_frames))
 
     def data_spec(self) -> DataSpec:
         """What the data pipeline needs: image settings, tokens per tile, audio feature kind and counts."""
@@ -130,7 +134,7 @@ class OmniModel(nn.Module):
             patch_size=getattr(vt, "patch_size", 14) if vt else 14,
             max_audio_frames=getattr(ae, "window", None) if ae else None,
             audio_feature=ae.feature if ae else None, n_mels=ae.n_mels if ae else 0,
-            audio_num_tokens=self._audio_token_rule(), image_token_id=self.image_token_id,
+            audio_num_tokens=self.audio_token_count(), image_token_id=self.image_token_id,
             video_token_id=self.video_token_id, audio_token_id=self.audio_token_id)
 
     def gradient_checkpointing_enable(self) -> None:
@@ -236,10 +240,10 @@ class OmniModel(nn.Module):
                  use_cache: bool = True, seed: int | None = None) -> torch.Tensor:
         """New tokens for a left-padded prompt batch, padded to [B, T] with ``pad_token_id``.
 
-        A thin tensor front of :func:`vita.infer.generate.generate` (the one generation loop):
+        A thin tensor front of :func:`vita.model.generate.generate` (the one generation loop):
         ``stop`` defaults to the LLM's EOS id(s); ``do_sample=False`` is greedy.
         """
-        from vita.infer.generate import GenerationConfig, generate
+        from vita.model.generate import GenerationConfig, generate
 
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -17,8 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from vita.errors import ConfigError
-from vita.model.spec import conv_tokens
 from vita.registry import PROJECTORS
+from vita.spec import SameTokens, StridedTokens
 
 
 class Projector(nn.Module):
@@ -28,9 +30,13 @@ class Projector(nn.Module):
         super().__init__()
         self.in_dim, self.out_dim = in_dim, out_dim
 
+    def token_count(self) -> Callable[[int], int]:
+        """``input tokens -> output tokens`` (picklable: the data spec carries an audio adapter's)."""
+        return SameTokens()
+
     def num_tokens(self, n: int) -> int:
         """Output tokens for ``n`` input tokens."""
-        return n
+        return self.token_count()(n)
 
     def dummy_inputs(self) -> torch.Tensor:
         """A small all-zero input on the projector's device, for ranks without this modality."""
@@ -78,6 +84,32 @@ def identity(in_dim: int, out_dim: int) -> Projector:
     return Sequential(in_dim, out_dim, [nn.Identity()])
 
 
+@dataclass(frozen=True)
+class PooledGridTokens:
+    """A square grid of ``n`` tokens through AvgPool2d(2): ``(isqrt(n) // 2) ** 2``."""
+
+    def __call__(self, n: int) -> int:
+        return (math.isqrt(n) // 2) ** 2
+
+
+@dataclass(frozen=True)
+class GroupedTokens:
+    """``group`` tokens -> 1 (a remainder dropped)."""
+
+    group: int
+
+    def __call__(self, n: int) -> int:
+        return n // self.group
+
+
+@dataclass(frozen=True)
+class StridedGridTokens:
+    """A square grid through a padded stride-2 conv: ``ceil(isqrt(n) / 2) ** 2``."""
+
+    def __call__(self, n: int) -> int:
+        return ((math.isqrt(n) + 1) // 2) ** 2
+
+
 class SpatialPool(Projector):
     """``spp_v1..v3``: token grid h x h, AvgPool2d(2) (tokens / 4) between linear layers."""
 
@@ -93,22 +125,20 @@ class SpatialPool(Projector):
             self.post = nn.Sequential(nn.Linear(in_dim, out_dim), nn.Linear(out_dim, out_dim))
         self.pool = nn.AvgPool2d(2)
 
-    def num_tokens(self, n: int) -> int:
-        return (math.isqrt(n) // 2) ** 2
+    def token_count(self) -> PooledGridTokens:
+        return PooledGridTokens()
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.pre(x)
-        b, n, c = x.shape
-        h = _grid_side(n)
-        x = self.pool(x.transpose(1, 2).reshape(b, c, h, h)).flatten(2).transpose(1, 2)
-        return self.post(x)
+        return self.post(_on_grid(self.pre(x), self.pool))
 
 
-def _grid_side(n: int) -> int:
+def _on_grid(x: torch.Tensor, fn: nn.Module) -> torch.Tensor:
+    """``fn`` over the tokens ``[B, N, C]`` laid out as their square grid ``[B, C, h, h]``; back to ``[B, N', C]``."""
+    b, n, c = x.shape
     h = math.isqrt(n)
     if h * h != n:
         raise ValueError(f"this projector needs a square token grid, got {n} tokens")
-    return h
+    return fn(x.transpose(1, 2).reshape(b, c, h, h)).flatten(2).transpose(1, 2)
 
 
 for _v in (1, 2, 3):
@@ -123,8 +153,8 @@ class GroupOfFour(Projector):
         self.interleave = interleave
         self.proj = nn.Linear(4 * in_dim, out_dim)
 
-    def num_tokens(self, n: int) -> int:
-        return n // 4
+    def token_count(self) -> GroupedTokens:
+        return GroupedTokens(4)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         b, n, c = x.shape
@@ -179,15 +209,11 @@ class LDP(Projector):
         self.mlp = nn.Sequential(nn.Identity(), nn.Linear(in_dim, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
         self.blocks = nn.Sequential(InvertedResidual(out_dim, 1), InvertedResidual(out_dim, 2))
 
-    def num_tokens(self, n: int) -> int:
-        return ((math.isqrt(n) + 1) // 2) ** 2
+    def token_count(self) -> StridedGridTokens:
+        return StridedGridTokens()
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.mlp(x)
-        b, n, c = x.shape
-        h = _grid_side(n)
-        x = self.blocks(x.transpose(1, 2).reshape(b, c, h, h))
-        return x.flatten(2).transpose(1, 2)
+        return _on_grid(self.mlp(x), self.blocks)
 
 
 PROJECTORS.register("ldp")(lambda in_dim, out_dim: LDP(in_dim, out_dim))
@@ -207,8 +233,8 @@ class AudioSubsampling(Projector):
         self.norm = nn.LayerNorm(2 * in_dim, eps=1e-3)
         self.linear = nn.Linear(2 * in_dim, out_dim)
 
-    def num_tokens(self, n: int) -> int:
-        return conv_tokens(n, self.kernel_size, self.stride)
+    def token_count(self) -> StridedTokens:
+        return StridedTokens(self.kernel_size, self.stride)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         x = F.pad(x.transpose(1, 2), (0, self.kernel_size - 1))

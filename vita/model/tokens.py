@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vita.model.spec import AUDIO_TOKEN, IMAGE_TOKEN, VIDEO_TOKEN
+from vita.spec import AUDIO_TOKEN, IMAGE_TOKEN, VIDEO_TOKEN
 
 MEDIA_TOKENS = (IMAGE_TOKEN, VIDEO_TOKEN, AUDIO_TOKEN)
 

@@ -58,11 +58,7 @@ FIELD_KEYS = {
 
 def fingerprint(data_cfg, proc) -> dict:
     """Everything a shard's precomputed token counts depend on, field by field (JSON-safe)."""
-    spec = None
-    if proc.spec is not None:
-        spec = asdict(proc.spec)
-        fn = proc.spec.audio_num_tokens
-        spec["audio_num_tokens"] = f"{fn.__module__}.{fn.__qualname__}"
+    spec = proc.spec.describe() if proc.spec is not None else None
     out = {"template": data_cfg.template, "template_text": _digest(repr(proc.template)),
            "system_prompt": data_cfg.system_prompt, "max_length": proc.max_length, "overlong": proc.overlong,
            "max_images": proc.max_images, "state_tokens": proc.state_tokens, "vita_layout": proc.layout,
