@@ -39,9 +39,9 @@ import torch
 from torch import nn
 
 from vita.errors import CheckpointError
+from vita.model.moe_layout import Index, Link, fuse_llm_experts  # noqa: F401  (re-exported)
+from vita.model.moe_layout import moe_links as _llm
 from vita.model.whale import SUBSAMPLING, SUBSAMPLING_UPSTREAM, to_upstream
-
-Index = tuple  # a tuple of ints / slices applied to the leading dims; () = the whole tensor
 
 VISION = "model.vision_tower.vision_tower."
 AUDIO = "audio_encoder.encoder."
@@ -52,16 +52,6 @@ _VIT_EMBED = {"embeddings.cls_token": "embeddings.class_embedding",
               "embeddings.position_embeddings": "embeddings.position_embedding",
               "embeddings.patch_embeddings.projection.weight": "embeddings.patch_embedding.weight",
               "embeddings.patch_embeddings.projection.bias": "embeddings.patch_embedding.bias"}
-
-
-@dataclass(frozen=True)
-class Link:
-    """``vita_tensor[vita_index]`` is ``vita15_tensor[vita15_index]``."""
-
-    vita: str
-    vita15: str
-    vita_index: Index = ()
-    vita15_index: Index = ()
 
 
 @dataclass
@@ -97,23 +87,6 @@ def model_tensors(model: nn.Module) -> dict[str, nn.Parameter | torch.Tensor]:
             if buf is not None and b_name not in mod._non_persistent_buffers_set:
                 out[f"{mod_name}.{b_name}" if mod_name else b_name] = buf
     return out
-
-
-def _llm(key: str, shapes: dict) -> list[Link]:
-    rest = key[len("llm."):]
-    m = re.match(r"model\.layers\.(\d+)\.mlp\.(gate\.weight|experts\.gate_up_proj|experts\.down_proj)$", rest)
-    if not m:
-        return [Link(key, rest)]
-    i, what = m.groups()
-    base = f"model.layers.{i}.block_sparse_moe."
-    if what == "gate.weight":
-        return [Link(key, base + "gate.weight")]
-    n_exp, rows = shapes[key][0], shapes[key][1]
-    if what == "experts.down_proj":  # [E, H, F]: expert e's w2 [H, F]
-        return [Link(key, f"{base}experts.{e}.w2.weight", (e,)) for e in range(n_exp)]
-    f = rows // 2  # [E, 2F, H]: gate (w1) rows, then up (w3) rows
-    return [link for e in range(n_exp) for link in (Link(key, f"{base}experts.{e}.w1.weight", (e, slice(0, f))),
-                                                    Link(key, f"{base}experts.{e}.w3.weight", (e, slice(f, 2 * f))))]
 
 
 def _vision(key: str, shapes: dict) -> list[Link]:
@@ -199,28 +172,3 @@ def misnamed_subsampling(names: set[str] | dict) -> list[str]:
     as vita wrote them before it followed ``whale/module/component/subsampling.py``)."""
     old = "model." + AUDIO + SUBSAMPLING
     return sorted(k for k in names if k.startswith(old) and not k.startswith("model." + AUDIO + SUBSAMPLING_UPSTREAM))
-
-
-def fuse_llm_experts(sd: dict[str, torch.Tensor], own: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
-    """An LLM state dict with Mixtral's per-expert tensors (``block_sparse_moe.experts.E.w1/w3/w2``: what
-    transformers 4 wrote and transformers 5's ``save_pretrained`` still writes) in the fused layout the
-    module expects (``mlp.experts.gate_up_proj`` / ``down_proj``, ``mlp.gate``); other keys pass through.
-
-    Args:
-        sd: the LLM's tensors by HF name (``model.layers.0...``, ``lm_head.weight``).
-        own: the module's tensor names -> shapes (names without ``llm.``).
-    """
-    if not any(".block_sparse_moe." in k for k in sd):
-        return sd
-    shapes = {"llm." + k: s for k, s in own.items()}
-    out = dict(sd)
-    for name, shape in own.items():
-        links = _llm("llm." + name, shapes)
-        if name in sd or links[0].vita15 == name or not all(lk.vita15 in sd for lk in links):
-            continue  # already fused, not an MoE tensor, or incomplete (reported by the caller's strict load)
-        fused = torch.empty(shape, dtype=sd[links[0].vita15].dtype)
-        for lk in links:
-            fused[lk.vita_index] = sd[lk.vita15]
-            out.pop(lk.vita15)
-        out[name] = fused
-    return out

@@ -166,7 +166,7 @@ def _merge_checkpoint_lora(model: nn.Module, sd: dict[str, torch.Tensor], lora_s
 
 
 def _load_llm(llm: nn.Module, path: Path, llm_files: list[Path]) -> None:
-    from vita.interop.keys import fuse_llm_experts
+    from vita.model.moe_layout import fuse_llm_experts
 
     sd: dict[str, torch.Tensor] = {}
     for f in llm_files:
