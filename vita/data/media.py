@@ -116,7 +116,7 @@ def _normalise(pixels: np.ndarray, spec: DataSpec) -> torch.Tensor:
     """uint8 [n, H, W, 3] -> normalised float [n, 3, H, W] in one vectorised pass (the same float32
     arithmetic per pixel as one image at a time: ``(x / 255 - mean) / std``; channels first before the
     float conversion, so the transposing copy moves bytes, not floats)."""
-    x = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous().to(torch.float32).div_(255.0)
+    x = torch.from_numpy(np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))).to(torch.float32).div_(255.0)
     mean = torch.tensor(spec.image_mean, dtype=torch.float32)[:, None, None]
     return x.sub_(mean).div_(torch.tensor(spec.image_std, dtype=torch.float32)[:, None, None])
 
