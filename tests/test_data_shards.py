@@ -161,6 +161,42 @@ def test_bad_samples_are_left_out_listed_and_reported_by_check(tmp_path):
     assert rows[0]["message"] in shard_report.getvalue()
 
 
+def test_stored_frames_leave_out_an_undecodable_video_and_resume_identically(tmp_path, monkeypatch):
+    """demo_bad with --video-frames: writing decodes every video, so one whose header reads but whose frames do not
+    decode (a bad sample the header-only index cannot see) is left out and listed; a writer stopped right after
+    the shard that holds it between two kept samples continues to the same shards and the same list."""
+    demo_root()
+    args = ["model=tiny_qwen2", "data=demo_bad"]
+    plain = _write(tmp_path / "plain", args, samples_per_shard=3)
+    straight = _write(tmp_path / "straight", args, samples_per_shard=3, video_frames="png")
+    rows = (tmp_path / "straight" / "bad_samples.jsonl").read_text().splitlines()
+    late = [json.loads(r) for r in rows if r not in (tmp_path / "plain" / "bad_samples.jsonl").read_text()]
+    assert [(r["kind"], r["id"]) for r in late] == [("no decodable frame", "no-decodable-frame")]
+    assert straight["bad_samples"] == len(rows) == plain["bad_samples"] + 1
+    assert straight["samples"] == plain["samples"] - 1 and straight["video_frames"] == "png"
+    firsts = [(sh["first"], sh["samples"]) for sh in straight["shards"]]
+    assert firsts[2:4] == [(6, 3), (10, 2)], firsts  # shard 2 holds mixture samples 6, 7, 9: 8 is the undecodable one
+    from vita.data.shards import writer
+
+    calls, real = {"n": 0}, writer._atomic_json
+
+    def stop_after_three(path, obj):
+        real(path, obj)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(writer, "_atomic_json", stop_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        _write(tmp_path / "stopped", args, samples_per_shard=3, video_frames="png")
+    monkeypatch.setattr(writer, "_atomic_json", real)
+    man = _write(tmp_path / "stopped", args, samples_per_shard=3, video_frames="png")
+    assert man["shards"] == straight["shards"] and man["bad_samples"] == straight["bad_samples"]
+    assert (tmp_path / "stopped" / "bad_samples.jsonl").read_text().splitlines() == rows
+    for sh in man["shards"]:
+        assert (tmp_path / "stopped" / sh["name"]).read_bytes() == (tmp_path / "straight" / sh["name"]).read_bytes()
+
+
 def test_webdataset_reads_a_vita_shard(text_shards):
     wds = pytest.importorskip("webdataset")
     samples = list(wds.WebDataset(str(text_shards / "shard-000000.tar"), shardshuffle=False))
