@@ -419,6 +419,15 @@ def test_changed_frame_count_is_refused_for_stored_frames(frame_shards):
     msg = str(e.value)
     assert "\n" not in msg and "stale" in msg and "max_frames 16 -> 8" in msg
     assert "data.max_frames=8" in msg and "--video-frames png" in msg and f"--out {frame_shards}" in msg
+    import io
+
+    from vita.check import run_check
+
+    report = io.StringIO()  # vita.check says the same, and that the set holds frames
+    run_check(_compose([*VIDEO, "data.format=shards", f"data.shards=[{{name:video,url:'{frame_shards}'}}]",
+                        "data.max_frames=8"]), workers=1, out=report)
+    assert "videos stored as sampled frames (png)" in report.getvalue()
+    assert "problem 'stale manifest'" in report.getvalue() and "max_frames 16 -> 8" in report.getvalue()
 
 
 # -- HTTP --------------------------------------------------------------------------------------------------
