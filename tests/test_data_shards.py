@@ -246,8 +246,7 @@ def test_stored_frames_equal_the_decoders_pixel_for_pixel_and_the_loader_never_d
     """Shards written with ``--video-frames png``: each stored frame equals the decoder path's frame after the same
     resize (uint8, exactly), and the loader's item (decoder patched to fail) equals the JSON path's, tensor for tensor."""
     from vita.check import tokenizer_and_spec
-    from vita.data import make_processor, open_source
-    from vita.data import media
+    from vita.data import make_processor, media, open_source
     from vita.data.shards.reader import Member, iter_samples
     from vita.data.shards.stream import decode
 

@@ -20,8 +20,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vita.data.shards import format as fmt
 from vita.data.schema import BadSample
+from vita.data.shards import format as fmt
 from vita.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -117,11 +117,10 @@ def write_shards(cfg, out: Path, *, shard_size: int = 10**9, samples_per_shard: 
         video_frames: ``off`` (default: each video's file as on disk, decoded when trained on) or a
             :data:`~vita.data.media.FRAME_FORMATS` entry: its sampled, resized frames, read without decoding.
     """
-    from vita.data.media import FRAME_FORMATS
-
     from vita.check import tokenizer_and_spec
     from vita.data import index_cache, make_processor, open_source
     from vita.data.dataset import index
+    from vita.data.media import FRAME_FORMATS
 
     d = cfg.data
     if video_frames != "off" and video_frames not in FRAME_FORMATS:
