@@ -50,5 +50,20 @@ def test_bench_cli_writes_every_suite_and_the_arms_do_equal_work(tmp_path: Path)
     assert "## Data throughput" not in md  # not run
 
 
+def test_data_section_gives_each_figure_its_range_over_the_runs() -> None:
+    """The data suite's table: min–max over the runs per sample kind, the runs' load averages, stored sizes."""
+    from vita.bench.__main__ import data_section
+
+    def run(load, dec, npy):
+        return {"loadavg_1min": load, "samples_per_s": {"video 16 frames": dec, "video 16 frames, stored npy": npy},
+                "samples_per_cpu_s": {"video 16 frames": 2 * dec, "video 16 frames, stored npy": 2 * npy},
+                "bytes": {"video 16 frames": 8_130_000, "video 16 frames, stored npy": 9_630_000}}
+
+    text = "\n".join(data_section([run(6.0, 0.7, 20.0), run(9.5, 0.6, 8.0), run(7.0, 0.9, 12.5)]))
+    assert "3 whole runs" in text and "load averages 6.00–9.50" in text
+    assert "| video 16 frames | 0.60–0.90 | 1.20–1.80 | 8.13 |" in text
+    assert "| video 16 frames, stored npy | 8.00–20.00 | 16.00–40.00 | 9.63 |" in text
+
+
 # launch/gpu_bench.sh's CPU smoke path (both arms, the log's throughput and MFU) runs inside the device kit's smoke
 # run: tests/test_device_kit.py::test_run_sh_smoke_runs_every_part_in_its_budget_on_the_kit_alone.

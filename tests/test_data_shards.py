@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -64,6 +65,20 @@ def demo_shards(tmp_path_factory) -> Path:
     demo_root()
     out = tmp_path_factory.mktemp("shards") / "demo"
     _write(out, ["model=tiny_omni", "data=demo"])
+    return out
+
+
+VIDEO = ["model=tiny_omni", "data=demo", "data.sampler=sequential", "data.datasets.2.ratio=1",
+         *(f"data.datasets.{i}.ratio=0" for i in (0, 1, 3, 4))]
+"""The demo's 3 videos, once each, for tiny_omni (56-px frames)."""
+
+
+@pytest.fixture(scope="module")
+def frame_shards(tmp_path_factory) -> Path:
+    """The demo videos sharded with their sampled frames stored as PNG (``--video-frames png``)."""
+    demo_root()
+    out = tmp_path_factory.mktemp("shards") / "frames"
+    _write(out, VIDEO, video_frames="png")
     return out
 
 
@@ -146,6 +161,42 @@ def test_bad_samples_are_left_out_listed_and_reported_by_check(tmp_path):
     assert rows[0]["message"] in shard_report.getvalue()
 
 
+def test_stored_frames_leave_out_an_undecodable_video_and_resume_identically(tmp_path, monkeypatch):
+    """demo_bad with --video-frames: writing decodes every video, so one whose header reads but whose frames do not
+    decode (a bad sample the header-only index cannot see) is left out and listed; a writer stopped right after
+    the shard that holds it between two kept samples continues to the same shards and the same list."""
+    demo_root()
+    args = ["model=tiny_qwen2", "data=demo_bad"]
+    plain = _write(tmp_path / "plain", args, samples_per_shard=3)
+    straight = _write(tmp_path / "straight", args, samples_per_shard=3, video_frames="png")
+    rows = (tmp_path / "straight" / "bad_samples.jsonl").read_text().splitlines()
+    late = [json.loads(r) for r in rows if r not in (tmp_path / "plain" / "bad_samples.jsonl").read_text()]
+    assert [(r["kind"], r["id"]) for r in late] == [("no decodable frame", "no-decodable-frame")]
+    assert straight["bad_samples"] == len(rows) == plain["bad_samples"] + 1
+    assert straight["samples"] == plain["samples"] - 1 and straight["video_frames"] == "png"
+    firsts = [(sh["first"], sh["samples"]) for sh in straight["shards"]]
+    assert firsts[2:4] == [(6, 3), (10, 2)], firsts  # shard 2 holds mixture samples 6, 7, 9: 8 is the undecodable one
+    from vita.data.shards import writer
+
+    calls, real = {"n": 0}, writer._atomic_json
+
+    def stop_after_three(path, obj):
+        real(path, obj)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(writer, "_atomic_json", stop_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        _write(tmp_path / "stopped", args, samples_per_shard=3, video_frames="png")
+    monkeypatch.setattr(writer, "_atomic_json", real)
+    man = _write(tmp_path / "stopped", args, samples_per_shard=3, video_frames="png")
+    assert man["shards"] == straight["shards"] and man["bad_samples"] == straight["bad_samples"]
+    assert (tmp_path / "stopped" / "bad_samples.jsonl").read_text().splitlines() == rows
+    for sh in man["shards"]:
+        assert (tmp_path / "stopped" / sh["name"]).read_bytes() == (tmp_path / "straight" / sh["name"]).read_bytes()
+
+
 def test_webdataset_reads_a_vita_shard(text_shards):
     wds = pytest.importorskip("webdataset")
     samples = list(wds.WebDataset(str(text_shards / "shard-000000.tar"), shardshuffle=False))
@@ -189,6 +240,66 @@ def test_json_and_shards_give_the_same_micro_batches_with_media(demo_shards):
         if pa.step == 8:
             break
     assert kinds == {"pixel_values", "audio_features"} and any(i.startswith("video") for i in ids), ids
+
+
+def test_stored_frames_equal_the_decoders_pixel_for_pixel_and_the_loader_never_decodes(frame_shards, monkeypatch):
+    """Shards written with ``--video-frames png``: each stored frame equals the decoder path's frame after the same
+    resize (uint8, exactly), and the loader's item (decoder patched to fail) equals the JSON path's, tensor for tensor."""
+    from vita.check import tokenizer_and_spec
+    from vita.data import make_processor, media, open_source
+    from vita.data.shards.reader import Member, iter_samples
+    from vita.data.shards.stream import decode
+
+    man = json.loads((frame_shards / "manifest.json").read_text())
+    assert man["video_frames"] == "png" and man["samples"] == 3 and man["bad_samples"] == 0
+    cfg = _compose(VIDEO)
+    tok, spec = tokenizer_and_spec(cfg, model_first=True)
+    proc = make_processor(cfg.data, tok, spec)
+    source = open_source(cfg.data)
+    by_id = {}
+    for i in range(len(source)):
+        raw, where, roots, _ = source.read(i)
+        s = proc.parse(raw, where, roots)
+        by_id[s.id] = (s.media["video"][0], proc.load(raw, where, roots))
+    url = str(frame_shards / man["shards"][0]["name"])
+    stored = list(iter_samples(url, 10))
+    assert sorted(r.meta["id"] for r in stored) == sorted(by_id) and len(by_id) == 3
+    for r in stored:
+        (name, data), = r.media.items()
+        assert name.endswith(".video0.frames.png"), name  # the video file itself is not in the shard
+        path, _ = by_id[r.meta["id"]]
+        want = media.video_frames(path, proc.opts, spec)
+        assert want.shape == (16, spec.image_size, spec.image_size, 3)
+        assert np.array_equal(media.StoredFrames(Member(data, name), "png").pixels(spec), want), name
+
+    def no_decoding(*a, **k):
+        raise AssertionError("the loader decoded a video")
+
+    monkeypatch.setattr(media, "video_frames", no_decoding)
+    for r in stored:
+        got, (_, want) = decode(proc, url, r), by_id[r.meta["id"]]
+        assert "bad" not in got, got.get("bad")
+        assert got.keys() == want.keys() and got["pixel_values"].shape[0] == 16
+        for k, v in want.items():
+            assert torch.equal(v, got[k]) if isinstance(v, torch.Tensor) else v == got[k], k
+
+
+def test_frame_formats_round_trip():
+    """png and npy give the decoder's frames back exactly; jpg (quality 95) within a small mean error."""
+    from vita.data.media import FRAME_FORMATS, MediaOptions, StoredFrames, encode_frames, video_frames
+    from vita.data.shards.reader import Member
+    from vita.data.spec import DataSpec, preset
+
+    spec = preset("tiny")
+    frames = video_frames(Path(demo_root()) / "video" / "Megamind.avi", MediaOptions(max_frames=6), spec)
+    assert frames.shape == (6, 28, 28, 3) and frames.dtype == np.uint8 and frames.std() > 10
+    for kind in FRAME_FORMATS:
+        got = StoredFrames(Member(encode_frames(frames, kind), f"x.{kind}"), kind).pixels(spec)
+        assert got.shape == frames.shape
+        err = np.abs(got.astype(int) - frames).mean()
+        assert err == 0 if kind != "jpg" else 0 < err < 4, (kind, err)
+    with pytest.raises(DataError, match=r"x\.png: unreadable stored frames: uint8 \[168, 28, 3\] is not a stack of 56-px"):
+        StoredFrames(Member(encode_frames(frames, "png"), "x.png"), "png").pixels(DataSpec(image_size=56))
 
 
 def test_epoch_covers_every_sample_once_across_ranks_and_resume_replays_exactly(text_shards):
@@ -299,6 +410,25 @@ def test_stale_manifest_is_refused_with_the_fields_and_the_command(text_shards):
     assert f"--out {text_shards}" in msg
 
 
+def test_changed_frame_count_is_refused_for_stored_frames(frame_shards):
+    """The frames were sampled for max_frames=16: a run that samples 8 is refused, with the command that re-shards."""
+    with pytest.raises(DataError) as e:
+        _bundle([*VIDEO, "data.format=shards", f"data.shards=[{{name:video,url:'{frame_shards}'}}]",
+                 "data.max_frames=8"])
+    msg = str(e.value)
+    assert "\n" not in msg and "stale" in msg and "max_frames 16 -> 8" in msg
+    assert "data.max_frames=8" in msg and "--video-frames png" in msg and f"--out {frame_shards}" in msg
+    import io
+
+    from vita.check import run_check
+
+    report = io.StringIO()  # vita.check says the same, and that the set holds frames
+    run_check(_compose([*VIDEO, "data.format=shards", f"data.shards=[{{name:video,url:'{frame_shards}'}}]",
+                        "data.max_frames=8"]), workers=1, out=report)
+    assert "videos stored as sampled frames (png)" in report.getvalue()
+    assert "problem 'stale manifest'" in report.getvalue() and "max_frames 16 -> 8" in report.getvalue()
+
+
 # -- HTTP --------------------------------------------------------------------------------------------------
 @pytest.fixture
 def http_dir(tmp_path):
@@ -374,11 +504,11 @@ def test_a_missing_manifest_names_the_url(http_dir):
 
 # -- training ----------------------------------------------------------------------------------------------
 def test_sharded_demo_trains_with_the_json_losses(tmp_path, out_root):
-    """tiny_omni on the demo (all modalities): sharded and read in stream order = the JSON path with the
-    sequential sampler, loss for loss (the default random order differs by design: seeded shard order + buffer)."""
+    """tiny_omni on the demo (all modalities, video as stored frames): sharded and read in stream order = the JSON
+    path with the sequential sampler, loss for loss (the default random order differs by design: seeded shard order + buffer)."""
     demo_root()
     out = tmp_path / "demo"
-    _write(out, ["model=tiny_omni", "data=demo"])
+    _write(out, ["model=tiny_omni", "data=demo"], video_frames="png")  # video read from stored frames
     common = ["model=tiny_omni", "data.sampler=sequential", "train.max_steps=4", "engine.micro_batch_size=4"]
     run_vita([*quiet("json", out_root), "data=demo", *common])
     run_vita([*quiet("shards", out_root), "data=demo_shards", f"data.shards.0.url={out}", *common])

@@ -1,7 +1,8 @@
 """``python -m vita.bench.data``: data-pipeline throughput and padding, measured (not asserted).
 
-1. Samples/s of one worker process for a 13-tile image, a 16-frame video and a 30 s audio clip at
-   VITA's sizes (448-px tiles; fbank-80 and Whisper log-mel), from the demo's real media.
+1. Samples/s of one worker process for a 13-tile image, a 16-frame video (decoded, and read from the
+   frames a shard stores with ``--video-frames png|npy|jpg``) and a 30 s audio clip at VITA's sizes
+   (448-px tiles; fbank-80 and Whisper log-mel), from the demo's real media.
 2. Share of non-pad tokens per sampler, and with packing, on a VITA-like length mixture: images
    1-13 tiles x 256 tokens, video 4-16 frames x 256, audio 2-30 s at 12.5 tokens/s, text 50-2,000
    tokens, max_length 6,200; 8 ranks x micro-batch 4.
@@ -20,27 +21,41 @@ from vita.data.packing import pack_rows
 from vita.registry import SAMPLERS, load_builtins
 
 
-def _rate(fn, seconds: float = 3.0, min_runs: int = 3) -> float:
+def _rate(fn, seconds: float = 3.0, min_runs: int = 3) -> tuple[float, float]:
+    """Calls per wall second and per CPU second of this process (the latter less skewed by other load)."""
     fn()  # warm-up
-    n, t0 = 0, time.perf_counter()
+    n, t0, c0 = 0, time.perf_counter(), time.process_time()
     while n < min_runs or time.perf_counter() - t0 < seconds:
         fn()
         n += 1
-    return n / (time.perf_counter() - t0)
+    return n / (time.perf_counter() - t0), n / max(time.process_time() - c0, 1e-9)
 
 
-def media_throughput(seconds: float) -> dict[str, float]:
-    """Samples/s in this process (= per data worker) for each media kind."""
+def media_throughput(seconds: float) -> dict[str, dict[str, float]]:
+    """``samples_per_s`` in this process (= per data worker) for each media kind, ``samples_per_cpu_s`` (per
+    second of this process's CPU time), and ``bytes`` of one 16-frame video as a file and as each stored-frames
+    member."""
     import soundfile as sf
     from PIL import Image
 
     from vita.config import demo_data_dir
-    from vita.data.media import MediaOptions, load_audio, load_audio_features, load_image_tiles, load_video_frames
+    from vita.data.media import (
+        FRAME_FORMATS,
+        MediaOptions,
+        StoredFrames,
+        encode_frames,
+        load_audio,
+        load_audio_features,
+        load_image_tiles,
+        load_video_frames,
+        video_frames,
+    )
+    from vita.data.shards.reader import Member
     from vita.data.spec import PRESETS
 
     root = Path(demo_data_dir())
     spec, o = PRESETS["vita"], MediaOptions()
-    out = {}
+    out, size = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         img = Path(tmp) / "wide.jpg"  # a real photo stretched to 12:1 -> 12 tiles + thumbnail
         Image.open(root / "images" / "hubble_deep_field.jpg").convert("RGB").resize((12 * 448, 448)).save(img, quality=92)
@@ -49,13 +64,20 @@ def media_throughput(seconds: float) -> dict[str, float]:
         vid = root / "video" / "vtest.avi"
         assert load_video_frames(vid, o, spec).shape[0] == 16
         out["video 16 frames"] = _rate(lambda: load_video_frames(vid, o, spec), seconds)
+        size["video 16 frames"] = vid.stat().st_size
+        frames = video_frames(vid, o, spec)
+        for kind in FRAME_FORMATS:  # a shard member's bytes, read as the stream reads them
+            key, data = f"video 16 frames, stored {kind}", encode_frames(frames, kind)
+            out[key] = _rate(lambda d=data, k=kind: load_video_frames(StoredFrames(Member(d, "v"), k), o, spec), seconds)
+            size[key] = len(data)
         clips = [load_audio(p) for p in sorted((root / "speech" / "librivox").glob("*.wav"))]
         wave = np.concatenate(clips * 2)[: 30 * 16000]
         wav = Path(tmp) / "30s.wav"
         sf.write(wav, wave, 16000)
         out["audio 30 s fbank"] = _rate(lambda: load_audio_features(wav, o, spec), seconds)
         out["audio 30 s whisper"] = _rate(lambda: load_audio_features(wav, o, PRESETS["whisper"]), seconds)
-    return out
+    return {"samples_per_s": {k: v[0] for k, v in out.items()},
+            "samples_per_cpu_s": {k: v[1] for k, v in out.items()}, "bytes": size}
 
 
 def vita_like_lengths(n: int, seed: int = 0, max_length: int = 6200) -> tuple[np.ndarray, np.ndarray]:
@@ -102,8 +124,10 @@ def main() -> None:
     args = ap.parse_args()
     if not args.skip_media:
         print("samples/s per worker (448-px tiles):")
-        for k, v in media_throughput(args.seconds).items():
-            print(f"  {k:22s} {v:8.2f}")
+        res = media_throughput(args.seconds)
+        for k, v in res["samples_per_s"].items():
+            mb = f"  ({res['bytes'][k] / 1e6:.2f} MB)" if k in res["bytes"] else ""
+            print(f"  {k:32s} {v:8.2f} ({res['samples_per_cpu_s'][k]:.2f} per CPU s){mb}")
     print("non-pad token share (VITA-like mixture, max_length 6200, 8 ranks x micro-batch 4):")
     for k, v in padding_shares().items():
         print(f"  {k:26s} {v:6.1%}")

@@ -108,11 +108,17 @@ def _to_tensor(im, spec: DataSpec) -> torch.Tensor:
 
 
 def _to_tensors(ims: list, spec: DataSpec) -> torch.Tensor:
-    """Equal-sized PIL images -> normalised float [n, 3, S, S], in one vectorised pass (the same float32
-    arithmetic per pixel as one image at a time: ``(x / 255 - mean) / std``)."""
-    x = torch.from_numpy(np.stack([np.asarray(im.convert("RGB")) for im in ims])).to(torch.float32).div_(255.0)
-    x.sub_(torch.tensor(spec.image_mean, dtype=torch.float32)).div_(torch.tensor(spec.image_std, dtype=torch.float32))
-    return x.permute(0, 3, 1, 2).contiguous()
+    """Equal-sized PIL images -> normalised float [n, 3, S, S] (see :func:`_normalise`)."""
+    return _normalise(np.stack([np.asarray(im.convert("RGB")) for im in ims]), spec)
+
+
+def _normalise(pixels: np.ndarray, spec: DataSpec) -> torch.Tensor:
+    """uint8 [n, H, W, 3] -> normalised float [n, 3, H, W] in one vectorised pass (the same float32
+    arithmetic per pixel as one image at a time: ``(x / 255 - mean) / std``; channels first before the
+    float conversion, so the transposing copy moves bytes, not floats)."""
+    x = torch.from_numpy(np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))).to(torch.float32).div_(255.0)
+    mean = torch.tensor(spec.image_mean, dtype=torch.float32)[:, None, None]
+    return x.sub_(mean).div_(torch.tensor(spec.image_std, dtype=torch.float32)[:, None, None])
 
 
 def _pad_square(im, spec: DataSpec):
@@ -192,14 +198,15 @@ def video_num_frames(path: Path, opts: MediaOptions) -> int:
     return len(frame_indices(n, fps, opts))
 
 
-def load_video_frames(path: Path, opts: MediaOptions, spec: DataSpec) -> torch.Tensor:
-    """Decode with PyAV, keep the sampled frames, resize each to one tile: [n, 3, S, S].
+def video_frames(path: Path, opts: MediaOptions, spec: DataSpec) -> np.ndarray:
+    """The sampled frames of a video, each resized to one tile: uint8 [n, S, S, 3] (what
+    :func:`load_video_frames` normalises, and what a shard written with ``--video-frames`` stores).
 
     One pass with threaded decoding up to the last sampled frame; only the sampled frames are
     converted to RGB and resized (PIL bicubic; ffmpeg's scaler differs from it by up to ~60/255 at
-    edges, so scaling is not moved into the decoder), and all are normalised in one vectorised step.
-    Seeking does not pay on these files: each key-frame interval holds a sampled frame, and inter
-    frames need every frame since the key frame decoded anyway."""
+    edges, so scaling is not moved into the decoder). Seeking does not pay on these files: each
+    key-frame interval holds a sampled frame, and inter frames need every frame since the key frame
+    decoded anyway."""
     import av
     from PIL import Image
 
@@ -222,16 +229,78 @@ def load_video_frames(path: Path, opts: MediaOptions, spec: DataSpec) -> torch.T
         raise MediaError("no decodable frame", path, f"the header promises {n} frames but none decodes (a truncated "
                          "or damaged file?); re-encode the video or drop the sample")
     last = None
-    tiles: dict[int, object] = {}
+    tiles: dict[int, np.ndarray] = {}
     frames = []
     for i in want:  # a header that over-counts frames: reuse the last decoded frame of the same clip
         k = i if i in got else (last if last is not None else min(got))
         last = k
         if k not in tiles:
             im = _pad_square(got[k], spec) if opts.image_aspect_ratio == "pad" else got[k]
-            tiles[k] = im.resize((spec.image_size, spec.image_size), Image.BICUBIC)
+            tiles[k] = np.asarray(im.convert("RGB").resize((spec.image_size, spec.image_size), Image.BICUBIC))
         frames.append(tiles[k])
-    return _to_tensors(frames, spec)
+    return np.stack(frames)
+
+
+FRAME_FORMATS = ("png", "jpg", "npy")
+"""How a shard stores a video's sampled frames: ``png`` (lossless, ~half of raw), ``npy`` (raw uint8,
+lossless, the fastest to read), ``jpg`` (quality 95, ~1/7 of raw, lossy)."""
+
+
+def encode_frames(frames: np.ndarray, kind: str) -> bytes:
+    """uint8 [n, S, S, 3] -> one member's bytes: a ``png``/``jpg`` strip of the frames top to bottom, or ``npy``."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    if kind == "npy":
+        np.save(buf, np.ascontiguousarray(frames, dtype=np.uint8), allow_pickle=False)
+    elif kind in ("png", "jpg"):
+        n, s = frames.shape[0], frames.shape[1]
+        strip = Image.fromarray(np.ascontiguousarray(frames).reshape(n * s, s, 3))
+        if kind == "png":
+            strip.save(buf, "PNG")
+        else:
+            strip.save(buf, "JPEG", quality=95)
+    else:
+        raise DataError(f"--video-frames {kind!r}: choose one of off, {', '.join(FRAME_FORMATS)}")
+    return buf.getvalue()
+
+
+class StoredFrames:
+    """A video's frames as :func:`video_frames` gave them when its shard was written (``kind``: one of
+    :data:`FRAME_FORMATS`); :func:`load_video_frames` reads these instead of decoding a video."""
+
+    def __init__(self, data, kind: str) -> None:
+        self.data, self.kind = data, kind
+
+    def __str__(self) -> str:
+        return str(self.data)
+
+    def pixels(self, spec: DataSpec) -> np.ndarray:
+        """uint8 [n, S, S, 3]; a strip that is not of ``spec.image_size`` frames raises :class:`MediaError`."""
+        try:
+            if self.kind == "npy":
+                x = np.load(_open_arg(self.data), allow_pickle=False)
+            else:
+                from PIL import Image
+
+                with Image.open(_open_arg(self.data)) as im:
+                    x = np.asarray(im.convert("RGB"))
+        except Exception as e:
+            raise MediaError("unreadable stored frames", self, f"{type(e).__name__}: {e}; re-shard") from None
+        s = spec.image_size
+        if x.dtype != np.uint8 or x.shape[-1] != 3 or x.shape[-2] != s or x.size % (s * s * 3):
+            raise MediaError("unreadable stored frames", self, f"{x.dtype} {list(x.shape)} is not a stack of {s}-px "
+                             "RGB frames; re-shard for this model")
+        return x.reshape(-1, s, s, 3)
+
+
+def load_video_frames(path, opts: MediaOptions, spec: DataSpec) -> torch.Tensor:
+    """The sampled frames normalised: float [n, 3, S, S]; decoded (:func:`video_frames`), or read from
+    :class:`StoredFrames` (a shard written with ``--video-frames``)."""
+    pixels = path.pixels(spec) if isinstance(path, StoredFrames) else video_frames(path, opts, spec)
+    return _normalise(pixels, spec)
 
 
 # ------------------------------------------------------------------------------------- audio

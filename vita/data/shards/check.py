@@ -48,7 +48,10 @@ def check_shards(cfg, tokenizer, spec, out, examples: int = 3) -> int:
             mods.update(sh.get("modalities", {}))
         print(f"\n== {s.name}: {st.manifest_url}: {len(st.shards)} shard(s), {n} samples, "
               f"{sum(sh['tokens'] for sh in st.shards)} tokens, written by vita {m.get('vita_version')}", file=out)
-        print("  modality mix: " + ", ".join(f"{k} {v}" for k, v in mods.most_common()), file=out)
+        frames = m.get("video_frames", "off")
+        print("  modality mix: " + ", ".join(f"{k} {v}" for k, v in mods.most_common())
+              + (f"; videos stored as sampled frames ({frames}), read without decoding" if frames != "off" else ""),
+              file=out)
         try:
             check_fresh([st], d, proc)
             print("  spec: matches this config", file=out)

@@ -5,11 +5,16 @@ A sample is a group of consecutive tar members sharing a key (``000000042``):
 - ``<key>.json``: ``{"record": <the VITA record as written>, "where": "file:line", "dataset": name,
   "length": tokens after truncation, "full_length", "multimodal", "modality", "counts": placeholder
   tokens per media item, "media": {"image": ["<key>.image0.jpg", ...], ...}}``;
-- ``<key>.<modality><n>.<ext>``: each media file's bytes as they are on disk (no re-encoding).
+- ``<key>.<modality><n>.<ext>``: each media file's bytes as they are on disk (no re-encoding);
+- or, for a video of a set written with ``--video-frames png|jpg|npy``, ``<key>.video<n>.frames.<ext>``: its
+  frames as the training code samples and resizes them (:func:`vita.data.media.video_frames`), one image
+  strip top to bottom or one uint8 ``[n, S, S, 3]`` array; the ``.json`` then holds ``"video_frames": ext``.
 
 ``manifest.json``: the shard list (name, samples, bytes, tokens, longest sample, modality counts), the
 totals, the spec fingerprint (everything that changes token counts: template, max_length, tokenizer,
-encoder spec, media options ...), the command that wrote it and the vita version. Per-sample lengths stay in the shards, so
+encoder spec, media options ...; it holds the frame sampling ``min_frames``, ``max_frames``, ``video_fps``
+and the frame size, so stored frames are never read for other settings), ``video_frames``, the command
+that wrote it and the vita version. Per-sample lengths stay in the shards, so
 reading the manifest costs the same for any dataset size.
 """
 
@@ -26,6 +31,9 @@ MANIFEST = "manifest.json"
 BAD_SAMPLES = "bad_samples.jsonl"
 PROGRESS = ".shard-progress.json"
 FORMAT_VERSION = 1
+FRAMES_VERSION = 2
+"""A set with stored video frames: a reader that knows only version 1 refuses it rather than failing per video."""
+READ_VERSIONS = (FORMAT_VERSION, FRAMES_VERSION)
 
 
 def shard_name(i: int) -> str:
@@ -93,6 +101,8 @@ def reshard_command(manifest: dict, now: dict, fields: list[str], out: str) -> s
     keys = {FIELD_KEYS[f] for f in fields if f in FIELD_KEYS}
     args = [a for a in args if a.split("=", 1)[0] not in keys]
     args += [f"{FIELD_KEYS[f]}={_override(now[f])}" for f in fields if f in FIELD_KEYS]
+    if manifest.get("video_frames", "off") != "off":
+        args.append(f"--video-frames {manifest['video_frames']}")
     extra = (" (with this run's model= overrides: the tokenizer or encoder spec changed)"
              if {"tokenizer", "vocab", "vocab_size", "encoder_spec"} & set(fields) else "")
     return f"python -m vita.data.shard {' '.join(args)} --out {out}{extra}"

@@ -86,8 +86,9 @@ def open_set(name: str, url: str, ratio: float, timeout: float) -> ShardSet:
     except ShardError as e:
         raise DataError(f"shard set '{name}': {e}; write the shards with python -m vita.data.shard or fix "
                         "data.shards.url") from None
-    if man.get("format") != "vita-shards" or man.get("version") != fmt.FORMAT_VERSION:
-        raise DataError(f"{man_url}: not a vita shard manifest of format version {fmt.FORMAT_VERSION} "
+    if man.get("format") != "vita-shards" or man.get("version") not in fmt.READ_VERSIONS:
+        raise DataError(f"{man_url}: not a vita shard manifest of format version "
+                        f"{' or '.join(map(str, fmt.READ_VERSIONS))} "
                         f"(found {man.get('format')!r} v{man.get('version')!r}); re-shard with python -m vita.data.shard")
     by_name = {fmt.check_member_name(sh["name"], man_url): sh for sh in man["shards"]}
     if pattern is None:

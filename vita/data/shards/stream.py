@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vita.data.media import StoredFrames
 from vita.data.packing import packed_plan
 from vita.data.samplers import padded_plan
 from vita.data.schema import BadSample
@@ -82,7 +83,8 @@ class SetCursor:
 
 
 def decode(proc, url: str, raw: RawSample | Lost) -> dict:
-    """The training item of one stored sample (media decoded from the member bytes), or a bad one."""
+    """The training item of one stored sample (media decoded from the member bytes, a video's stored frames
+    read instead of decoding it), or a bad one."""
     if isinstance(raw, Lost):
         return {"id": raw.key, "bad": (SHARD_KIND, raw.message)}
     meta = raw.meta
@@ -93,6 +95,8 @@ def decode(proc, url: str, raw: RawSample | Lost) -> dict:
             if missing:
                 raise BadSample("missing member", meta["where"], s.id, f"{url} lacks {missing[0]}; re-shard")
             s.media[mod] = [Member(raw.media[n], f"{url}#{n}") for n in names]
+            if mod == "video" and meta.get("video_frames"):
+                s.media[mod] = [StoredFrames(m, meta["video_frames"]) for m in s.media[mod]]
         return proc.load_sample(s)
     except BadSample as e:
         return {"id": e.sample_id or e.where, "bad": (e.kind, str(e))}

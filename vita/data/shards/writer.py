@@ -20,6 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vita.data.schema import BadSample
 from vita.data.shards import format as fmt
 from vita.errors import DataError
 
@@ -59,6 +60,8 @@ class _Open:
     size: int = 1024  # the end-of-archive blocks
     tokens: int = 0
     longest: int = 0
+    end: int = 0
+    """The mixture position after its last sample (samples left out as undecodable included)."""
     modalities: Counter = field(default_factory=Counter)
 
 
@@ -70,8 +73,14 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def sample_members(source, proc, ref: int, key: str, length: int, multimodal: bool):
-    """``[(member name, bytes)]`` of one measured sample: its ``.json`` then its media files as on disk."""
+def sample_members(source, proc, ref: int, key: str, length: int, multimodal: bool, video_frames: str = "off"):
+    """``[(member name, bytes)]`` of one measured sample: its ``.json`` then its media files as on disk, or
+    with ``video_frames`` (one of :data:`~vita.data.media.FRAME_FORMATS`) each video's sampled, resized
+    frames instead of the video (decoded here by the training code's :func:`~vita.data.media.video_frames`;
+    a video that does not decode raises ``BadSample``)."""
+    from vita.data.media import MediaError, encode_frames
+    from vita.data.media import video_frames as sampled_frames
+
     raw, where, roots, name = source.read(ref)
     s = proc.parse(raw, where, roots)
     counts = proc.counts(s) if s.media else {}
@@ -79,29 +88,43 @@ def sample_members(source, proc, ref: int, key: str, length: int, multimodal: bo
     for mod, paths in s.media.items():
         media[mod] = []
         for j, p in enumerate(paths):
-            ext = Path(p).suffix.lower().lstrip(".") or "bin"
-            member = f"{key}.{mod}{j}.{ext}"
+            if mod == "video" and video_frames != "off":
+                member = f"{key}.{mod}{j}.frames.{video_frames}"
+                try:
+                    data = encode_frames(sampled_frames(p, proc.opts, proc.spec), video_frames)
+                except MediaError as e:
+                    raise proc._media_error(s, e) from None
+            else:
+                member = f"{key}.{mod}{j}.{Path(p).suffix.lower().lstrip('.') or 'bin'}"
+                data = Path(p).read_bytes()
             media[mod].append(member)
-            files.append((member, Path(p).read_bytes()))
+            files.append((member, data))
     meta = {"record": raw, "where": where, "dataset": name, "id": s.id, "length": length,
             "multimodal": multimodal, "modality": s.modality, "counts": counts, "media": media}
+    if video_frames != "off" and s.media.get("video"):
+        meta["video_frames"] = video_frames
     return [(f"{key}.json", json.dumps(meta, ensure_ascii=False).encode()), *files], s
 
 
 def write_shards(cfg, out: Path, *, shard_size: int = 10**9, samples_per_shard: int = 0, args: list[str] = (),
-                 progress: bool = True, overwrite: bool = False) -> dict:
+                 progress: bool = True, overwrite: bool = False, video_frames: str = "off") -> dict:
     """Write ``cfg.data``'s mixture to shards in ``out``; returns the manifest.
 
     Args:
         shard_size: bytes per shard at most (a sample larger than that gets a shard of its own).
         samples_per_shard: samples per shard at most (0 = by size only).
         args: the command-line overrides, recorded in the manifest (the re-shard command).
+        video_frames: ``off`` (default: each video's file as on disk, decoded when trained on) or a
+            :data:`~vita.data.media.FRAME_FORMATS` entry: its sampled, resized frames, read without decoding.
     """
     from vita.check import tokenizer_and_spec
     from vita.data import index_cache, make_processor, open_source
     from vita.data.dataset import index
+    from vita.data.media import FRAME_FORMATS
 
     d = cfg.data
+    if video_frames != "off" and video_frames not in FRAME_FORMATS:
+        raise DataError(f"--video-frames {video_frames!r}: choose one of off, {', '.join(FRAME_FORMATS)}")
     if d.format == "shards":
         raise DataError("the config is already format=shards; give the data config of the JSON mixture (data=...)")
     tokenizer, spec = tokenizer_and_spec(cfg, None, model_first=True)
@@ -112,7 +135,7 @@ def write_shards(cfg, out: Path, *, shard_size: int = 10**9, samples_per_shard: 
     out.mkdir(parents=True, exist_ok=True)
     man_path, prog_path = out / fmt.MANIFEST, out / fmt.PROGRESS
     state = {"fingerprint": finger, "source": source_key, "shard_size": shard_size,
-             "samples_per_shard": samples_per_shard, "shards": []}
+             "samples_per_shard": samples_per_shard, "video_frames": video_frames, "shards": []}
     if overwrite:  # the old set goes entirely (no stale shard left beside the new manifest)
         for f in [man_path, prog_path, *out.glob("shard-*.tar")]:
             f.unlink(missing_ok=True)
@@ -120,7 +143,8 @@ def write_shards(cfg, out: Path, *, shard_size: int = 10**9, samples_per_shard: 
         if p.is_file():
             old = json.loads(p.read_text())
             same = (old.get("fingerprint") == finger and old.get("source") == source_key
-                    and old.get("shard_size") == shard_size and old.get("samples_per_shard") == samples_per_shard)
+                    and old.get("shard_size") == shard_size and old.get("samples_per_shard") == samples_per_shard
+                    and old.get("video_frames", "off") == video_frames)
             if not same:
                 raise DataError(f"{out} holds shards of other data or settings ({p.name}); choose another --out "
                                 "or pass --overwrite")
@@ -132,12 +156,19 @@ def write_shards(cfg, out: Path, *, shard_size: int = 10**9, samples_per_shard: 
     idx = index(source, proc, "skip", progress=progress, use_cache=d.index_cache)
     t_index = time.perf_counter() - t0
     done = state["shards"]
-    start = done[-1]["first"] + done[-1]["samples"] if done else 0
+    start = state.get("next", done[-1]["first"] + done[-1]["samples"]) if done else 0
+    # videos whose headers read but whose frames do not decode (--video-frames), found while writing
+    undecodable = state["undecodable"] = [u for u in state.get("undecodable", []) if u["at"] < start]
     if done:
         log.info("continuing after %d finished shard(s), at sample %d", len(done), start)
     bad = [{"kind": p.kind, "where": p.where, "id": p.sample_id, "detail": p.detail, "message": str(p)}
            for p in idx.problems]
-    (out / fmt.BAD_SAMPLES).write_text("".join(json.dumps(b, ensure_ascii=False) + "\n" for b in bad))
+
+    def write_bad() -> None:
+        rows = bad + [{k: v for k, v in u.items() if k != "at"} for u in undecodable]
+        (out / fmt.BAD_SAMPLES).write_text("".join(json.dumps(b, ensure_ascii=False) + "\n" for b in rows))
+
+    write_bad()
 
     it = range(start, len(idx.refs))
     bar = None
@@ -157,11 +188,20 @@ def write_shards(cfg, out: Path, *, shard_size: int = 10**9, samples_per_shard: 
         os.replace(c.tmp, final)
         done.append({"name": c.name, "first": c.first, "samples": c.samples, "bytes": final.stat().st_size,
                      "tokens": c.tokens, "longest": c.longest, "modalities": dict(sorted(c.modalities.items()))})
+        state["next"] = c.end
         _atomic_json(prog_path, state)
 
     for k in it:
-        members, s = sample_members(source, proc, int(idx.refs[k]), fmt.sample_key(k), int(idx.lengths[k]),
-                                    bool(idx.multimodal[k]))
+        try:
+            members, s = sample_members(source, proc, int(idx.refs[k]), fmt.sample_key(k), int(idx.lengths[k]),
+                                        bool(idx.multimodal[k]), video_frames)
+        except BadSample as e:
+            undecodable.append({"kind": e.kind, "where": e.where, "id": e.sample_id, "detail": e.detail,
+                                "message": str(e), "at": k})
+            write_bad()
+            if cur is not None:
+                cur.end = k + 1
+            continue
         size = sum(_tar_size(len(b)) for _, b in members)
         if cur is not None and ((samples_per_shard and cur.samples >= samples_per_shard)
                                 or cur.size + size > shard_size):
@@ -174,6 +214,7 @@ def write_shards(cfg, out: Path, *, shard_size: int = 10**9, samples_per_shard: 
         for m, b in members:
             _add(cur.tar, m, b)
         cur.samples += 1
+        cur.end = k + 1
         cur.size += size
         cur.tokens += int(idx.lengths[k])
         cur.longest = max(cur.longest, int(idx.lengths[k]))
@@ -191,14 +232,15 @@ def write_shards(cfg, out: Path, *, shard_size: int = 10**9, samples_per_shard: 
     modalities = Counter()
     for sh in done:
         modalities.update(sh["modalities"])
-    manifest = {"format": "vita-shards", "version": fmt.FORMAT_VERSION, "vita_version": __version__,
+    manifest = {"format": "vita-shards", "version": fmt.FORMAT_VERSION if video_frames == "off" else fmt.FRAMES_VERSION,
+                "video_frames": video_frames, "vita_version": __version__,
                 "data": d.name, "args": list(args), "fingerprint": finger, "source": source_key,
                 "shard_size": shard_size, "samples_per_shard": samples_per_shard,
                 "samples": sum(sh["samples"] for sh in done), "tokens": sum(sh["tokens"] for sh in done),
                 "bytes": sum(sh["bytes"] for sh in done), "modalities": dict(sorted(modalities.items())),
-                "bad_samples": len(bad), "shards": done,
+                "bad_samples": len(bad) + len(undecodable), "shards": done,
                 "timing": {"index_s": round(t_index, 3), "write_s": round(t_write, 3),
-                           "written_bytes": written, "samples_written": len(idx.refs) - start}}
+                           "written_bytes": written, "samples_written": len(idx.refs) - start - len(undecodable)}}
     _atomic_json(man_path, manifest)
     prog_path.unlink(missing_ok=True)
     return manifest
