@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vita.errors import DataError
+from vita.errors import ConfigError, DataError
 from vita.model.attention import segment_causal_mask, segment_ids
 from vita.model.loss import IGNORE_INDEX, lm_loss_sum
 from vita.spec import AudioTokens, DataSpec, no_audio_tokens
@@ -75,6 +75,9 @@ class OmniModel(nn.Module):
         self.is_moe = hasattr(llm.config, "num_local_experts")
         self.image_token_id = self.video_token_id = self.audio_token_id = None
         self.fused_loss = "off"
+        self.sequence_parallel = None
+        """A :class:`~vita.model.sequence_parallel.SequenceParallel` (``engine.sequence_parallel`` > 1): the
+        forward runs this rank's share of each sequence; the engine sets it."""
         """How the LM loss runs: ``off`` (plain logits), ``chunked`` or ``liger`` (vita/model/loss.py); the
         engine sets it from ``engine.fused_loss``."""
 
@@ -186,6 +189,8 @@ class OmniModel(nn.Module):
         for flash-attn (its varlen ``cu_seqlens`` path).
         """
         embeds, _ = self.embed(input_ids, pixel_values, audio_features, audio_lengths, sample_ids, host_batch)
+        if self.sequence_parallel is not None:
+            return self._forward_sp(embeds, labels, attention_mask, position_ids, host_batch)
         attention_mask = self._llm_attention_mask(attention_mask, position_ids, host_batch, embeds)
         lm_labels, state_labels = labels, None
         if self.state_head is not None:
@@ -215,6 +220,41 @@ class OmniModel(nn.Module):
         if self.state_head is not None:
             aux["state"] = self.state_loss_weight * self._state_loss(out.hidden_states[-1], state_labels)
         return {"ce_sum": ce_sum, "num_tokens": (target != IGNORE_INDEX).sum(), "aux": aux}
+
+    def _forward_sp(self, embeds: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None,
+                    position_ids: torch.Tensor | None, host_batch: dict | None) -> dict:
+        """The LLM and the loss on this rank's share of the sequence (vita/model/sequence_parallel.py).
+
+        The labels are shifted on the whole sequence before the cut; the whole sequence's segment ids
+        (packing, padding, the cut's own padding to a multiple of N) drive the attention mask inside Ulysses."""
+        sp = self.sequence_parallel
+        if self.state_head is not None or self.is_moe:
+            raise ConfigError("engine.sequence_parallel > 1 supports dense LLMs without the user-state head")
+        B, L = embeds.shape[:2]
+        pad = sp.pad_len(L)
+        target = torch.cat([labels[:, 1:], labels.new_full((B, 1), IGNORE_INDEX)], dim=1)
+        no_padding = attention_mask is None or bool((attention_mask if host_batch is None
+                                                     else host_batch["attention_mask"]).all())
+        segments = None
+        if position_ids is not None or not no_padding or pad:
+            seg = segment_ids(attention_mask, position_ids, (B, L)).to(embeds.device)
+            segments = torch.cat([seg, seg.new_full((B, pad), -1)], dim=1)  # the cut's padding: its own segment
+        if position_ids is None:
+            position_ids = torch.arange(L, device=embeds.device).expand(B, L)
+        local_target = sp.shard(target, IGNORE_INDEX)
+        fused = self.fused_loss != "off"
+        sp.begin(segments)  # stays on through the backward (gradient checkpointing recomputes attention)
+        out = self.llm(inputs_embeds=sp.shard(embeds, 0.0), position_ids=sp.shard(position_ids, 0), use_cache=False,
+                       output_hidden_states=fused, **({"logits_to_keep": 1} if fused else {}))
+        if fused:
+            hidden = out.hidden_states[-1]
+            ce_sum = lm_loss_sum(hidden.reshape(-1, hidden.shape[-1]), self.llm.get_output_embeddings(),
+                                 local_target.reshape(-1), self.fused_loss)
+        else:
+            logits = out.logits.float()
+            ce_sum = F.cross_entropy(logits.reshape(-1, logits.size(-1)), local_target.reshape(-1),
+                                     ignore_index=IGNORE_INDEX, reduction="sum")
+        return {"ce_sum": ce_sum, "num_tokens": (local_target != IGNORE_INDEX).sum(), "aux": {}}
 
     def _llm_attention_mask(self, attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None,
                             host_batch: dict | None, embeds: torch.Tensor):
