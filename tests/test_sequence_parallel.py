@@ -44,3 +44,92 @@ def test_sp2_equals_plain(model_cases, case):
         assert 0 < r["share"] < r["tokens_ref"], (rank, r)  # a share, not the whole sequence
         if not case.startswith("text"):
             assert r["encoder_grads"] > 0, r  # the media reached the loss
+
+
+# -- training runs: world 1 vs two ranks at SP=2 ------------------------------------------------------
+STEPS = 6
+RUN = ["experiment=chatterbot_tiny", "model=tiny_omni", "data=demo", "data.limit=24", "data.num_workers=0",
+       "data.max_length=300", "engine.micro_batch_size=2", f"train.max_steps={STEPS}", "train.ckpt_every=2",
+       "optim.warmup_steps=1", "engine.stage3_param_persistence_threshold=0"]
+SP2 = ["engine.sequence_parallel=2", "engine.max_tokens_per_rank=150"]  # a 300-token row: 150 a rank
+CASES_RUN = {"zero3": ["engine=zero3"], "zero2_packed": ["engine=zero2", "data.packing=true"]}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict:
+    """World 1 (both cases as one Hydra multirun) and SP=2 on two ranks (one torchrun per case)."""
+    from tests.conftest import find_run, quiet, read_json, run_vita
+
+    root = tmp_path_factory.mktemp("sp_runs")
+    out: dict = {"root": root}
+    run_vita(["-m", *quiet("w1", root), *RUN, "engine=zero2,zero3", "data.packing=false,true"])
+    for cfg_file in root.joinpath("w1").rglob("vita_config.json"):
+        c = read_json(cfg_file)
+        out[("w1", f"zero{c['engine']['zero_stage']}" + ("_packed" if c["data"]["packing"] else ""))] = cfg_file.parent
+    for case, extra in CASES_RUN.items():
+        run_vita([*quiet(f"sp2_{case}", root), *RUN, *SP2, *extra], world=2)
+        out[("sp2", case)] = find_run(root, f"sp2_{case}")
+    return out
+
+
+@pytest.mark.parametrize("case", list(CASES_RUN))
+def test_sp2_training_matches_world1(trained, case):
+    """Same losses and final weights within 1e-5 (the global token mean; the group reads one data stream)."""
+    from tests.conftest import load_final, losses
+
+    w1, sp2 = trained[("w1", case)], trained[("sp2", case)]
+    a, b = losses(w1), losses(sp2)
+    assert len(a) == len(b) == STEPS, (a, b)
+    assert max(abs(x - y) for x, y in zip(a, b)) < 1e-5, (a, b)
+    wa, wb = load_final(w1), load_final(sp2)
+    assert wa.keys() == wb.keys()
+    assert max(float((wa[k].float() - wb[k].float()).abs().max()) for k in wa) < 1e-5
+    assert any(float((wa[k].float() - load_final(trained[("w1", "zero2" if case == "zero3" else "zero3")])[k].float())
+                     .abs().max()) > 0 for k in wa)  # the runs trained (packed and unpacked batches differ)
+
+
+def test_long_sample_refused_at_sp1(trained):
+    """The rows of up to 300 tokens trained at SP=2 under max_tokens_per_rank=150; at SP=1 one clear error."""
+    from tests.conftest import quiet, run_vita
+
+    proc = run_vita([*quiet("sp1_refused", trained["root"]), *RUN, "engine=zero2", "engine.max_tokens_per_rank=150"],
+                    check=False)
+    assert proc.returncode != 0
+    err = proc.stderr + proc.stdout
+    assert "over engine.max_tokens_per_rank=150" in err and "raise engine.sequence_parallel" in err, err[-2000:]
+    assert "Traceback" not in err, err[-3000:]
+
+
+def test_sp2_kill_and_resume_bit_identical(trained, tmp_path):
+    """SIGKILL the SP=2 run after its step-2 checkpoint, rerun: losses and final weights bit-identical."""
+    import os
+    import signal
+    import time
+
+    import torch
+
+    from tests.conftest import find_run, live_rglob, load_final, losses, quiet, run_vita
+
+    root, name = tmp_path, "sp2_zero2_packed"
+    args = [*quiet(name, root), *RUN, *SP2, *CASES_RUN["zero2_packed"]]
+    cmd = [TORCHRUN, "--nproc_per_node", "2", "--master_port", str(_free_port()), "-m", "vita.run", *args]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=vita_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline, step = time.monotonic() + 300, 0
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            runs = live_rglob(root / name, "metrics.jsonl")
+            lines = runs[0].read_text().splitlines() if runs else []
+            step = json.loads(lines[-1]).get("step", 0) if lines else 0
+            if step >= 3:
+                os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both ranks: the group this test started
+                break
+            time.sleep(0.01)
+    finally:
+        proc.wait(timeout=60)
+    assert 3 <= step < STEPS, f"killed at step {step}"
+    run_vita(args, world=2)
+    resumed, straight = find_run(root, name), trained[("sp2", "zero2_packed")]
+    assert losses(resumed) [-(STEPS - 2):] == losses(straight)[-(STEPS - 2):]
+    wa, wb = load_final(resumed), load_final(straight)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa), "weights differ after the resume"
