@@ -80,7 +80,12 @@ def run_case(model, sp, batch) -> dict:
     (ref["ce_sum"] / tokens).backward()
     ref_grads = grads(model)
     model.sequence_parallel = sp
+    seen: dict[str, list[int]] = {"vision": [], "audio": []}  # rows each encoder call got on this rank
+    hooks = [m.register_forward_hook(lambda mod, args, res, k=k: seen[k].append(args[0].shape[0]))
+             for k, m in (("vision", model.vision_tower), ("audio", model.audio_encoder))]
     out = model(**batch, host_batch=host)
+    for h in hooks:
+        h.remove()
     (out["ce_sum"] / tokens).backward()
     sp.end()
     model.sequence_parallel = None
@@ -99,7 +104,9 @@ def run_case(model, sp, batch) -> dict:
     enc = [n for n in ref_grads if n.startswith(("vision", "audio")) and float(ref_grads[n].abs().sum()) > 0]
     return {"loss_ref": float(ref["ce_sum"].detach()) / tokens, "loss_sp": float(ce) / tokens, "tokens_ref": tokens,
             "tokens_sp": int(n), "grad_diff": worst, "grad_diff_at": where, "encoder_grads": len(enc),
-            "share": out["num_tokens"].item()}
+            "share": out["num_tokens"].item(), "encoded_rows": seen,
+            "media_rows": int(batch["pixel_values"].shape[0] if "pixel_values" in batch else
+                              batch["audio_features"].shape[0] if "audio_features" in batch else 0)}
 
 
 def main() -> None:

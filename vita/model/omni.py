@@ -334,7 +334,8 @@ class OmniModel(nn.Module):
             mask = self._mask(input_ids, self.image_token_id, self.video_token_id)
             host_mask = mask if host_batch is None else self._mask(host_ids, self.image_token_id, self.video_token_id)
             if pixel_values is not None and pixel_values.shape[0] > 0:
-                feats = self.encode_images(pixel_values)
+                feats = self.encode_images(pixel_values) if self.sequence_parallel is None else \
+                    self.sequence_parallel.encode_shares(self.encode_images, pixel_values)  # each rank its frames
                 self._check_vision(host_mask, feats.shape[0], sample_ids)
                 embeds = embeds.masked_scatter(mask.unsqueeze(-1), feats.to(embeds.dtype))
             else:
@@ -348,7 +349,12 @@ class OmniModel(nn.Module):
             if audio_features is not None and audio_features.shape[0] > 0:
                 if audio_lengths is None:
                     raise DataError("the batch has audio_features but no audio_lengths")
-                x, counts = self.encode_audio(audio_features, audio_lengths, host_lengths)
+                if self.sequence_parallel is None:
+                    x, counts = self.encode_audio(audio_features, audio_lengths, host_lengths)
+                else:  # each rank of the group encodes its share of the clips (windows)
+                    x = self.sequence_parallel.encode_shares(lambda f, n: self.encode_audio(f, n)[0], audio_features,
+                                                             audio_lengths)
+                    counts = [self.audio_num_tokens(int(n)) for n in (host_lengths or audio_lengths.tolist())]
                 self._check_audio(host_mask, counts, sample_ids)
                 feats = torch.cat([x[i, :n] for i, n in enumerate(counts)])
                 embeds = embeds.masked_scatter(mask.unsqueeze(-1), feats.to(embeds.dtype))

@@ -93,6 +93,20 @@ class SequenceParallel:
         n = x.shape[1] // self.size
         return x[:, self.rank * n:(self.rank + 1) * n]
 
+    # -- encoders ---------------------------------------------------------------------------------
+    def encode_shares(self, encode, *items: torch.Tensor) -> torch.Tensor:
+        """``encode(*items)`` with each rank of the group encoding only its share of dim 0 (tiles and frames,
+        audio clips), the outputs gathered in order on every rank; the gradient of each share flows back to
+        the rank that encoded it, summed over the group. The count is padded to a multiple of N with copies
+        of the first item (dropped after the gather): every rank calls the encoder once, as ZeRO-3 needs."""
+        n = items[0].shape[0]
+        per = -(-n // self.size)
+        pad = per * self.size - n
+        if pad:
+            items = tuple(torch.cat([t, t[:1].expand(pad, *t.shape[1:])]) for t in items)
+        mine = tuple(t[self.rank * per:(self.rank + 1) * per] for t in items)
+        return _GatherShares.apply(encode(*mine), self.group, self.rank, self.size)[:n]
+
     # -- attention --------------------------------------------------------------------------------
     def begin(self, segments: torch.Tensor | None) -> None:
         """From here to :meth:`end` (after the backward: gradient checkpointing recomputes attention) the LLM's
@@ -126,6 +140,24 @@ class SequenceParallel:
                 kv_head_count=getattr(cfg, "num_key_value_heads", None) or heads,
                 num_hidden_layers=cfg.num_hidden_layers, process_group=self.group, seq_length_is_variable=True)
         return self._ulysses[batch]
+
+
+class _GatherShares(torch.autograd.Function):
+    """All-gather along dim 0 (equal shares); backward: the summed gradient of this rank's share (gloo has
+    all_reduce, not reduce_scatter, on CPU)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, group, rank: int, size: int) -> torch.Tensor:
+        parts = [torch.empty_like(x) for _ in range(size)]
+        dist.all_gather(parts, x.contiguous(), group=group)
+        ctx.group, ctx.rank, ctx.n = group, rank, x.shape[0]
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, group=ctx.group)
+        return grad[ctx.rank * ctx.n:(ctx.rank + 1) * ctx.n], None, None, None
 
 
 def _core_attention(module, query, key, value, attention_mask, *args, **kwargs):
