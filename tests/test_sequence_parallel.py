@@ -49,11 +49,10 @@ def test_sp2_equals_plain(model_cases, case):
 
 
 # -- training runs: world 1 vs two ranks at SP=2 ------------------------------------------------------
-STEPS = 6
-RUN = ["experiment=chatterbot_tiny", "model=tiny_omni", "data=demo", "data.limit=24", "data.num_workers=0",
-       "engine.micro_batch_size=2", f"train.max_steps={STEPS}", "train.ckpt_every=2",
-       "optim.warmup_steps=1", "engine.stage3_param_persistence_threshold=0"]
-SP2 = ["engine.sequence_parallel=2", "engine.max_tokens_per_rank=256"]  # data.max_length=512: 256 a rank
+STEPS = 6  # experiment=tiny_long_video: SP=2, ZeRO-3, tiled MLP, chunked loss, max_tokens_per_rank=256
+RUN = ["experiment=tiny_long_video", f"train.max_steps={STEPS}"]
+SP1 = ["engine.sequence_parallel=1", "engine.max_tokens_per_rank=0"]  # world 1, whole rows, same tiling
+SP2: list[str] = []
 CASES_RUN = {"zero3": ["engine=zero3"], "zero2_packed": ["engine=zero2", "data.packing=true"]}
 
 
@@ -64,7 +63,7 @@ def trained(tmp_path_factory) -> dict:
 
     root = tmp_path_factory.mktemp("sp_runs")
     out: dict = {"root": root}
-    run_vita(["-m", *quiet("w1", root), *RUN, "engine=zero2,zero3", "data.packing=false,true"])
+    run_vita(["-m", *quiet("w1", root), *RUN, *SP1, "engine=zero2,zero3", "data.packing=false,true"])
     for cfg_file in root.joinpath("w1").rglob("vita_config.json"):
         c = read_json(cfg_file)
         out[("w1", f"zero{c['engine']['zero_stage']}" + ("_packed" if c["data"]["packing"] else ""))] = cfg_file.parent
@@ -96,7 +95,7 @@ def test_long_sample_refused_at_sp1(trained):
     from tests.conftest import quiet, run_vita
 
     proc = run_vita([*quiet("sp1_refused", trained["root"]), *RUN, *CASES_RUN["zero3"],
-                     "engine.max_tokens_per_rank=256"], check=False)
+                     "engine.sequence_parallel=1"], check=False)
     assert proc.returncode != 0
     err = proc.stderr + proc.stdout
     assert "over engine.max_tokens_per_rank=256" in err and "raise engine.sequence_parallel" in err, err[-2000:]
