@@ -3,7 +3,7 @@
 Usage: torchrun --nproc_per_node 2 tests/dist_sp.py
 
 Every rank builds the same tiny omni model (seed 0) and, for each case (text, image, video, audio;
-unpacked with padding, packed; an odd length that the cut pads; gradient checkpointing; tiled MLP),
+unpacked with padding, packed; an odd length that the cut pads; gradient checkpointing; tiled MLP; LoRA),
 computes the reference loss and gradients alone (``sequence_parallel`` off), then its share with
 SP=2; the shares' losses and gradients summed over the group must equal the reference
 (tests/test_sequence_parallel.py reads the differences). Each rank writes ``$VITA_RESULT_DIR/rank<r>.json``.
@@ -134,6 +134,10 @@ def main() -> None:
     results["audio-grad-ckpt"] = run_case(model, sp, make_batch(model, "audio", 96, False))
     tile_mlps(model.llm, 3)
     results["video-ckpt-tiled-mlp"] = run_case(model, sp, make_batch(model, "video", 96, True))
+    from peft import LoraConfig, get_peft_model
+
+    model.llm = get_peft_model(model.llm, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    results["image-lora"] = run_case(model, sp, make_batch(model, "image", 96, False))
     Path(os.environ["VITA_RESULT_DIR"], f"rank{dist.get_rank()}.json").write_text(json.dumps(results, indent=1))
     dist.barrier()
     dist.destroy_process_group()

@@ -2,7 +2,7 @@
 
 One torchrun job (tests/dist_sp.py) computes every model-level case: text, image, video and audio samples,
 unpacked (with padding) and packed, an odd length the cut pads, the chunked loss, gradient checkpointing
-and DeepSpeed's TiledMLP; the group's summed shares must give the plain loss and gradients. The training
+DeepSpeed's TiledMLP and LoRA; the group's summed shares must give the plain loss and gradients. The training
 runs (vita.run) compare whole trajectories: world 1 vs two ranks at SP=2.
 """
 
@@ -30,7 +30,7 @@ def model_cases(tmp_path_factory) -> list[dict]:
 
 
 CASES = [f"{k}-{p}" for k in ("text", "image", "video", "audio") for p in ("unpacked", "packed")] + [
-    "text-odd-length", "image-chunked-loss", "audio-grad-ckpt", "video-ckpt-tiled-mlp"]
+    "text-odd-length", "image-chunked-loss", "audio-grad-ckpt", "video-ckpt-tiled-mlp", "image-lora"]
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -188,8 +188,10 @@ class OmniModel(nn.Module):
         a block-diagonal causal mask for sdpa/eager (vita/model/attention.py), the position ids alone
         for flash-attn (its varlen ``cu_seqlens`` path).
         """
-        embeds, _ = self.embed(input_ids, pixel_values, audio_features, audio_lengths, sample_ids, host_batch)
-        if self.sequence_parallel is not None:
+        sp = self.sequence_parallel is not None and self.training  # evaluation: whole sequences on every rank
+        embeds, _ = self.embed(input_ids, pixel_values, audio_features, audio_lengths, sample_ids, host_batch,
+                               share_encoders=sp)
+        if sp:
             return self._forward_sp(embeds, labels, attention_mask, position_ids, host_batch)
         attention_mask = self._llm_attention_mask(attention_mask, position_ids, host_batch, embeds)
         lm_labels, state_labels = labels, None
@@ -317,9 +319,13 @@ class OmniModel(nn.Module):
 
     def embed(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None,
               audio_features: torch.Tensor | None = None, audio_lengths: torch.Tensor | None = None,
-              sample_ids: list[str] | None = None, host_batch: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              sample_ids: list[str] | None = None, host_batch: dict | None = None,
+              share_encoders: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Token embeddings with media features spliced in and every unused encoder tied in at zero;
-        also that zero scalar. Checks read ``host_batch`` (CPU) when given (see :meth:`forward`)."""
+        also that zero scalar. Checks read ``host_batch`` (CPU) when given (see :meth:`forward`).
+        ``share_encoders`` (a sequence-parallel training forward, whose group holds one batch): each rank
+        of the group encodes its share of the frames and clips (vita/model/sequence_parallel.py)."""
+        sp = self.sequence_parallel if share_encoders else None
         host_ids = input_ids if host_batch is None else host_batch["input_ids"]
         host_lengths = None if host_batch is None or "audio_lengths" not in host_batch else \
             host_batch["audio_lengths"].tolist()
@@ -334,8 +340,8 @@ class OmniModel(nn.Module):
             mask = self._mask(input_ids, self.image_token_id, self.video_token_id)
             host_mask = mask if host_batch is None else self._mask(host_ids, self.image_token_id, self.video_token_id)
             if pixel_values is not None and pixel_values.shape[0] > 0:
-                feats = self.encode_images(pixel_values) if self.sequence_parallel is None else \
-                    self.sequence_parallel.encode_shares(self.encode_images, pixel_values)  # each rank its frames
+                feats = self.encode_images(pixel_values) if sp is None else \
+                    sp.encode_shares(self.encode_images, pixel_values)  # each rank its frames
                 self._check_vision(host_mask, feats.shape[0], sample_ids)
                 embeds = embeds.masked_scatter(mask.unsqueeze(-1), feats.to(embeds.dtype))
             else:
@@ -349,10 +355,10 @@ class OmniModel(nn.Module):
             if audio_features is not None and audio_features.shape[0] > 0:
                 if audio_lengths is None:
                     raise DataError("the batch has audio_features but no audio_lengths")
-                if self.sequence_parallel is None:
+                if sp is None:
                     x, counts = self.encode_audio(audio_features, audio_lengths, host_lengths)
                 else:  # each rank of the group encodes its share of the clips (windows)
-                    x = self.sequence_parallel.encode_shares(lambda f, n: self.encode_audio(f, n)[0], audio_features,
+                    x = sp.encode_shares(lambda f, n: self.encode_audio(f, n)[0], audio_features,
                                                              audio_lengths)
                     counts = [self.audio_num_tokens(int(n)) for n in (host_lengths or audio_lengths.tolist())]
                 self._check_audio(host_mask, counts, sample_ids)
