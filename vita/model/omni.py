@@ -225,14 +225,15 @@ class OmniModel(nn.Module):
 
     def _forward_sp(self, embeds: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None,
                     position_ids: torch.Tensor | None, host_batch: dict | None) -> dict:
-        """The LLM and the loss on this rank's share of the sequence (vita/model/sequence_parallel.py).
+        """The LLM and the loss on this rank's share of the sequence (vita/model/sequence_parallel.py);
+        ``embeds`` is already that share (:meth:`embed` with ``share_encoders``).
 
         The labels are shifted on the whole sequence before the cut; the whole sequence's segment ids
         (packing, padding, the cut's own padding to a multiple of N) drive the attention mask inside Ulysses."""
         sp = self.sequence_parallel
         if self.state_head is not None or self.is_moe:
             raise ConfigError("engine.sequence_parallel > 1 supports dense LLMs without the user-state head")
-        B, L = embeds.shape[:2]
+        B, L = labels.shape
         pad = sp.pad_len(L)
         target = torch.cat([labels[:, 1:], labels.new_full((B, 1), IGNORE_INDEX)], dim=1)
         no_padding = attention_mask is None or bool((attention_mask if host_batch is None
@@ -246,7 +247,7 @@ class OmniModel(nn.Module):
         local_target = sp.shard(target, IGNORE_INDEX)
         fused = self.fused_loss != "off"
         sp.begin(segments)  # stays on through the backward (gradient checkpointing recomputes attention)
-        out = self.llm(inputs_embeds=sp.shard(embeds, 0.0), position_ids=sp.shard(position_ids, 0), use_cache=False,
+        out = self.llm(inputs_embeds=embeds, position_ids=sp.shard(position_ids, 0), use_cache=False,
                        output_hidden_states=fused, **({"logits_to_keep": 1} if fused else {}))
         if fused:
             hidden = out.hidden_states[-1]
@@ -324,12 +325,13 @@ class OmniModel(nn.Module):
         """Token embeddings with media features spliced in and every unused encoder tied in at zero;
         also that zero scalar. Checks read ``host_batch`` (CPU) when given (see :meth:`forward`).
         ``share_encoders`` (a sequence-parallel training forward, whose group holds one batch): each rank
-        of the group encodes its share of the frames and clips (vita/model/sequence_parallel.py)."""
+        of the group encodes its share of the frames and clips (vita/model/sequence_parallel.py), and the
+        embeddings returned are this rank's share of the sequence only."""
         sp = self.sequence_parallel if share_encoders else None
         host_ids = input_ids if host_batch is None else host_batch["input_ids"]
         host_lengths = None if host_batch is None or "audio_lengths" not in host_batch else \
             host_batch["audio_lengths"].tolist()
-        embeds = self.llm.get_input_embeddings()(input_ids)
+        embeds = self.llm.get_input_embeddings()(input_ids if sp is None else sp.shard(input_ids, 0))
         zero = embeds.new_zeros((), dtype=torch.float32)
         has_media = (pixel_values is not None and pixel_values.shape[0] > 0) or (
             audio_features is not None and audio_features.shape[0] > 0)
@@ -343,7 +345,7 @@ class OmniModel(nn.Module):
                 feats = self.encode_images(pixel_values) if sp is None else \
                     sp.encode_shares(self.encode_images, pixel_values)  # each rank its frames
                 self._check_vision(host_mask, feats.shape[0], sample_ids)
-                embeds = embeds.masked_scatter(mask.unsqueeze(-1), feats.to(embeds.dtype))
+                embeds = self._splice(embeds, mask, host_mask, feats, sp)
             else:
                 self._check_none(host_mask, "image/video", "pixel_values", sample_ids)
                 zero = zero + 0.0 * self.encode_images(self.vision_tower.dummy_inputs()).float().sum()
@@ -363,7 +365,7 @@ class OmniModel(nn.Module):
                     counts = [self.audio_num_tokens(int(n)) for n in (host_lengths or audio_lengths.tolist())]
                 self._check_audio(host_mask, counts, sample_ids)
                 feats = torch.cat([x[i, :n] for i, n in enumerate(counts)])
-                embeds = embeds.masked_scatter(mask.unsqueeze(-1), feats.to(embeds.dtype))
+                embeds = self._splice(embeds, mask, host_mask, feats, sp)
             else:
                 self._check_none(host_mask, "audio", "audio_features", sample_ids)
                 x, _ = self.encode_audio(*self.audio_encoder.dummy_inputs())
@@ -374,6 +376,18 @@ class OmniModel(nn.Module):
         # backward runs after the LLM's, in one order, as ZeRO-3's per-module parameter gathers require
         # (tied in at the loss, a text-only rank next to a media rank broke that with LoRA).
         return embeds + zero.to(embeds.dtype), zero
+
+    @staticmethod
+    def _splice(embeds: torch.Tensor, mask: torch.Tensor, host_mask: torch.Tensor, feats: torch.Tensor, sp) -> torch.Tensor:
+        """Fill the placeholder positions (``mask``, row-major) with ``feats``; under sequence parallelism
+        ``embeds`` is this rank's share and gets the features of the placeholders inside it (indices from the
+        host mask: no device read)."""
+        if sp is None:
+            return embeds.masked_scatter(mask.unsqueeze(-1), feats.to(embeds.dtype))
+        order = (host_mask.reshape(-1).long().cumsum(0) - 1).view(host_mask.shape)  # feature index per position
+        idx = sp.shard(order, 0)[sp.shard(host_mask, False)]
+        local = feats.reshape(-1, feats.shape[-1]).index_select(0, idx.to(feats.device))
+        return embeds.masked_scatter(sp.shard(mask, False).unsqueeze(-1), local.to(embeds.dtype))
 
     def _mask(self, input_ids: torch.Tensor, *token_ids: int | None) -> torch.Tensor:
         mask = torch.zeros_like(input_ids, dtype=torch.bool)
