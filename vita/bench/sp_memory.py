@@ -114,7 +114,7 @@ def paper_estimate(gpu_gb: float = 80.0, world: int = 8, tiles: int = 8, usable:
     loss = 2 * 4 * 4096 * 152064  # one chunk of fp32 logits + their gradient (chunked loss)
     fixed = states + working + loss + 2 * GB  # + CUDA context, allocator slack, comm buffers
     per_token_sharded = 2 * h * n_layers + 24 * h + 16 * inter / tiles  # checkpoints + one layer's recompute
-    per_token_full = 4 * h  # the whole sequence's embeddings (bf16) and their gradient, on every rank before the cut
+    per_token_full = 4 * h  # the gathered encoder features (bf16) + gradient, on every rank: counts every token as media
     rows = []
     for sp in (1, 2, 4, 8):
         per_token = per_token_sharded / sp + per_token_full
