@@ -324,6 +324,15 @@ class EngineConfig:
     """Peak TFLOP/s of one device at the training precision (e.g. 989 for an H100 SXM in bf16 dense);
     set, the log reports ``mfu`` = achieved model TFLOP/s per device / this. ``null`` = no MFU
     (``flops_per_step`` and ``tflops`` are logged anyway; formula in ``vita/engine/flops.py``)."""
+    sequence_parallel: int = 1
+    """Ranks that share each sample's sequence (DeepSpeed-Ulysses attention, docs/long_context.md); the data
+    parallel degree is world size / this. Must divide the world size and the attention heads."""
+    max_tokens_per_rank: int = 0
+    """Refuse a micro-batch whose per-rank share of the sequence (length / sequence_parallel) is longer than
+    this (the tokens one device's activations hold); 0 = no limit."""
+    tiled_mlp: int = 0
+    """Run each LLM MLP in this many tiles along the sequence (DeepSpeed's TiledMLP: its activations for one
+    tile at a time, recomputed in backward); 0 = off. The logits+loss tiling is ``fused_loss=chunked``."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Raw DeepSpeed config entries merged last (expert use)."""
 

@@ -90,9 +90,34 @@ def validate(cfg: DictConfig) -> None:
     from vita.model.attention import require_flash_attn
 
     require_flash_attn(cfg.model.attn_implementation)
+    _validate_sequence_parallel(cfg)
     _validate_eval(cfg)
     if cfg.train.resume_from is not None and not os.path.isdir(cfg.train.resume_from):
         raise ConfigError(f"train.resume_from={cfg.train.resume_from}: no such checkpoint folder")
+
+
+def _validate_sequence_parallel(cfg: DictConfig) -> None:
+    """``engine.sequence_parallel``: divides the LLM's heads (and the world size, when the launcher has set it)."""
+    from vita.model.sequence_parallel import check_sp_size
+    from vita.registry import BACKBONES
+
+    sp = cfg.engine.sequence_parallel
+    for key in ("engine.max_tokens_per_rank", "engine.tiled_mlp"):
+        if OmegaConf.select(cfg, key) < 0:
+            raise ConfigError(f"config key '{key}' must be >= 0, got {OmegaConf.select(cfg, key)}")
+    if sp == 1:
+        check_sp_size(sp, 1, None, None)
+        return
+    llm = BACKBONES.build(cfg.model.backbone)
+    world = os.environ.get("WORLD_SIZE") or os.environ.get("SLURM_NTASKS")
+    check_sp_size(sp, int(world) if world else sp, llm.num_attention_heads,
+                  getattr(llm, "num_key_value_heads", None), f"model.backbone={cfg.model.backbone}")
+    if cfg.model.attn_implementation != "sdpa":
+        raise ConfigError(f"engine.sequence_parallel={sp} runs Ulysses around sdpa attention: set "
+                          f"model.attn_implementation=sdpa (got {cfg.model.attn_implementation})")
+    if hasattr(llm, "num_local_experts") or getattr(llm, "vita_state_classes", 0):
+        raise ConfigError(f"engine.sequence_parallel={sp} supports dense LLMs without the user-state head; "
+                          f"model.backbone={cfg.model.backbone} is MoE or has the head: set engine.sequence_parallel=1")
 
 
 def _validate_eval(cfg: DictConfig) -> None:

@@ -44,6 +44,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     from vita.interop.importer import read_tokenizer, zero3_build_config
     from vita.model.builder import build_for, torch_dtype
     from vita.model.init_from import load_init
+    from vita.model.sequence_parallel import check_sp_size, data_rank
     from vita.model.sources import resolve_sources
     from vita.stage import apply_stage, trainable_table
 
@@ -60,6 +61,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     try:
         dist_info = init_distributed(cfg.engine.timeout_min)
         watch_launcher()  # torchrun killed -> its workers stop at a step's end (vita/engine/parent_watch.py)
+        check_sp_size(cfg.engine.sequence_parallel, dist_info.world_size, None, None)  # before anything is built
         run_dir = Path(broadcast_object(str(run_dir or HydraConfig.get().runtime.output_dir)))
         lock = hold_run_dir(run_dir, dist_info)  # one writer per run dir, or one line naming the holder
         if prepare_run_dir(run_dir, cfg, dist_info) == "complete":
@@ -86,7 +88,9 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict:
             log.info("run dir %s, world size %d (%s)\n%s", run_dir, dist_info.world_size, dist_info.launcher,
                      trainable_table(model, group_lrs))
         # the encoders' tile size and token counts; a text-only model leaves it to data.media_spec
-        data = build_data(cfg, tokenizer, dist_info.rank, dist_info.world_size, spec=built.spec)
+        # a sequence-parallel group's ranks read one data stream (vita/model/sequence_parallel.py)
+        data = build_data(cfg, tokenizer, *data_rank(dist_info.rank, dist_info.world_size, cfg.engine.sequence_parallel),
+                          spec=built.spec)
         hooks = eval_hooks(cfg, model, tokenizer, dist_info, checkpoints_of(run_dir))  # data.eval: fails now
         trainer = Trainer(cfg, model, data, tokenizer, dist_info, run_dir, group_lrs, hooks)
         metrics = trainer.train()

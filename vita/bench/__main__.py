@@ -17,6 +17,8 @@ one suite refreshes its section and keeps the others' last figures (each with it
 - ``loss_memory``: peak memory and time of the LM loss, plain logits vs chunked (vita.bench.loss_memory).
 - ``shard_startup`` (only when named): start-up time to the first batch, JSON mixture vs tar shards, at
   ``--shard-sizes`` samples (default 10,000 and 1,000,000), and shard writing speed (vita.bench.shard_startup).
+- ``sp_memory`` (only when named): peak memory per rank of one long sample at sequence_parallel 1 vs 2 (two
+  gloo ranks), and the paper estimate of the longest sample per 80 GB GPU at VITA-1.5 sizes (vita.bench.sp_memory).
 Figures are measured, never asserted. Set ``OMP_NUM_THREADS`` (the command records it).
 """
 
@@ -34,7 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"
 SUITES = ("engine", "tokens", "packing_throughput", "data", "loss_memory", "generate", "serve")
-OPT_IN = ("import", "shard_startup")  # run only when named
+OPT_IN = ("import", "shard_startup", "sp_memory")  # run only when named
 
 
 def machine() -> dict:
@@ -77,6 +79,10 @@ def run_suite(name: str, args) -> dict:
         return run()
     if name == "serve":
         from vita.bench.serve import run
+
+        return run()
+    if name == "sp_memory":
+        from vita.bench.sp_memory import run
 
         return run()
     if name == "shard_startup":
@@ -236,6 +242,15 @@ def render(record: dict, gpu_page: str | None = None) -> str:
                     *loss_table(res), ""]
         elif "runs" in res:
             out += data_section(res["runs"])
+        elif name == "sp_memory":
+            from vita.bench.sp_memory import table as sp_table
+
+            out += ["One unpadded text sample through `OmniModel` (tiny-qwen2: 2 layers, hidden 64, 4 heads, vocab "
+                    "1,024; fp32, sdpa, chunked loss), forward + backward once per process; peak RSS added "
+                    "(`ru_maxrss` after minus before) on the larger rank; SP 2 on two gloo ranks (torchrun), "
+                    "each holding half the sequence (vita/bench/sp_memory.py). The longest sample within the "
+                    "budget is extrapolated linearly from the two lengths. RSS high-water marks move by a few MB "
+                    "between runs; on a loaded machine rerun and compare.", "", *sp_table(res), ""]
         else:
             out += ["One process (= one data worker), 448-px tiles, from the demo's real media. The 16-frame "
                     "video is vtest.avi (768×576 msmpeg4, 795 frames, a key frame every 250): 16 frames spread "
@@ -269,7 +284,8 @@ TITLES = {"engine": "Engine overhead (step time, world 1)", "tokens": "Token eff
           "serve": "Serving: vita.serve throughput and latency (CPU, SmolLM2-135M)",
           "import": "VITA checkpoint import (peak memory, time)",
           "packing_throughput": "Packing: training tokens/s",
-          "shard_startup": "Data start-up: JSON mixture vs shards", "loss_memory": "LM loss memory (plain vs chunked)"}
+          "shard_startup": "Data start-up: JSON mixture vs shards", "loss_memory": "LM loss memory (plain vs chunked)",
+          "sp_memory": "Sequence parallelism: memory per rank of one long sample"}
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -67,6 +67,15 @@ class Trainer:
         if cfg.engine.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         model.fused_loss = resolve_fused_loss(cfg.engine.fused_loss, cfg.engine.zero_stage)  # vita/model/loss.py
+        self.sp_size = int(cfg.engine.sequence_parallel)
+        if self.sp_size > 1:  # groups of N ranks share each sample (vita/model/sequence_parallel.py)
+            from vita.model.sequence_parallel import SequenceParallel
+
+            model.sequence_parallel = SequenceParallel(self.sp_size)
+        if cfg.engine.tiled_mlp:
+            from vita.model.tiled import tile_mlps
+
+            tile_mlps(model.llm, int(cfg.engine.tiled_mlp))
         groups = param_groups(model.module_groups(), group_lrs, cfg.optim.weight_decay)
         sched = make_scheduler_factory(cfg.optim.scheduler, self.total_steps,
                                        warmup_steps(cfg.optim, self.total_steps), cfg.optim.min_lr_ratio)
@@ -129,15 +138,16 @@ class Trainer:
         Nothing here reads a device tensor per micro-batch (no host sync): counts come from the host
         batch, the loss sum and the finite flags stay on the device and are read once, at the step's
         end (``train.nan_policy=skip`` alone checks each micro-batch, to drop exactly that one)."""
-        world, accum = self.dist.world_size, len(micro_batches)
+        world, accum, sp = self.dist.world_size, len(micro_batches), self.sp_size
         local_tokens = sum(count_label_tokens(mb["labels"]) for mb in micro_batches)
-        global_tokens = all_reduce_sum(local_tokens)
+        global_tokens = all_reduce_sum(local_tokens) / sp  # the N ranks of a sequence-parallel group hold one batch
         # DeepSpeed averages gradients over ranks and divides by grad_accum; undo both so the
         # gradient is that of (sum of token losses over the global batch) / global_tokens.
         scale = world * accum / max(global_tokens, 1.0)
         ce_total, grad_norm, bad = torch.zeros((), device=self.engine.device), None, []
         lr = self.engine.get_lr()[0]  # the lr this step uses (the scheduler moves in engine.step)
         for mb in micro_batches:
+            self._check_rank_share(mb)
             batch = {k: v.to(self.engine.device, non_blocking=True) for k, v in mb.items() if isinstance(v, torch.Tensor)}
             out = self.engine(**batch, sample_ids=mb.get("ids"), host_batch=mb)  # ids name samples in model errors
             loss = out["ce_sum"] * scale + sum(out["aux"].values())
@@ -146,6 +156,8 @@ class Trainer:
             else:
                 bad.append(~torch.isfinite(loss.detach()))  # read once, before the update
             self.engine.backward(loss)
+            if self.model.sequence_parallel is not None:
+                self.model.sequence_parallel.end()
             boundary = self.engine.is_gradient_accumulation_boundary()
             if boundary and bad:
                 self._check_finite_losses(bad, micro_batches)
@@ -167,15 +179,26 @@ class Trainer:
             "loss": all_reduce_sum(float(ce_total)) / max(global_tokens, 1.0),
             "lr": lr,
             "grad_norm": grad_norm,
-            "tokens": all_reduce_sum(sum(int(mb["attention_mask"].sum()) for mb in micro_batches)),
-            "samples": all_reduce_sum(sum(len(mb["ids"]) for mb in micro_batches)),
+            "tokens": all_reduce_sum(sum(int(mb["attention_mask"].sum()) for mb in micro_batches)) / sp,
+            "samples": all_reduce_sum(sum(len(mb["ids"]) for mb in micro_batches)) / sp,
             "label_tokens": int(global_tokens),
-            "flops": all_reduce_sum(sum(self.step_flops.micro_batch(mb) for mb in micro_batches)),
+            "flops": all_reduce_sum(sum(self.step_flops.micro_batch(mb) for mb in micro_batches)) / sp,
             "nonfinite_skipped_micro_batches": self.skipped_micro_batches,
             "nonfinite_skipped_steps": self.skipped_steps,
         }
 
     # -- side concerns ----------------------------------------------------------------------------
+    def _check_rank_share(self, mb: dict) -> None:
+        """``engine.max_tokens_per_rank``: refuse a sequence whose share on one rank is longer (before the OOM)."""
+        limit, length = self.cfg.engine.max_tokens_per_rank, mb["input_ids"].shape[1]
+        share = -(-length // self.sp_size)
+        if limit and share > limit:
+            raise VitaError(
+                f"micro-batch of {', '.join(mb['ids'])}: a {length}-token sequence puts {share} tokens on each rank at "
+                f"engine.sequence_parallel={self.sp_size}, over engine.max_tokens_per_rank={limit}; raise "
+                f"engine.sequence_parallel (to {-(-length // limit)} or more, dividing the world size) or "
+                "data.max_length lower")
+
     def _check_finite_losses(self, bad: list[torch.Tensor], micro_batches: list[dict]) -> None:
         """``nan_policy=stop``: one read of the step's finite flags (agreed over ranks) before the update."""
         flags = torch.stack(bad).tolist()

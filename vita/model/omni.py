@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vita.errors import DataError
+from vita.errors import ConfigError, DataError
 from vita.model.attention import segment_causal_mask, segment_ids
 from vita.model.loss import IGNORE_INDEX, lm_loss_sum
 from vita.spec import AudioTokens, DataSpec, no_audio_tokens
@@ -75,6 +75,9 @@ class OmniModel(nn.Module):
         self.is_moe = hasattr(llm.config, "num_local_experts")
         self.image_token_id = self.video_token_id = self.audio_token_id = None
         self.fused_loss = "off"
+        self.sequence_parallel = None
+        """A :class:`~vita.model.sequence_parallel.SequenceParallel` (``engine.sequence_parallel`` > 1): the
+        forward runs this rank's share of each sequence; the engine sets it."""
         """How the LM loss runs: ``off`` (plain logits), ``chunked`` or ``liger`` (vita/model/loss.py); the
         engine sets it from ``engine.fused_loss``."""
 
@@ -185,7 +188,11 @@ class OmniModel(nn.Module):
         a block-diagonal causal mask for sdpa/eager (vita/model/attention.py), the position ids alone
         for flash-attn (its varlen ``cu_seqlens`` path).
         """
-        embeds, _ = self.embed(input_ids, pixel_values, audio_features, audio_lengths, sample_ids, host_batch)
+        sp = self.sequence_parallel is not None and self.training  # evaluation: whole sequences on every rank
+        embeds, _ = self.embed(input_ids, pixel_values, audio_features, audio_lengths, sample_ids, host_batch,
+                               share_encoders=sp)
+        if sp:
+            return self._forward_sp(embeds, labels, attention_mask, position_ids, host_batch)
         attention_mask = self._llm_attention_mask(attention_mask, position_ids, host_batch, embeds)
         lm_labels, state_labels = labels, None
         if self.state_head is not None:
@@ -215,6 +222,42 @@ class OmniModel(nn.Module):
         if self.state_head is not None:
             aux["state"] = self.state_loss_weight * self._state_loss(out.hidden_states[-1], state_labels)
         return {"ce_sum": ce_sum, "num_tokens": (target != IGNORE_INDEX).sum(), "aux": aux}
+
+    def _forward_sp(self, embeds: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None,
+                    position_ids: torch.Tensor | None, host_batch: dict | None) -> dict:
+        """The LLM and the loss on this rank's share of the sequence (vita/model/sequence_parallel.py);
+        ``embeds`` is already that share (:meth:`embed` with ``share_encoders``).
+
+        The labels are shifted on the whole sequence before the cut; the whole sequence's segment ids
+        (packing, padding, the cut's own padding to a multiple of N) drive the attention mask inside Ulysses."""
+        sp = self.sequence_parallel
+        if self.state_head is not None or self.is_moe:
+            raise ConfigError("engine.sequence_parallel > 1 supports dense LLMs without the user-state head")
+        B, L = labels.shape
+        pad = sp.pad_len(L)
+        target = torch.cat([labels[:, 1:], labels.new_full((B, 1), IGNORE_INDEX)], dim=1)
+        no_padding = attention_mask is None or bool((attention_mask if host_batch is None
+                                                     else host_batch["attention_mask"]).all())
+        segments = None
+        if position_ids is not None or not no_padding or pad:
+            seg = segment_ids(attention_mask, position_ids, (B, L)).to(embeds.device)
+            segments = torch.cat([seg, seg.new_full((B, pad), -1)], dim=1)  # the cut's padding: its own segment
+        if position_ids is None:
+            position_ids = torch.arange(L, device=embeds.device).expand(B, L)
+        local_target = sp.shard(target, IGNORE_INDEX)
+        fused = self.fused_loss != "off"
+        sp.begin(segments)  # stays on through the backward (gradient checkpointing recomputes attention)
+        out = self.llm(inputs_embeds=embeds, position_ids=sp.shard(position_ids, 0), use_cache=False,
+                       output_hidden_states=fused, **({"logits_to_keep": 1} if fused else {}))
+        if fused:
+            hidden = out.hidden_states[-1]
+            ce_sum = lm_loss_sum(hidden.reshape(-1, hidden.shape[-1]), self.llm.get_output_embeddings(),
+                                 local_target.reshape(-1), self.fused_loss)
+        else:
+            logits = out.logits.float()
+            ce_sum = F.cross_entropy(logits.reshape(-1, logits.size(-1)), local_target.reshape(-1),
+                                     ignore_index=IGNORE_INDEX, reduction="sum")
+        return {"ce_sum": ce_sum, "num_tokens": (local_target != IGNORE_INDEX).sum(), "aux": {}}
 
     def _llm_attention_mask(self, attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None,
                             host_batch: dict | None, embeds: torch.Tensor):
@@ -277,13 +320,18 @@ class OmniModel(nn.Module):
 
     def embed(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None,
               audio_features: torch.Tensor | None = None, audio_lengths: torch.Tensor | None = None,
-              sample_ids: list[str] | None = None, host_batch: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              sample_ids: list[str] | None = None, host_batch: dict | None = None,
+              share_encoders: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Token embeddings with media features spliced in and every unused encoder tied in at zero;
-        also that zero scalar. Checks read ``host_batch`` (CPU) when given (see :meth:`forward`)."""
+        also that zero scalar. Checks read ``host_batch`` (CPU) when given (see :meth:`forward`).
+        ``share_encoders`` (a sequence-parallel training forward, whose group holds one batch): each rank
+        of the group encodes its share of the frames and clips (vita/model/sequence_parallel.py), and the
+        embeddings returned are this rank's share of the sequence only."""
+        sp = self.sequence_parallel if share_encoders else None
         host_ids = input_ids if host_batch is None else host_batch["input_ids"]
         host_lengths = None if host_batch is None or "audio_lengths" not in host_batch else \
             host_batch["audio_lengths"].tolist()
-        embeds = self.llm.get_input_embeddings()(input_ids)
+        embeds = self.llm.get_input_embeddings()(input_ids if sp is None else sp.shard(input_ids, 0))
         zero = embeds.new_zeros((), dtype=torch.float32)
         has_media = (pixel_values is not None and pixel_values.shape[0] > 0) or (
             audio_features is not None and audio_features.shape[0] > 0)
@@ -294,9 +342,10 @@ class OmniModel(nn.Module):
             mask = self._mask(input_ids, self.image_token_id, self.video_token_id)
             host_mask = mask if host_batch is None else self._mask(host_ids, self.image_token_id, self.video_token_id)
             if pixel_values is not None and pixel_values.shape[0] > 0:
-                feats = self.encode_images(pixel_values)
+                feats = self.encode_images(pixel_values) if sp is None else \
+                    sp.encode_shares(self.encode_images, pixel_values)  # each rank its frames
                 self._check_vision(host_mask, feats.shape[0], sample_ids)
-                embeds = embeds.masked_scatter(mask.unsqueeze(-1), feats.to(embeds.dtype))
+                embeds = self._splice(embeds, mask, host_mask, feats, sp)
             else:
                 self._check_none(host_mask, "image/video", "pixel_values", sample_ids)
                 zero = zero + 0.0 * self.encode_images(self.vision_tower.dummy_inputs()).float().sum()
@@ -308,10 +357,15 @@ class OmniModel(nn.Module):
             if audio_features is not None and audio_features.shape[0] > 0:
                 if audio_lengths is None:
                     raise DataError("the batch has audio_features but no audio_lengths")
-                x, counts = self.encode_audio(audio_features, audio_lengths, host_lengths)
+                if sp is None:
+                    x, counts = self.encode_audio(audio_features, audio_lengths, host_lengths)
+                else:  # each rank of the group encodes its share of the clips (windows)
+                    x = sp.encode_shares(lambda f, n: self.encode_audio(f, n)[0], audio_features,
+                                                             audio_lengths)
+                    counts = [self.audio_num_tokens(int(n)) for n in (host_lengths or audio_lengths.tolist())]
                 self._check_audio(host_mask, counts, sample_ids)
                 feats = torch.cat([x[i, :n] for i, n in enumerate(counts)])
-                embeds = embeds.masked_scatter(mask.unsqueeze(-1), feats.to(embeds.dtype))
+                embeds = self._splice(embeds, mask, host_mask, feats, sp)
             else:
                 self._check_none(host_mask, "audio", "audio_features", sample_ids)
                 x, _ = self.encode_audio(*self.audio_encoder.dummy_inputs())
@@ -322,6 +376,18 @@ class OmniModel(nn.Module):
         # backward runs after the LLM's, in one order, as ZeRO-3's per-module parameter gathers require
         # (tied in at the loss, a text-only rank next to a media rank broke that with LoRA).
         return embeds + zero.to(embeds.dtype), zero
+
+    @staticmethod
+    def _splice(embeds: torch.Tensor, mask: torch.Tensor, host_mask: torch.Tensor, feats: torch.Tensor, sp) -> torch.Tensor:
+        """Fill the placeholder positions (``mask``, row-major) with ``feats``; under sequence parallelism
+        ``embeds`` is this rank's share and gets the features of the placeholders inside it (indices from the
+        host mask: no device read)."""
+        if sp is None:
+            return embeds.masked_scatter(mask.unsqueeze(-1), feats.to(embeds.dtype))
+        order = (host_mask.reshape(-1).long().cumsum(0) - 1).view(host_mask.shape)  # feature index per position
+        idx = sp.shard(order, 0)[sp.shard(host_mask, False)]
+        local = feats.reshape(-1, feats.shape[-1]).index_select(0, idx.to(feats.device))
+        return embeds.masked_scatter(sp.shard(mask, False).unsqueeze(-1), local.to(embeds.dtype))
 
     def _mask(self, input_ids: torch.Tensor, *token_ids: int | None) -> torch.Tensor:
         mask = torch.zeros_like(input_ids, dtype=torch.bool)
