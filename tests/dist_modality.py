@@ -67,14 +67,14 @@ def skip_dummies() -> None:
     orig = OmniModel.embed
 
     def embed(self, input_ids, pixel_values=None, audio_features=None, audio_lengths=None, sample_ids=None,
-              host_batch=None):
+              host_batch=None, **kw):
         saved = self.vision_tower, self.audio_encoder
         if pixel_values is None:
             self.vision_tower = None
         if audio_features is None:
             self.audio_encoder = None
         try:
-            return orig(self, input_ids, pixel_values, audio_features, audio_lengths, sample_ids, host_batch)
+            return orig(self, input_ids, pixel_values, audio_features, audio_lengths, sample_ids, host_batch, **kw)
         finally:
             self.vision_tower, self.audio_encoder = saved
 

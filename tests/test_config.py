@@ -110,6 +110,8 @@ def test_cfg_job_prints_composed_config():
 
 def test_shipped_yaml_have_a_launch_line():
     for path in Path(CONF_DIR).rglob("*.yaml"):
+        if path.parent.name == "local" and path.name.startswith("pytest_"):
+            continue  # written for a moment by tests/test_config_dirs.py (another xdist worker)
         assert "vita.run" in path.read_text() or path.parent.name == "local" and "cp " in path.read_text(), path
 
 

@@ -107,7 +107,7 @@ def test_experiment_starts_or_says_one_line_offline(experiment, listener, tmp_pa
     if rc is not None:
         lines = [ln for ln in err.splitlines() if ln.strip() and "Warning" not in ln]
         assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: "), (out + err)[-3000:]
-        assert any(k in lines[0] for k in ("stage.init_from", "model.", "VITA_DATA", "data.")), lines[0]
+        assert any(k in lines[0] for k in ("stage.init_from", "model.", "VITA_DATA", "data.", "engine.sequence_parallel")), lines[0]
     assert listener.connections == before, f"{experiment} tried the network {listener.connections - before} time(s)"
 
 

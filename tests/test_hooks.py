@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
-import torch
 
 from vita.engine.hooks import Hook
 
@@ -57,10 +54,9 @@ def _train(tmp_path, max_steps: int, log: list) -> None:
 @pytest.fixture(scope="module", autouse=True)
 def _own_process_group():
     yield
-    if torch.distributed.is_initialized():  # later tests' subprocesses must start their own group
-        torch.distributed.destroy_process_group()
-    for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        os.environ.pop(k, None)
+    from vita.engine.distributed import end_process_group
+
+    end_process_group()  # later tests (in-process or subprocesses) start their own group
 
 
 def test_hooks_are_called_in_order_and_resume_with_their_state(tmp_path):

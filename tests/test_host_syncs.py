@@ -92,12 +92,10 @@ def reads_per_step():
                 out[accum] = (mode.reads, metrics, kinds)
             finally:
                 trainer.close()
-    import os
 
-    if torch.distributed.is_initialized():  # later tests' subprocesses must start their own group
-        torch.distributed.destroy_process_group()
-    for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        os.environ.pop(k, None)
+    from vita.engine.distributed import end_process_group
+
+    end_process_group()  # later tests (in-process or subprocesses) start their own group
     return out
 
 

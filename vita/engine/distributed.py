@@ -121,6 +121,16 @@ def close_distributed(info: DistInfo | None) -> None:
                 os.environ.pop(k, None)
 
 
+def end_process_group() -> None:
+    """Destroy this process's group and DeepSpeed's cached groups, and forget the single-process rendezvous
+    variables: a later in-process run (a test, a bench arm) starts a fresh group that DeepSpeed sees as new."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    _forget_deepspeed_groups()
+    for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        os.environ.pop(k, None)
+
+
 def _forget_deepspeed_groups() -> None:
     """DeepSpeed caches process groups in module globals; a later job in this process needs fresh ones."""
     import deepspeed.comm.comm as ds_comm

@@ -36,7 +36,7 @@ import torch.distributed as dist
 from vita.errors import ConfigError
 from vita.model.attention import segment_causal_mask
 
-_ACTIVE: "SequenceParallel | None" = None
+_ACTIVE: SequenceParallel | None = None
 _PLAIN_SDPA = None
 
 
