@@ -139,3 +139,10 @@ def test_bad_codes_and_unsupported_codecs_fail_clearly(tmp_path):
         SPEECH_CODECS.build("ticodec")
     with pytest.raises(ConfigError, match="not a mel_rvq codec folder"):
         SPEECH_CODECS.build("mel_rvq", path=tmp_path)
+
+
+def test_mel_codec_decodes_unquantised_logmel_on_the_same_blocks(speech):
+    """decode_logmel (the bench's ceiling arm) equals decode when the log-mel is exactly a codebook sum."""
+    codec = SPEECH_CODECS.build("mel_rvq-tiny")
+    codes = codec.encode(*speech["heldout"][0])
+    torch.testing.assert_close(codec.decode_logmel(codec.dequantize(codes)), codec.decode(codes), atol=1e-5, rtol=0)

@@ -22,7 +22,7 @@ so the first audio comes after ``block + right`` frames (``latency_frames``).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -113,8 +113,12 @@ class SpeechCodec(ABC):
 class BlockStream:
     """Incremental blockwise decoding of one utterance (see the module docstring)."""
 
-    def __init__(self, codec: SpeechCodec) -> None:
+    def __init__(self, codec: SpeechCodec, span: Callable[[torch.Tensor, int, Any], tuple[torch.Tensor, Any]] | None = None
+                 ) -> None:
+        """``span``: what decodes one span (default ``codec.decode_span``; the mel codec passes its Griffin-Lim
+        to decode unquantised log-mel frames on the same blocks)."""
         self.codec = codec
+        self.span = span or codec.decode_span
         self.codes: list[torch.Tensor] = []
         self.known = 0  # frames received
         self.next_block = 0  # first frame of the next block to decode
@@ -128,7 +132,7 @@ class BlockStream:
 
     def push(self, codes: torch.Tensor) -> torch.Tensor:
         """Add code frames; return the samples that are now final (possibly none)."""
-        codes = self.codec.check_codes(codes)
+        codes = self.codec.check_codes(codes) if self.span == self.codec.decode_span else codes
         self.codes.append(codes)
         self.known += codes.shape[0]
         out = []
@@ -150,7 +154,7 @@ class BlockStream:
         c, h = self.codec, self.codec.samples_per_frame
         a = self.next_block
         s, e = max(0, a - c.left), min(self.known, end + c.right)
-        wave, self.state = c.decode_span(self._all()[s:e], s, self.state)
+        wave, self.state = self.span(self._all()[s:e], s, self.state)
         wave = wave.float().reshape(-1)
         if wave.numel() != (e - s) * h:
             raise RuntimeError(f"speech codec {c.name}: decode_span gave {wave.numel()} samples for {e - s} frames "

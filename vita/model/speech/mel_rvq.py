@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from vita.errors import ConfigError
-from vita.model.speech.base import SpeechCodec
+from vita.model.speech.base import BlockStream, SpeechCodec
 from vita.signal import resample
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "codebooks.safetensors"
@@ -130,8 +130,19 @@ class MelRVQCodec(SpeechCodec):
 
     # ------------------------------------------------------------------ Griffin-Lim
     def decode_span(self, codes: torch.Tensor, start: int, state: Any) -> tuple[torch.Tensor, Any]:
-        cfg, n = self.cfg, codes.shape[0]
-        mag = torch.clamp(torch.exp(self.dequantize(codes)) @ self.inverse, min=0).T  # [freq, n]
+        return self.griffin_lim(self.dequantize(codes), start, state)
+
+    def decode_logmel(self, logmel: torch.Tensor) -> torch.Tensor:
+        """Unquantised log-mel frames [frames, n_mels] through the same blockwise Griffin-Lim as :meth:`decode`
+        (the codec's quality ceiling: what the vocoder alone costs)."""
+        stream = BlockStream(self, span=self.griffin_lim)
+        return torch.cat([stream.push(logmel.float()), stream.finish()])
+
+    def griffin_lim(self, logmel: torch.Tensor, start: int = 0, state: Any = None) -> tuple[torch.Tensor, Any]:
+        """Waveform (``frames * hop`` samples) of log-mel frames ``logmel`` [frames, n_mels] whose first frame is
+        frame ``start``; ``state`` = (start, phases) of the previous span seeds the phases of shared frames."""
+        cfg, n = self.cfg, logmel.shape[0]
+        mag = torch.clamp(torch.exp(logmel) @ self.inverse, min=0).T  # [freq, n]
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + start)
         phase = torch.exp(2j * math.pi * torch.rand(mag.shape, generator=g)).to(torch.complex64)
         if state is not None:  # the previous span's final phases over the frames both spans hold
