@@ -146,3 +146,15 @@ def test_mel_codec_decodes_unquantised_logmel_on_the_same_blocks(speech):
     codec = SPEECH_CODECS.build("mel_rvq-tiny")
     codes = codec.encode(*speech["heldout"][0])
     torch.testing.assert_close(codec.decode_logmel(codec.dequantize(codes)), codec.decode(codes), atol=1e-5, rtol=0)
+
+
+def test_every_codec_entry_is_tested():
+    assert set(SPEECH_CODECS.names()) == {*ENTRIES, "ticodec"}  # ticodec: raises (test below)
+
+
+def test_flite_refuses_an_unknown_voice():
+    from vita.data.speak import flite_speech
+    from vita.errors import DataError
+
+    with pytest.raises(DataError, match="flite voice 'bob' unknown; voices: slt"):
+        flite_speech("hello", voice="bob")

@@ -20,7 +20,9 @@ from typing import Any
 import torch
 
 
-def run(voice: str = "slt", mimi: str | None = None, encodec: str | None = None, gl_iters: int = 32) -> dict[str, Any]:
+def run(voice: str = "slt", mimi: str | None = None, encodec: str | None = None, gl_iters: int = 32,
+        fit_voice: str | None = None) -> dict[str, Any]:
+    """WER rows for ``voice``'s held-out sentences; ``mel_rvq`` is fitted on ``fit_voice``'s (default: the same voice)."""
     from vita.data.speak import flite_speech, sentences
     from vita.eval.asr import WhisperASR
     from vita.eval.metrics import wer
@@ -31,7 +33,8 @@ def run(voice: str = "slt", mimi: str | None = None, encodec: str | None = None,
     load = [os.getloadavg()[0]]
     texts = sentences("heldout")
     held = [(torch.from_numpy(w), r) for w, r in (flite_speech(t, voice) for t in texts)]
-    train = [(torch.from_numpy(w), r) for w, r in (flite_speech(t, voice) for t in sentences("train"))]
+    fit_voice = fit_voice or voice
+    train = [(torch.from_numpy(w), r) for w, r in (flite_speech(t, fit_voice) for t in sentences("train"))]
     asr = WhisperASR()
     t0 = time.process_time()
     fitted = {k: fit_mel_rvq(train, codebooks=k, codebook_size=s, gl_iters=gl_iters) for k, s in ((2, 256), (4, 256), (8, 256))}
@@ -44,7 +47,7 @@ def run(voice: str = "slt", mimi: str | None = None, encodec: str | None = None,
     arms: dict[str, Any] = {"original (flite 16 kHz)": lambda w, r: (w, r), "80-mel -> blockwise Griffin-Lim, no codes": ceiling}
     arms["mel_rvq 4 x 256, unfitted (random codebooks)"] = SPEECH_CODECS.build("mel_rvq", gl_iters=gl_iters)
     for k, c in fitted.items():
-        arms[f"mel_rvq {k} x 256, fitted on {len(train)} sentences"] = c
+        arms[f"mel_rvq {k} x 256, fitted on {len(train)} {fit_voice} sentences"] = c
     arms["codec2 3200"] = SPEECH_CODECS.build("codec2", mode=3200)
     arms["codec2 1300"] = SPEECH_CODECS.build("codec2", mode=1300)
     if mimi:
@@ -67,7 +70,7 @@ def run(voice: str = "slt", mimi: str | None = None, encodec: str | None = None,
                      "examples": hyps[:2]})
         load.append(os.getloadavg()[0])
         print(f"{name}: WER {rows[-1]['wer']:.3f}", flush=True)
-    return {"voice": voice, "sentences": len(texts), "fit_cpu_s": fit_cpu_s, "gl_iters": gl_iters, "rows": rows,
+    return {"voice": voice, "fit_voice": fit_voice, "sentences": len(texts), "fit_cpu_s": fit_cpu_s, "gl_iters": gl_iters, "rows": rows,
             "loadavg_1min": [min(load), max(load)], "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "unset")}
 
 
@@ -87,8 +90,9 @@ def main() -> None:
     ap.add_argument("--mimi", help="a MimiModel folder (save_pretrained layout)")
     ap.add_argument("--encodec", help="an EncodecModel folder")
     ap.add_argument("--gl-iters", type=int, default=32)
+    ap.add_argument("--fit-voice", help="flite voice whose train sentences fit mel_rvq (default: --voice)")
     args = ap.parse_args()
-    rec = run(args.voice, args.mimi, args.encodec, args.gl_iters)
+    rec = run(args.voice, args.mimi, args.encodec, args.gl_iters, args.fit_voice)
     print(table(rec))
     print(json.dumps(rec, indent=1))
 
