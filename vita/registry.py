@@ -116,6 +116,7 @@ PROJECTORS = Registry("projector")
 SAMPLERS = Registry("sampler")
 TEMPLATES = Registry("chat template")
 DATASETS = Registry("dataset format")
+SPEECH_CODECS = Registry("speech codec")
 
 
 def load_builtins() -> None:
@@ -126,4 +127,5 @@ def load_builtins() -> None:
     import vita.model.audio  # noqa: F401
     import vita.model.backbones  # noqa: F401
     import vita.model.projectors  # noqa: F401
+    import vita.model.speech.codecs  # noqa: F401
     import vita.model.vision  # noqa: F401

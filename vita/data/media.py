@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vita import signal
 from vita.data.spec import DataSpec
 from vita.errors import DataError
 
@@ -305,16 +306,8 @@ def load_video_frames(path, opts: MediaOptions, spec: DataSpec) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------- audio
 def resample(wave: np.ndarray, rate: int, target: int = SAMPLE_RATE) -> np.ndarray:
-    """Band-limited (FFT) resampling of a mono float waveform."""
-    if rate == target:
-        return wave
-    n_out = int(round(len(wave) * target / rate))
-    spec = np.fft.rfft(wave)
-    n_bins = n_out // 2 + 1
-    out = np.zeros(n_bins, dtype=spec.dtype)
-    k = min(n_bins, len(spec))
-    out[:k] = spec[:k]
-    return (np.fft.irfft(out, n_out) * (n_out / len(wave))).astype(np.float32)
+    """Band-limited (FFT) resampling of a mono float waveform (to 16 kHz unless ``target`` says otherwise)."""
+    return signal.resample(wave, rate, target)
 
 
 def load_audio(path: Path) -> np.ndarray:
