@@ -24,6 +24,7 @@ from vita.data.media import (
     load_audio_features,
     load_image_tiles,
     load_video_frames,
+    media_options,  # noqa: F401  (vita.data re-exports it from here)
     video_num_frames,
 )
 from vita.data.schema import MARKER_RE, BadSample, Sample, parse_sample
@@ -33,14 +34,6 @@ from vita.data.tokenize import encode_segments, lost_supervised, truncate
 from vita.errors import DataError
 
 log = logging.getLogger(__name__)
-
-
-def media_options(data_cfg) -> MediaOptions:
-    """The :class:`MediaOptions` of ``cfg.data``."""
-    return MediaOptions(min_tiles=data_cfg.min_tiles, max_tiles=data_cfg.max_tiles,
-                        use_thumbnail=data_cfg.use_thumbnail, image_aspect_ratio=data_cfg.image_aspect_ratio,
-                        min_frames=data_cfg.min_frames, max_frames=data_cfg.max_frames,
-                        video_fps=data_cfg.video_fps, dither=data_cfg.dither)
 
 
 OVERLONG = ("truncate", "skip", "fail")

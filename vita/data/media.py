@@ -8,7 +8,6 @@ Decoding errors become :class:`MediaError` naming the file. ``path`` may also be
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,21 +36,31 @@ class MediaError(DataError):
         super().__init__(f"{path}: {kind}: {detail}")
 
 
-@dataclass(frozen=True)
-class MediaOptions:
-    """How media are cut (from ``cfg.data``)."""
+MEDIA_KEYS = ("min_tiles", "max_tiles", "use_thumbnail", "image_aspect_ratio", "min_frames", "max_frames",
+              "video_fps", "dither")
+"""The keys of ``cfg.data`` that say how media are cut (their defaults and docs: :class:`vita.config.DataConfig`)."""
 
-    min_tiles: int = 1
-    max_tiles: int = 12
-    use_thumbnail: bool = True
-    image_aspect_ratio: str = "square"
-    """``square``: tile the raw image; ``pad``: pad to a square with the mean colour first."""
-    min_frames: int = 4
-    max_frames: int = 16
-    video_fps: float = 3.0
-    """Frames per second sampled from a video before the min/max frame limits."""
-    dither: float = 0.0
-    """Kaldi fbank dither (VITA's config uses 1.0; 0 is deterministic)."""
+
+def _media_options() -> type:
+    from dataclasses import MISSING, field, fields, make_dataclass
+
+    from vita.config import DataConfig
+
+    spec = [(f.name, f.type, field(default=f.default)) for f in fields(DataConfig) if f.name in MEDIA_KEYS]
+    assert [n for n, _, _ in spec] == list(MEDIA_KEYS) and all(d.default is not MISSING for _, _, d in spec)
+    cls = make_dataclass("MediaOptions", spec, frozen=True)
+    cls.__module__ = __name__
+    cls.__doc__ = ("How media are cut: the media keys of ``cfg.data`` (:data:`MEDIA_KEYS`), with "
+                   ":class:`~vita.config.DataConfig`'s defaults and docs.")
+    return cls
+
+
+MediaOptions = _media_options()
+
+
+def media_options(data_cfg) -> MediaOptions:
+    """The :class:`MediaOptions` of ``cfg.data``."""
+    return MediaOptions(**{k: getattr(data_cfg, k) for k in MEDIA_KEYS})
 
 
 # ------------------------------------------------------------------------------------- images

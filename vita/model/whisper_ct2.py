@@ -103,6 +103,17 @@ def _ffn(v: dict, src: str, dst: str) -> dict[str, torch.Tensor]:
     return sd
 
 
+def _layer(v: dict, src: str, dst: str, d: int, cross: bool) -> dict:
+    """One transformer layer: self-attention (+ cross-attention over the encoder in the decoder), then the FFN."""
+    sd = _attn(v, f"{src}/self_attention", f"{dst}.self_attn", False, d)
+    sd.update(_norm(v, f"{src}/self_attention/layer_norm", f"{dst}.self_attn_layer_norm"))
+    if cross:
+        sd.update(_attn(v, f"{src}/attention", f"{dst}.encoder_attn", True, d))
+        sd.update(_norm(v, f"{src}/attention/layer_norm", f"{dst}.encoder_attn_layer_norm"))
+    sd.update(_ffn(v, f"{src}/ffn", dst))
+    return sd
+
+
 def convert_ct2_whisper(model_dir: str | Path):
     """Build a ``WhisperForConditionalGeneration`` from ``model_dir/model.bin`` (CTranslate2)."""
     from transformers import WhisperConfig, WhisperForConditionalGeneration
@@ -130,20 +141,12 @@ def convert_ct2_whisper(model_dir: str | Path):
     sd[f"{e}.embed_positions.weight"] = _t(v["encoder/position_encodings/encodings"])
     sd.update(_norm(v, "encoder/layer_norm", f"{e}.layer_norm"))
     for i in range(n_enc):
-        src, dst = f"encoder/layer_{i}", f"{e}.layers.{i}"
-        sd.update(_attn(v, f"{src}/self_attention", f"{dst}.self_attn", False, d))
-        sd.update(_norm(v, f"{src}/self_attention/layer_norm", f"{dst}.self_attn_layer_norm"))
-        sd.update(_ffn(v, f"{src}/ffn", dst))
+        sd.update(_layer(v, f"encoder/layer_{i}", f"{e}.layers.{i}", d, cross=False))
     sd[f"{dd}.embed_tokens.weight"] = _t(v["decoder/embeddings/weight"])
     sd[f"{dd}.embed_positions.weight"] = _t(v["decoder/position_encodings/encodings"])
     sd.update(_norm(v, "decoder/layer_norm", f"{dd}.layer_norm"))
     for i in range(n_dec):
-        src, dst = f"decoder/layer_{i}", f"{dd}.layers.{i}"
-        sd.update(_attn(v, f"{src}/self_attention", f"{dst}.self_attn", False, d))
-        sd.update(_norm(v, f"{src}/self_attention/layer_norm", f"{dst}.self_attn_layer_norm"))
-        sd.update(_attn(v, f"{src}/attention", f"{dst}.encoder_attn", True, d))
-        sd.update(_norm(v, f"{src}/attention/layer_norm", f"{dst}.encoder_attn_layer_norm"))
-        sd.update(_ffn(v, f"{src}/ffn", dst))
+        sd.update(_layer(v, f"decoder/layer_{i}", f"{dd}.layers.{i}", d, cross=True))
     model = WhisperForConditionalGeneration(config)
     missing, unexpected = model.load_state_dict(sd, strict=False)
     missing = [k for k in missing if k != "proj_out.weight"]  # tied to embed_tokens
