@@ -342,6 +342,16 @@ def test_positions_count_steps_and_wrap_epochs():
     assert got == [(e, s) for e in range(3) for s in range(5)][:12]
 
 
+def test_starting_the_loader_leaves_the_global_rng_alone():
+    """A resumed run restores torch's RNG before its loader starts: starting one must not draw from it (dropout
+    would then differ from the run never stopped). The loader's worker seed comes from its own generator."""
+    loader = make_loader(22, rank=0, world=1, micro=2, accum=2)
+    for start in (Position(), Position(1, 3)):
+        before = torch.get_rng_state()
+        next(iter(loader.iterate(start)))
+        assert torch.equal(torch.get_rng_state(), before), start
+
+
 def test_micro_batches_follow_the_sampler():
     """Step (e, s) is made of sampler.batch(e, s), cut into grad_accum micro-batches."""
     loader = make_loader(22, rank=0, world=1, micro=2, accum=2)

@@ -319,6 +319,14 @@ def test_epoch_covers_every_sample_once_across_ranks_and_resume_replays_exactly(
             assert _ids(b.loader, Position(k // steps, k % steps), len(full[r]) - k) == full[r][k:], (r, k)
 
 
+def test_starting_the_stream_leaves_the_global_rng_alone(text_shards):
+    """As the JSON loader's: starting at a resume position draws nothing from torch's RNG (restored just before)."""
+    loader = _bundle(_shard_args(text_shards, "engine.micro_batch_size=3")).loader
+    before = torch.get_rng_state()
+    next(iter(loader.iterate(Position(0, 2))))
+    assert torch.equal(torch.get_rng_state(), before)
+
+
 def test_shard_sets_mix_with_ratios_and_brace_selection(text_shards):
     """Two sets: all 15 shards (ratio 1) and shards 0-4 by pattern at ratio 2: an epoch holds shards 0-4's samples
     three times, the others once, in one interleaved, shuffled stream."""

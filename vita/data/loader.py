@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import torch
 from torch.utils.data import DataLoader, Dataset
 
 from vita.data.samplers import GlobalBatchSampler
@@ -30,6 +31,15 @@ class Position:
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "step": self.step}
+
+
+def loader_generator(seed: int) -> torch.Generator:
+    """The generator a DataLoader draws its workers' base seed from, seeded by ``train.seed``.
+
+    Without one, every new DataLoader iterator takes that draw from torch's global RNG. A resumed run
+    restores the global RNG and only then starts its loader, so the draw would shift the RNG stream
+    (dropout, hence the losses) against the run that was never stopped, whose draw came before step 1."""
+    return torch.Generator().manual_seed(int(seed))
 
 
 def rank_micro_batches(sampler: GlobalBatchSampler, epoch: int, step: int, rank: int, world: int,
@@ -92,6 +102,7 @@ class StepLoader:
         indices = _MicroBatchIndices(self.sampler, self.rank, self.world, self.accum, start)
         return iter(DataLoader(self.dataset, batch_sampler=indices, collate_fn=self.collate,
                                num_workers=self.num_workers, persistent_workers=False,
+                               generator=loader_generator(self.sampler.seed),
                                prefetch_factor=4 if self.num_workers else None))
 
     def _epoch_end(self, epoch: int) -> None:

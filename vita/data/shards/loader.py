@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from vita.data.loader import Position, StepLoader
+from vita.data.loader import Position, StepLoader, loader_generator
 from vita.data.shards.plan import ShardPlan
 from vita.data.shards.stream import SHARD_KIND, micro_batches
 
@@ -66,9 +66,9 @@ class ShardLoader(StepLoader):
 
     def _micro_batches(self, start: Position) -> Iterator[dict]:
         ds = _RankStreams(self.plan, self.proc, self.collate, self.rank, start, self.timeout)
-        # a DataLoader even without workers: it draws its base seed from torch's RNG, as the JSON path's does,
-        # so the training RNG stream (hence the losses) is the same on both paths
+        # its own generator, as the JSON path's: the global RNG (dropout) is left to the training loop
         dl = DataLoader(ds, batch_size=None, num_workers=self.num_workers, persistent_workers=False,
+                        generator=loader_generator(self.plan.seed),
                         prefetch_factor=2 if self.num_workers else None)
         if self.num_workers == 0:
             for _epoch, _i, mb in dl:
