@@ -33,6 +33,18 @@ def items():
     return out
 
 
+def summed_per_sample(run, items) -> tuple[float, int, dict]:
+    """``run`` (a micro-batch -> loss sum, label tokens, gradients) over each item alone, summed: what one packed
+    micro-batch of the same items must give."""
+    want_ce, want_n, want_g = 0.0, 0, {}
+    for it in items:
+        ce, n, g = run(Collator(0)([it]))
+        want_ce, want_n = want_ce + ce, want_n + n
+        for k, v in g.items():
+            want_g[k] = want_g[k] + v if k in want_g else v
+    return want_ce, want_n, want_g
+
+
 def test_pack_rows_first_fit():
     """First fit keeps order and never exceeds the row length."""
     assert pack_rows([7, 5, 9, 4], 16) == [[0, 1, 3], [2]]
@@ -120,12 +132,7 @@ def test_packed_mixed_media_loss_and_grads_equal_per_sample():
             n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
     got_ce, got_n, got_g = run(packed)
-    want_ce, want_n, want_g = 0.0, 0, {}
-    for it in items:
-        ce, n, g = run(Collator(0)([it]))
-        want_ce, want_n = want_ce + ce, want_n + n
-        for k, v in g.items():
-            want_g[k] = want_g[k] + v if k in want_g else v
+    want_ce, want_n, want_g = summed_per_sample(run, items)
     assert got_n == want_n
     assert abs(got_ce - want_ce) <= 1e-5 * abs(want_ce), (got_ce, want_ce)
     for k, v in want_g.items():

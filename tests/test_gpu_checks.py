@@ -98,7 +98,7 @@ def test_packed_rows_equal_their_samples_with_the_device_attention(attn):
     from transformers import AutoModelForCausalLM
 
     import vita.model.backbones  # noqa: F401
-    from tests.test_data_packing import items
+    from tests.test_data_packing import items, summed_per_sample
     from vita.data.collate import Collator
     from vita.model.omni import OmniModel
     from vita.registry import BACKBONES
@@ -120,12 +120,7 @@ def test_packed_rows_equal_their_samples_with_the_device_attention(attn):
     packed = Collator(0, packing=True, max_length=16)(its)
     assert packed["input_ids"].shape == (2, 16)
     got_ce, got_n, got_g = run(packed)
-    want_ce, want_n, want_g = 0.0, 0, {}
-    for it in its:
-        ce, n, g = run(Collator(0)([it]))
-        want_ce, want_n = want_ce + ce, want_n + n
-        for k, v in g.items():
-            want_g[k] = want_g[k] + v if k in want_g else v
+    want_ce, want_n, want_g = summed_per_sample(run, its)
     assert got_n == want_n
     assert abs(got_ce - want_ce) <= tol * abs(want_ce), (got_ce, want_ce)
     for k, v in want_g.items():
