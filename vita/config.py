@@ -56,6 +56,30 @@ class AudioConfig:
 
 
 @dataclass(kw_only=True)
+class SpeechConfig:
+    """Speech out (VITA-1.5 stage 3, docs/SPEECH.md): a codec and a decoder on the frozen LLM's hidden states."""
+
+    codec: Optional[str] = None
+    """Registry key of the speech codec (``vita.registry.SPEECH_CODECS``); ``null`` = the model does not speak."""
+    codec_path: Optional[str] = None
+    """The codec's folder (a fitted ``mel_rvq`` from stage 3.1, a Mimi/EnCodec folder or hub id)."""
+    codec_options: dict[str, Any] = field(default_factory=dict)
+    """Keyword options of the codec entry (``mode`` for codec2, ``num_quantizers`` for mimi ...)."""
+    decoder: Optional[str] = None
+    """Registry key of the speech decoder (``vita.registry.SPEECH_DECODERS``: ``nar_ar``, ``vita15``, ``ctc`` ...)."""
+    decoder_overrides: dict[str, Any] = field(default_factory=dict)
+    """Shape overrides of the decoder (``layers``, ``hidden`` ...)."""
+    decoder_pretrained: Optional[str] = None
+    """Decoder weights (a safetensors file or an export's decoder folder)."""
+    loss_weight: float = 1.0
+    """Weight of the speech-code loss (normalised per code frame over the global batch)."""
+    codebook_weights: list[float] = field(default_factory=list)
+    """Loss weight per codebook (empty = 1 each)."""
+    max_seconds: float = 30.0
+    """Longest spoken answer the decoder is trained on; a longer one is a bad sample, never cut."""
+
+
+@dataclass(kw_only=True)
 class ModelConfig:
     backbone: str = MISSING
     """Registry key of the LLM backbone (``vita.registry.BACKBONES``), e.g. ``tiny-qwen2``."""
@@ -83,6 +107,8 @@ class ModelConfig:
     """Weight of the user-state head's cross-entropy in the loss."""
     state_class_weights: list[float] = field(default_factory=lambda: [1.0, 5.0, 1.0])
     """Per-class weights of that cross-entropy (VITA-FO uses 1, 5, 1)."""
+    speech: SpeechConfig = field(default_factory=SpeechConfig)
+    """Speech out: codec + decoder (``speech.decoder: null`` = text out only)."""
     quantization: Optional[str] = None
     """QLoRA: load the LLM in ``4bit`` (nf4, double quant) or ``8bit`` through bitsandbytes; ``null`` = off."""
 
@@ -266,6 +292,7 @@ class StageGroups:
     audio_encoder: GroupConfig = field(default_factory=GroupConfig)
     audio_projector: GroupConfig = field(default_factory=GroupConfig)
     heads: GroupConfig = field(default_factory=GroupConfig)
+    speech_decoder: GroupConfig = field(default_factory=GroupConfig)
 
 
 @dataclass(kw_only=True)
@@ -286,6 +313,8 @@ class StageConfig:
     init_partitioned: bool = True
     """Under ``engine.zero_stage=3``, build a ``vita:PATH`` model straight into ZeRO-3 partitions (each rank holds
     its part from the start); false: every rank loads the whole model and ``deepspeed.initialize`` partitions it."""
+    task: str = "train"
+    """``train`` (the engine trains the groups) or ``codec`` (stage 3.1: fit the speech codec on the data's speech)."""
     export: str = "full"
     """``full``: the LLM (HF folder) + every other group; ``trainable``: only the groups this stage trains."""
 

@@ -117,6 +117,7 @@ SAMPLERS = Registry("sampler")
 TEMPLATES = Registry("chat template")
 DATASETS = Registry("dataset format")
 SPEECH_CODECS = Registry("speech codec")
+SPEECH_DECODERS = Registry("speech decoder")
 
 
 def load_builtins() -> None:
@@ -128,4 +129,5 @@ def load_builtins() -> None:
     import vita.model.backbones  # noqa: F401
     import vita.model.projectors  # noqa: F401
     import vita.model.speech.codecs  # noqa: F401
+    import vita.model.speech.decoders  # noqa: F401
     import vita.model.vision  # noqa: F401

@@ -112,6 +112,11 @@ class DataSpec:
     image_token_id: int | None = None
     video_token_id: int | None = None
     audio_token_id: int | None = None
+    speech_codec: tuple | None = None
+    """Speech out: ``(codec key, codec folder or None, sorted option items)`` of the model's codec; the data
+    side builds it once per worker to turn spoken answers into codes (``None`` = the model does not speak)."""
+    speech_max_frames: int = 0
+    """Most code frames of one spoken answer (``model.speech.max_seconds`` x the codec's frame rate); 0 = none."""
 
     def describe(self) -> dict:
         """The spec as JSON-safe fields, its audio count named with its parameters (what cache keys and shard
