@@ -83,15 +83,6 @@ def build_audio(acfg, llm_hidden: int) -> tuple[nn.Module | None, nn.Module | No
     return enc, proj
 
 
-def speech_codec_spec(scfg) -> tuple | None:
-    """``cfg.model.speech`` -> ``DataSpec.speech_codec`` (key, folder, sorted options): how any process rebuilds
-    the codec (:func:`vita.model.speech.codecs.codec_from_spec`); None when the model does not speak."""
-    if scfg is None or scfg.codec is None:
-        return None
-    return (str(scfg.codec), str(scfg.codec_path) if scfg.codec_path else None,
-            tuple(sorted(dict(scfg.codec_options or {}).items())))
-
-
 def build_speech(scfg, llm_hidden: int) -> tuple[nn.Module | None, Any]:
     """The speech decoder and its codec described by ``cfg.model.speech`` (both None when neither is set).
 
@@ -118,6 +109,14 @@ def build_speech(scfg, llm_hidden: int) -> tuple[nn.Module | None, Any]:
         load_strict(decoder, read_state_dict(speech_decoder_weights(scfg.decoder_pretrained)),
                     f"speech decoder ({scfg.decoder_pretrained})")
     return decoder, codec
+
+
+def _speech_spec(scfg, codec) -> dict:
+    """The data spec's speech fields (:func:`vita.data.speech.speech_spec`, the one spelling) as OmniModel arguments."""
+    from vita.data.speech import speech_spec
+
+    spec = speech_spec(scfg, codec)
+    return {"speech_codec_spec": spec["speech_codec"], "speech_max_frames": spec["speech_max_frames"]}
 
 
 def build_model(model_cfg, vocab_size: int | None = None, work_dir: Path | None = None,
@@ -151,9 +150,8 @@ def build_model(model_cfg, vocab_size: int | None = None, work_dir: Path | None 
                       state_head_classes=state, state_loss_weight=model_cfg.state_loss_weight,
                       state_class_weights=list(model_cfg.state_class_weights),
                       router_aux_loss_coef=model_cfg.router_aux_loss_coef, speech_decoder=decoder, speech_codec=codec,
-                      speech_codec_spec=speech_codec_spec(speech),
                       speech_codebook_weights=list(speech.codebook_weights) if decoder is not None else None,
-                      speech_max_seconds=float(speech.max_seconds) if decoder is not None else 30.0)
+                      **(_speech_spec(speech, codec) if decoder is not None else {}))
     if model.is_moe:
         mark_moe_leaves(model)
     return model
@@ -209,4 +207,4 @@ def count_params(module: nn.Module | None) -> int:
 
 
 __all__ = ["Built", "DTYPES", "build_for", "torch_dtype", "build_model", "build_vision", "build_audio", "build_speech",
-           "speech_codec_spec", "mark_moe_leaves", "count_params"]
+           "mark_moe_leaves", "count_params"]

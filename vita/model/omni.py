@@ -52,7 +52,7 @@ class OmniModel(nn.Module):
             (module group ``speech_decoder``), or None; ``speech_codec``: its
             :class:`~vita.model.speech.base.SpeechCodec` (not a module: not in the state dict).
         speech_codec_spec: how data workers rebuild the codec (``DataSpec.speech_codec``: key, folder, options).
-        speech_codebook_weights: loss weight per codebook; ``speech_max_seconds``: longest spoken answer.
+        speech_codebook_weights: loss weight per codebook; ``speech_max_frames``: longest spoken answer (frames).
         state_head_classes: size of the user-state head on the last hidden layer (0 = none).
         router_aux_loss_coef: weight of the MoE load-balancing loss (None = the LLM config's).
     """
@@ -63,7 +63,7 @@ class OmniModel(nn.Module):
                  state_class_weights: list[float] | None = None, router_aux_loss_coef: float | None = None,
                  speech_decoder: nn.Module | None = None, speech_codec=None,
                  speech_codec_spec: tuple | None = None, speech_codebook_weights: list[float] | None = None,
-                 speech_max_seconds: float = 30.0) -> None:
+                 speech_max_frames: int = 0) -> None:
         super().__init__()
         if (speech_decoder is None) != (speech_codec is None):
             raise ConfigError("a speech decoder needs its speech codec and a codec its decoder: set both "
@@ -73,7 +73,7 @@ class OmniModel(nn.Module):
         self.speech_codec_spec = speech_codec_spec or (
             (getattr(speech_codec, "name", "codec"), None, ()) if speech_codec is not None else None)
         self.speech_codebook_weights = list(speech_codebook_weights or [])
-        self.speech_max_seconds = float(speech_max_seconds)
+        self.speech_max_frames = int(speech_max_frames or getattr(speech_decoder, "max_frames", 0) or 0)
         self.llm = llm
         self.vision_tower, self.vision_projector = vision_tower, vision_projector
         self.audio_encoder, self.audio_projector = audio_encoder, audio_projector
@@ -166,7 +166,7 @@ class OmniModel(nn.Module):
         if self.speech_codec is None:
             return {}
         return {"speech_codec": self.speech_codec_spec,
-                "speech_max_frames": int(self.speech_max_seconds * self.speech_codec.frame_rate)}
+                "speech_max_frames": self.speech_max_frames}
 
     def gradient_checkpointing_enable(self) -> None:
         self.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
