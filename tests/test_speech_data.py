@@ -288,3 +288,34 @@ def test_speak_command(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     assert main([str(ann), "--out", str(tmp_path / "c"), "--no-progress"]) == 2
     assert "apt-get install -y flite" in capsys.readouterr().err
+
+
+def test_demo_spoken_answers(tmp_path, monkeypatch):
+    """The demo's spoken-answer set: data=demo_spoken_answers gives 40 train answers (12 held out) whose codes come
+    from the codec fitted on them (4 x 256 at 62.5 Hz) and whose spans are the answers' text."""
+    from tests.data_fixtures import demo_root
+    from vita.data import build_data
+    from vita.data.speak import sentences
+    from vita.model.speech.codecs import codec_from_spec
+
+    monkeypatch.setenv("VITA_INDEX_CACHE", str(tmp_path / "cache"))
+    root = demo_root()
+    codec_dir = root / "spoken_answers" / "codec"
+    cfg = _compose(["experiment=chatterbot_tiny", "data=demo_spoken_answers", "engine.micro_batch_size=1",
+                    "data.num_workers=0", "model.speech.codec=mel_rvq", f"model.speech.codec_path={codec_dir}",
+                    "model.speech.decoder=nar_ar-tiny"])
+    assert cfg.data.datasets[0].audio_root == str(root / "spoken_answers")
+    tok, spec = _spec(cfg)
+    codec = codec_from_spec(spec.speech_codec)
+    assert (codec.codebooks, codec.codebook_size, codec.frame_rate) == (4, 256, 62.5)
+    bundle = build_data(cfg, tok, 0, 1, spec=spec)
+    assert len(bundle.dataset) == len(sentences("train")) == 40
+    texts = set(sentences("train"))
+    for i in range(0, 40, 9):
+        it = bundle.dataset[i]
+        (codes,), ((a, b),) = it["speech_codes"], it["speech_spans"]
+        assert codes.shape[1] == 4 and 0 <= int(codes.min()) and int(codes.max()) < 256 and codes.shape[0] > 50
+        assert tok.decode(it["input_ids"][a:b]).strip() in texts
+    held = [json.loads(line) for line in Path(cfg.data.eval.spoken_heldout.annotations[0]).read_text().splitlines()]
+    assert [r["conversations"][1]["value"] for r in held] == sentences("heldout")
+    assert all((root / "spoken_answers" / r["conversations"][1]["speech"]).is_file() for r in held)
