@@ -31,19 +31,23 @@ FITTERS = ("mel_rvq",)
 CODEC_DIR = "codec"
 
 
-def spoken_answers(sources: list, what: str) -> list[tuple[Path, str, str]]:
-    """``(wav path, answer text, location)`` of every spoken answer in ``sources`` (dataset entries of
-    ``data.datasets`` or ``data.eval`` sets), parsed and root-confined by the data schema."""
-    from vita.data.schema import parse_sample
-    from vita.data.sources import Mixture
+def spoken_answers(entries: list, what: str) -> list[tuple[Path, str, str]]:
+    """``(wav path, answer text, location)`` of every spoken answer in ``entries`` (dataset entries of
+    ``data.datasets`` or ``data.eval`` sets: their annotation files and media roots), parsed and
+    root-confined by the data schema (:func:`vita.data.schema.parse_sample`)."""
+    from vita.data.schema import AnnotationFile, parse_sample
+    from vita.eval.sets import roots_of
 
     out = []
-    mix = Mixture(sources)
-    for i in range(len(mix)):
-        raw, where, roots, _ = mix.read(i)
-        s = parse_sample(raw, where, roots)
-        for turn, path in sorted(getattr(s, "speech", {}).items()):
-            out.append((Path(path), s.turns[turn][1], f"{where}{s.id}"))
+    for name, entry in entries:
+        roots = roots_of(entry, name)
+        for path in entry.annotations:
+            ann = AnnotationFile(path)
+            for i in range(len(ann)):
+                s = parse_sample(ann.read(i), ann.where(i), roots)
+                out.extend((Path(p), s.turns[t][1], f"{s.where} sample '{s.id}'") for t, p in sorted(s.speech.items()))
+    limit = getattr(entries[0][1], "limit", 0) if len(entries) == 1 else 0
+    out = out[:limit] if limit else out  # an eval set's ``limit``: its first spoken answers
     if not out:
         raise DataError(f"stage 3.1 found no spoken answer in {what}: give assistant turns a \"speech\" "
                         "file (python -m vita.data.speak ANNOTATIONS --out DIR writes them with flite)")
@@ -76,7 +80,7 @@ def run_codec_stage(cfg, run_dir: Path) -> dict:
     from omegaconf import OmegaConf
 
     from vita.artefacts import final_of
-    from vita.engine.metrics import MetricLogger
+    from vita.engine.metrics import MetricsLogger
     from vita.engine.run_dir import mark_complete
     from vita.eval.asr import WhisperASR
     from vita.model.speech.mel_rvq import fit_mel_rvq
@@ -91,10 +95,10 @@ def run_codec_stage(cfg, run_dir: Path) -> dict:
         raise ConfigError("stage 3.1 reads spoken answers from data.datasets (format: vita); none is listed")
     shape = OmegaConf.to_container(cfg.model.speech.codec_options, resolve=True)
     fit_opts = OmegaConf.to_container(cfg.stage.codec_fit, resolve=True)
-    train = spoken_answers(list(cfg.data.datasets), "data.datasets")
-    evals = {name: spoken_answers([e], f"data.eval.{name}") for name, e in cfg.data.eval.items()}
+    train = spoken_answers([(d.name, d) for d in cfg.data.datasets], "data.datasets")
+    evals = {name: spoken_answers([(name, e)], f"data.eval.{name}") for name, e in cfg.data.eval.items()}
     asr = WhisperASR() if evals else None
-    logger = MetricLogger(run_dir, list(cfg.logging.loggers), True, str(cfg.name),
+    logger = MetricsLogger(run_dir, list(cfg.logging.loggers), True, str(cfg.name),
                           OmegaConf.to_container(cfg, resolve=True))
     try:
         before = {f"eval/{n}/codec_wer": roundtrip_wer(SPEECH_CODECS.build(key, **shape), items, asr)
