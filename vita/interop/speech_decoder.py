@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     save_file({k: v.contiguous() for k, v in got.decoder.state_dict().items()}, a.out)
     print(got.report())
     print(f"wrote {a.out}; stage 3.2 from it: model.speech.decoder=nar_ar model.speech.decoder_pretrained={a.out} "
-          f"'model.speech.decoder_overrides={hydra_dict(got.overrides)}' (codec: {got.decoder.codebook_size} codes, "
+          f"'++model.speech.decoder_overrides={hydra_dict(got.overrides)}' (codec: {got.decoder.codebook_size} codes, "
           "1 codebook: TiCodec's shape)")
     return 0
 

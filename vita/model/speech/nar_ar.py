@@ -106,7 +106,6 @@ class NarArDecoder(SpeechDecoder):
         self.layers = nn.ModuleList(Block(d, cfg.heads, cfg.intermediate, cfg.rms_eps) for _ in range(cfg.ar_layers))
         self.norm = RMSNorm(d, cfg.rms_eps)
         self.out_fnn = nn.Linear(d, kv + SPECIALS)
-        self.register_buffer("offsets", torch.arange(cfg.codebooks) * cfg.codebook_size, persistent=False)
 
     def part_sizes(self) -> dict[str, int]:
         """Parameters of the NAR part (input projections + NAR layers) and of the AR part (the rest)."""
@@ -149,7 +148,8 @@ class NarArDecoder(SpeechDecoder):
 
     def _frame_embed(self, codes: torch.Tensor) -> torch.Tensor:
         """``[..., K]`` codes -> the sum of their embeddings."""
-        return self.embedding(codes + self.offsets).sum(-2)
+        offsets = torch.arange(self.codebooks, device=codes.device) * self.codebook_size
+        return self.embedding(codes + offsets).sum(-2)
 
     def _special(self, which: int, n: int, device: torch.device) -> torch.Tensor:
         return self.embedding(torch.full((n, 1), self.special + which, dtype=torch.long, device=device))
