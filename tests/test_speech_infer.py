@@ -1,0 +1,165 @@
+"""Spoken answers (issue 19, points 5 and 6): streamed speech on the inference path, ``vita.chat --speak``, the
+REPL's ``/speak``, batch WAVs, ``vita.serve`` audio out, and the ``asr_wer`` / ``asr_cer`` / ``first_chunk_ms``
+metrics.
+
+The speaking model is ``model=tiny_qwen2`` (random tiny LLM) with a random speech decoder and the
+``mel_rvq-tiny`` codec attached (``tests/speech_helpers.py``): what is checked is the plumbing (spans, chunks,
+streaming, files, API shapes), not what the speech says. What a *trained* decoder says is checked by the
+stage 3.2 tests.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import sys
+
+import pytest
+import soundfile as sf
+import torch
+
+from tests.conftest import ROOT, vita_env
+from tests.speech_helpers import speaking
+
+TINY = ["experiment=chatterbot_tiny", "model=tiny_qwen2"]
+QUESTIONS = ["Hello there, how are you?", "What is AI? Tell me more."]
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    from vita.infer import load_target
+
+    return speaking(load_target(None, TINY))
+
+
+def _answers(loaded, questions, n=12):
+    from vita.infer import Conversation, GenerationConfig, collate_prompts, conversation_prompt, generate
+
+    items = []
+    for q in questions:
+        c = Conversation()
+        c.add_user(q)
+        items.append(conversation_prompt(loaded.processor, c))
+    batch = collate_prompts(items, loaded.pad_id)
+    return batch, generate(loaded.model, batch, GenerationConfig(max_new_tokens=n), loaded.stop, loaded.pad_id)
+
+
+def test_streamed_pieces_are_the_whole_decode_and_the_first_comes_early(loaded):
+    from vita.infer.speak import speak_rows
+
+    batch, rows = _answers(loaded, QUESTIONS[:1])
+    spoken = speak_rows(loaded.model, batch, rows, loaded.pad_id, chunk=2)[0]
+    pieces = list(spoken)
+    codes = torch.cat(spoken.codes)
+    codec = loaded.model.speech_codec
+    assert len(pieces) > 1
+    assert codes.shape[0] == spoken.stats.frames > codec.latency_frames
+    assert torch.allclose(torch.cat(pieces), codec.decode(codes), atol=1e-5)
+    # the first audio left after the codec's first block, not after the whole answer's codes
+    assert spoken.stats.frames_at_first < spoken.stats.frames
+    assert spoken.stats.frames_at_first <= codec.latency_frames + 2
+    assert spoken.stats.first_chunk_ms is not None and spoken.stats.audio_s == pytest.approx(
+        codes.shape[0] / codec.frame_rate, rel=0.02)
+
+
+def test_each_row_of_a_batch_gets_its_own_speech(loaded):
+    from vita.infer.speak import answer_hidden, speak_rows
+
+    batch, rows = _answers(loaded, QUESTIONS)
+    # the tiny random LLM may say the same tokens to both; their hidden states (other prompts) differ
+    h, e, n = answer_hidden(loaded.model, batch, rows, loaded.pad_id)
+    assert n.tolist() == [len(r) for r in rows]
+    both = []
+    for sp in speak_rows(loaded.model, batch, rows, loaded.pad_id):
+        sp.wave()
+        both.append(torch.cat(sp.codes))
+    for b, q in enumerate(QUESTIONS):
+        one_batch, one_rows = _answers(loaded, [q])
+        assert one_rows[0] == rows[b]
+        h1, e1, _ = answer_hidden(loaded.model, one_batch, one_rows, loaded.pad_id)
+        assert torch.allclose(h1[0], h[b, :n[b]], atol=1e-4) and torch.equal(e1[0], e[b, :n[b]])
+        alone = speak_rows(loaded.model, one_batch, one_rows, loaded.pad_id)[0]
+        alone.wave()
+        assert torch.equal(torch.cat(alone.codes), both[b])
+    assert not torch.equal(both[0][:5], both[1][:5])
+
+
+def test_a_model_without_a_speech_decoder_says_so_in_one_line():
+    from vita.errors import ConfigError
+    from vita.infer import load_target
+    from vita.infer.speak import speak_rows
+
+    plain = load_target(None, TINY)
+    with pytest.raises(ConfigError, match="no speech decoder"):
+        speak_rows(plain.model, {}, [[1]], plain.pad_id)
+
+
+def _wav(path):
+    wave, rate = sf.read(str(path), dtype="float32")
+    assert rate == 16000 and wave.ndim == 1
+    return wave
+
+
+def test_chat_speak_writes_a_wav_and_batch_mode_a_wav_per_row(loaded, tmp_path, monkeypatch, capsys):
+    import vita.chat
+    import vita.infer
+
+    monkeypatch.setattr(vita.infer, "load_target", lambda *a, **k: loaded)
+    out = tmp_path / "hello.wav"
+    assert vita.chat.main([*TINY, "--prompt", "Hello", "--max-new-tokens", "8", "--speak", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert f"(speech: {out}, " in said and "first chunk" in said
+    assert len(_wav(out)) > 1000
+    assert vita.chat.main([*TINY, "--prompt", "Hello", "--speak", str(tmp_path / "no" / "x.wav")]) == 2
+    assert "the folder" in capsys.readouterr().err
+    src = tmp_path / "q.jsonl"
+    src.write_text("".join(json.dumps({"id": f"q{i}", "conversations": [{"from": "human", "value": q}]}) + "\n"
+                           for i, q in enumerate(QUESTIONS * 2)))
+    preds = tmp_path / "preds.jsonl"
+    assert vita.chat.main([*TINY, "--input", str(src), "--output", str(preds), "--speak", str(tmp_path / "wavs"),
+                           "--max-new-tokens", "6", "--batch-size", "3"]) == 0
+    rows = [json.loads(x) for x in preds.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["q0", "q1", "q2", "q3"]
+    waves = [_wav(r["speech"]) for r in rows]
+    assert all(len(w) > 0 for w in waves)
+    assert waves[0].shape == waves[2].shape and abs(waves[0] - waves[2]).max() < 1e-3  # same question, same speech
+    assert waves[0].shape != waves[1].shape or abs(waves[0] - waves[1]).max() > 1e-3
+
+
+pexpect = pytest.importorskip("pexpect")
+
+
+def test_repl_speaks_two_turns_and_survives_a_bad_speak_path(tmp_path):
+    folder = tmp_path / "voice"
+    child = pexpect.spawn(sys.executable, ["-m", "tests.speech_helpers", *TINY, "--max-new-tokens", "6"],
+                          cwd=str(ROOT), env=vita_env(), encoding="utf-8", timeout=240)
+    child.logfile_read = open(tmp_path / "session.log", "w")  # noqa: SIM115  (the transcript, for failures)
+    try:
+        child.expect("you> ")
+        child.sendline(f"/speak {tmp_path / 'missing' / 'deeper'}")
+        child.expect(r"error: \S*deeper: the folder \S*missing does not exist")
+        child.expect("you> ")
+        child.sendline(f"/speak {folder}")
+        child.expect(r"\(speech on: a WAV per answer in \S*voice/\)")
+        child.expect("you> ")
+        for n in (1, 2):
+            child.sendline("Hello, who are you?" if n == 1 else "And what do you do?")
+            child.expect(r"\[\d+ tokens, [0-9.]+ tokens/s\]")
+            child.expect(rf"\(speech: \S*answer_00{n}\.wav, [0-9.]+ s of speech, first chunk \d+ ms, RTF [0-9.]+\)")
+            child.expect("you> ")
+        child.sendline("/speak off")
+        child.expect(r"\(speech off\)")
+        child.expect("you> ")
+        child.sendline("/quit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0, (tmp_path / "session.log").read_text()[-3000:]
+    assert sorted(p.name for p in folder.iterdir()) == ["answer_001.wav", "answer_002.wav"]
+    assert all(len(_wav(p)) > 0 for p in folder.iterdir())
+
+
+def _b64wav(data: str):
+    wave, rate = sf.read(io.BytesIO(base64.b64decode(data)), dtype="float32")
+    return wave, rate
