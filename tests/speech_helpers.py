@@ -4,7 +4,8 @@
 codec to a :class:`~vita.infer.load.Loaded` model, as ``vita.model.builder`` does from ``cfg.model.speech``.
 Where that decoder is not registered (before the decoders branch is merged), :class:`FrameDecoder` stands
 in: a real (random) :class:`~vita.model.speech.decoder.SpeechDecoder` that predicts ``per_token`` code
-frames per answer token, greedy, yielded in chunks.
+frames per answer token, greedy, yielded in chunks. A random ``nar_ar`` decoder's end-of-speech logit is pushed
+down so that it speaks ``max_frames`` (64) frames rather than stopping at random after a few.
 
 ``python -m tests.speech_helpers [vita.chat args]`` runs ``vita.chat`` on such a model (the REPL test).
 """
@@ -61,6 +62,12 @@ def speaking(loaded, decoder: str = "nar_ar-tiny", codec: str = "mel_rvq-tiny"):
     torch.manual_seed(0)
     if decoder in SPEECH_DECODERS:
         dec = SPEECH_DECODERS.build(decoder, llm_hidden=hidden, codebooks=c.codebooks, codebook_size=c.codebook_size)
+        dec.max_frames = 64
+        if hasattr(dec, "out_fnn"):  # nar_ar: a random decoder would say end-of-speech at random; speak to max_frames
+            from vita.model.speech.nar_ar import EOS
+
+            with torch.no_grad():
+                dec.out_fnn.bias[c.codebooks * c.codebook_size + EOS] = -1e4
     else:
         dec = FrameDecoder(hidden, c.codebooks, c.codebook_size)
     model.speech_decoder = dec.eval()

@@ -64,25 +64,35 @@ def test_streamed_pieces_are_the_whole_decode_and_the_first_comes_early(loaded):
 
 
 def test_each_row_of_a_batch_gets_its_own_speech(loaded):
+    """Two answers of different lengths in one left-padded batch: each row's spans, hidden states and codes are
+    those it gets alone."""
+    from vita.infer import Conversation, collate_prompts, conversation_prompt
     from vita.infer.speak import answer_hidden, speak_rows
 
-    batch, rows = _answers(loaded, QUESTIONS)
-    # the tiny random LLM may say the same tokens to both; their hidden states (other prompts) differ
-    h, e, n = answer_hidden(loaded.model, batch, rows, loaded.pad_id)
-    assert n.tolist() == [len(r) for r in rows]
+    tok = loaded.tokenizer
+    answers = [tok("Fine, thank you.", add_special_tokens=False)["input_ids"],
+               tok("AI is the study of machines that learn and reason.", add_special_tokens=False)["input_ids"]]
+    items = []
+    for q in QUESTIONS:
+        c = Conversation()
+        c.add_user(q)
+        items.append(conversation_prompt(loaded.processor, c))
+    batch = collate_prompts(items, loaded.pad_id)
+    h, e, n = answer_hidden(loaded.model, batch, answers, loaded.pad_id)
+    assert n.tolist() == [len(a) for a in answers]
     both = []
-    for sp in speak_rows(loaded.model, batch, rows, loaded.pad_id):
+    for sp in speak_rows(loaded.model, batch, answers, loaded.pad_id):
         sp.wave()
         both.append(torch.cat(sp.codes))
-    for b, q in enumerate(QUESTIONS):
-        one_batch, one_rows = _answers(loaded, [q])
-        assert one_rows[0] == rows[b]
-        h1, e1, _ = answer_hidden(loaded.model, one_batch, one_rows, loaded.pad_id)
+    for b in range(2):
+        one = collate_prompts([items[b]], loaded.pad_id)
+        h1, e1, _ = answer_hidden(loaded.model, one, [answers[b]], loaded.pad_id)
         assert torch.allclose(h1[0], h[b, :n[b]], atol=1e-4) and torch.equal(e1[0], e[b, :n[b]])
-        alone = speak_rows(loaded.model, one_batch, one_rows, loaded.pad_id)[0]
+        assert torch.equal(e1[0], loaded.model.llm.get_input_embeddings()(torch.tensor(answers[b])))
+        alone = speak_rows(loaded.model, one, [answers[b]], loaded.pad_id)[0]
         alone.wave()
         assert torch.equal(torch.cat(alone.codes), both[b])
-    assert not torch.equal(both[0][:5], both[1][:5])
+    assert not torch.equal(both[0], both[1])
 
 
 def test_a_model_without_a_speech_decoder_says_so_in_one_line():
@@ -123,8 +133,9 @@ def test_chat_speak_writes_a_wav_and_batch_mode_a_wav_per_row(loaded, tmp_path, 
     assert [r["id"] for r in rows] == ["q0", "q1", "q2", "q3"]
     waves = [_wav(r["speech"]) for r in rows]
     assert all(len(w) > 0 for w in waves)
+    assert [r["speech"].rsplit("/", 1)[1] for r in rows] == ["00000.wav", "00001.wav", "00002.wav", "00003.wav"]
+    assert [len(w) for w in waves] == [round(r["speech_seconds"] * 16000) for r in rows]
     assert waves[0].shape == waves[2].shape and abs(waves[0] - waves[2]).max() < 1e-3  # same question, same speech
-    assert waves[0].shape != waves[1].shape or abs(waves[0] - waves[1]).max() > 1e-3
 
 
 pexpect = pytest.importorskip("pexpect")
