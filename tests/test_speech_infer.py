@@ -174,3 +174,54 @@ def test_repl_speaks_two_turns_and_survives_a_bad_speak_path(tmp_path):
 def _b64wav(data: str):
     wave, rate = sf.read(io.BytesIO(base64.b64decode(data)), dtype="float32")
     return wave, rate
+
+
+# -- metrics --------------------------------------------------------------------------------------------------------
+def test_asr_wer_is_low_on_real_flite_speech_and_high_on_noise():
+    import numpy as np
+
+    from vita.data.speak import flite_speech, sentences
+    from vita.eval.asr import load_asr
+    from vita.eval.metrics import METRICS, compute_rows
+
+    asr = load_asr()
+    assert load_asr("whisper-tiny.en") is asr  # loaded once per process
+    texts = sentences("heldout")[:2]
+    rows = []
+    for t in texts:
+        wave, rate = flite_speech(t)
+        rows.append({"prediction": t, "transcript": asr(wave, rate), "first_chunk_ms": 5.0})
+    clean = compute_rows(["asr_wer", "asr_cer", "first_chunk_ms"], rows)
+    assert clean["asr_wer"] < 0.25 and clean["asr_cer"] < 0.15 and clean["first_chunk_ms"] == 5.0
+    noise = np.random.default_rng(0).normal(0, 0.3, 16000 * 3).astype("float32")
+    noisy = [asr(noise, 16000) for _ in texts]
+    assert METRICS.get("asr_wer")(noisy, texts) > 0.8
+
+
+def test_vita_eval_scores_spoken_answers(tmp_path, monkeypatch, capsys):
+    import vita.eval.__main__ as ev
+    import vita.infer
+
+    real = vita.infer.load_target
+    monkeypatch.setattr(vita.infer, "load_target", lambda *a, **k: speaking(real(*a, **k)))
+    src = tmp_path / "spoken.jsonl"
+    src.write_text("".join(json.dumps({"id": f"s{i}", "conversations": [
+        {"from": "human", "value": q}, {"from": "gpt", "value": "I am fine."}]}) + "\n" for i, q in enumerate(QUESTIONS)))
+    sets = f"+data.eval={{spoken:{{annotations:[{src}],metric:[asr_wer,asr_cer,first_chunk_ms]}}}}"
+    out = tmp_path / "ev"
+    # SmolLM2 (real weights) so that the answers have words; its speech decoder is random, so its asr_wer is high
+    assert ev.main(["model=smol_lm", "data=chatterbot", sets, "--output", str(out), "--max-new-tokens", "6"]) == 0
+    got = json.loads((out / "metrics.json").read_text())["metrics"]["spoken"]
+    rows = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["s0", "s1"] and all("transcript" in r and r["speech_seconds"] > 0 for r in rows)
+    assert all(r["prediction"] for r in rows)
+    assert got["asr_wer"] >= 0.5 and got["asr_cer"] > 0 and got["first_chunk_ms"] > 0
+    again = ev.score_predictions(out / "predictions.jsonl", "asr_wer,asr_cer,first_chunk_ms")["spoken"]
+    assert again["asr_wer"] == pytest.approx(got["asr_wer"]) and again["first_chunk_ms"] == pytest.approx(
+        got["first_chunk_ms"])
+    # a model that cannot speak: one line naming the set, before anything runs
+    monkeypatch.setattr(vita.infer, "load_target", real)
+    capsys.readouterr()
+    assert ev.main([*TINY, sets, "--output", str(tmp_path / "ev2")]) != 0
+    err = capsys.readouterr().err
+    assert "eval set 'spoken' asks for asr_wer, asr_cer, first_chunk_ms, but this model has no speech decoder" in err
