@@ -7,7 +7,11 @@ Every other module asks this one (no other module spells these names)::
       COMPLETE.json             written when the run finished (COMPLETE_FILE)
       checkpoints/              step_XXXXXXXX/ (DeepSpeed files, MANIFEST.json last), latest, best, best.json
       final/                    the export: vita_export.json, the HF LLM (model*.safetensors), <group>.safetensors,
-                                adapters/<group>/, the tokenizer
+                                adapters/<group>/, the tokenizer; a speaking model (stage 3.2) adds
+                                speech_decoder.safetensors + speech_decoder.json (its registry key and shape) and
+                                speech_codec/ (the codec's own folder, ``codec.save``) or speech_codec.json (the
+                                key and options of a codec without a folder: codec2, a hub id ...)
+      speech_codec/             the run's codec (the same, once per run: checkpoints carry the decoder's weights)
 
 Kinds (:data:`KINDS`): ``run``, ``export``, ``checkpoint``, ``vita`` (a released VITA whole-model folder: a
 ``config.json`` whose ``model_type`` is VITA's), ``hf`` (a Hugging Face model folder), or None.
@@ -35,6 +39,11 @@ BEST = "best"
 BEST_FILE = "best.json"
 VITA_MODEL_TYPE_PREFIX = "vita-"
 KINDS = ("run", "export", "checkpoint", "vita", "hf")
+SPEECH_DECODER = "speech_decoder"
+SPEECH_DECODER_WEIGHTS = "speech_decoder.safetensors"
+SPEECH_DECODER_CONFIG = "speech_decoder.json"
+SPEECH_CODEC_DIR = "speech_codec"
+SPEECH_CODEC_CONFIG = "speech_codec.json"
 
 
 def checkpoints_of(run_dir: Path) -> Path:
@@ -129,3 +138,39 @@ def read_best(ckpt_root: Path) -> dict | None:
     """``checkpoints/best.json`` (``tag``, ``metric``, ``value``, ``step``), or None."""
     f = Path(ckpt_root) / BEST_FILE
     return json.loads(f.read_text()) if f.is_file() else None
+
+
+def speech_decoder_weights(path: str | Path) -> Path:
+    """``model.speech.decoder_pretrained`` -> the weights file: the path itself, or a folder's (an export's)
+    speech decoder safetensors."""
+    p = Path(path)
+    if p.is_dir():
+        if not (p / SPEECH_DECODER_WEIGHTS).is_file():
+            raise CheckpointError(f"model.speech.decoder_pretrained={p}: the folder has no {SPEECH_DECODER_WEIGHTS} "
+                                  "(pass a stage 3.2 export, <run dir>/final, or the weights file)")
+        return p / SPEECH_DECODER_WEIGHTS
+    return p
+
+
+def write_speech(folder: Path, decoder_config: dict, codec, codec_settings: dict) -> None:
+    """Write a speaking model's decoder config and its codec: ``speech_codec.json`` (``codec``, ``codec_path``,
+    ``codec_options``, as ``cfg.model.speech`` spells them) and, for a codec that saves itself (``codec.save``),
+    its folder, which the JSON then names instead of the original path."""
+    folder = Path(folder)
+    (folder / SPEECH_DECODER_CONFIG).write_text(json.dumps(decoder_config, indent=1))
+    if hasattr(codec, "save"):
+        codec.save(folder / SPEECH_CODEC_DIR)
+        codec_settings = {"codec": codec.name, "codec_path": SPEECH_CODEC_DIR, "codec_options": {}}
+    (folder / SPEECH_CODEC_CONFIG).write_text(json.dumps(codec_settings, indent=1))
+
+
+def read_speech(folder: Path) -> tuple[dict | None, dict | None]:
+    """``(decoder config, codec settings)`` written by :func:`write_speech` (None each when absent); a codec
+    folder inside ``folder`` is returned as its full path."""
+    folder = Path(folder)
+    dec, cod = folder / SPEECH_DECODER_CONFIG, folder / SPEECH_CODEC_CONFIG
+    decoder = json.loads(dec.read_text()) if dec.is_file() else None
+    codec = json.loads(cod.read_text()) if cod.is_file() else None
+    if codec is not None and codec.get("codec_path") == SPEECH_CODEC_DIR:
+        codec["codec_path"] = str(folder / SPEECH_CODEC_DIR)
+    return decoder, codec

@@ -3,7 +3,9 @@
 Keys: ``input_ids``, ``labels``, ``attention_mask`` (1 = token, 0 = padding), ``ids``;
 ``position_ids`` when packing; ``pixel_values`` [N, 3, S, S] (image tiles and video frames in the
 order of their placeholder blocks, row-major); ``audio_features`` [A, T_max, n_mels] zero-padded
-with ``audio_lengths`` [A]. An absent modality is an absent key. ``skipped`` lists
+with ``audio_lengths`` [A]; spoken answers: ``speech_codes`` [S, F_max, K] zero-padded, ``speech_code_lengths``
+[S] and ``speech_spans`` [S, 3] = (row, start, end) of each answer's text tokens in the batch (packing moves
+them with their sample). An absent modality (or no spoken answer) is an absent key. ``skipped`` lists
 ``(id, kind, message)`` of items that failed to load; they are dropped, never replaced.
 """
 
@@ -36,7 +38,7 @@ class Collator:
         labels = torch.full((len(rows), n), IGNORE_INDEX, dtype=torch.long)
         mask = torch.zeros((len(rows), n), dtype=torch.long)
         pos = torch.zeros((len(rows), n), dtype=torch.long)
-        order = []
+        order, spans = [], []
         for r, row in enumerate(rows):
             k = 0
             for i in row:
@@ -46,6 +48,7 @@ class Collator:
                 labels[r, k:k + m] = torch.tensor(it["labels"])
                 if self.packing:
                     labels[r, k] = IGNORE_INDEX
+                spans.extend((r, k + a, k + b) for a, b in it.get("speech_spans", []))
                 k += m
                 order.append(i)
             mask[r, :k] = 1
@@ -66,6 +69,16 @@ class Collator:
                 feats[j, :a.shape[0]] = a
             out["audio_features"] = feats
             out["audio_lengths"] = torch.tensor([a.shape[0] for a in aud], dtype=torch.long)
+        codes = [c for i in order for c in items[i].get("speech_codes", [])]
+        if codes:
+            if len(codes) != len(spans):
+                raise ValueError(f"collate: {len(codes)} spoken answers' codes but {len(spans)} spans")
+            f = max(c.shape[0] for c in codes)
+            out["speech_codes"] = torch.zeros(len(codes), f, codes[0].shape[1], dtype=torch.long)
+            for j, c in enumerate(codes):
+                out["speech_codes"][j, :c.shape[0]] = c
+            out["speech_code_lengths"] = torch.tensor([c.shape[0] for c in codes], dtype=torch.long)
+            out["speech_spans"] = torch.tensor(spans, dtype=torch.long).reshape(-1, 3)
         if skipped:
             out["skipped"] = skipped
         return out

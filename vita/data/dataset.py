@@ -62,6 +62,8 @@ class Measured:
     lost_supervised: int
     """Supervised tokens the cut removed."""
     sample_id: str = ""
+    speech: list[np.ndarray] | None = None
+    """Codes ``[F, K]`` of each spoken answer (speaking models), computed once here and kept in the index."""
 
 
 @dataclass
@@ -99,6 +101,11 @@ class Processor:
         if s.media and self.spec is None:
             raise BadSample("media without encoder", where, s.id, "the sample has media but the model has no "
                             "encoders; use a multimodal model or set data.media_spec")
+        if s.speech and (self.spec is None or self.spec.speech_codec is None):
+            t, path = next(iter(s.speech.items()))
+            raise BadSample("speech answer without speech decoder", where, s.id, f"turn {t} has speech {path} but the "
+                            "model has no speech decoder; set model.speech (codec + decoder, docs/SPEECH.md) or remove "
+                            "the 'speech' fields")
         for mod in s.media:
             if not self.supports(mod):
                 enc = "audio encoder (model.audio.encoder)" if mod == "audio" else "vision tower (model.vision.tower)"
@@ -152,7 +159,34 @@ class Processor:
                 article = "an" if m[0] in "aeiou" else "a"
                 raise BadSample("empty media", s.where, s.id, f"{article} {m} item gives 0 tokens (too short?); drop it")
         item = encode_segments(segs, self.tokenizer, s.id, blocks, where=s.where or s.id)
+        item["supervised"] = [sup for _, sup in segs]
         return item, {tid for v in blocks.values() for tid, _ in v}
+
+    def speech_codes(self, s: Sample) -> list[torch.Tensor]:
+        """The codes of each spoken answer of ``s`` (turn order) by the model's codec; raises ``BadSample``."""
+        from vita.data.speech import speech_codes
+
+        try:
+            return [speech_codes(p, self.spec) for _, p in sorted(s.speech.items())]
+        except MediaError as e:
+            raise self._media_error(s, e) from None
+
+    def speech_spans(self, s: Sample, full: dict, kept: int) -> list[tuple[int, int]]:
+        """Token spans of the spoken answers' text in the (cut) sample; a cut into one raises ``BadSample``."""
+        from vita.data.speech import answer_spans
+
+        end_ids = self.tokenizer(self.template.end, add_special_tokens=False)["input_ids"] if self.template.end else []
+        spoken = sorted(s.speech)
+        spans = answer_spans(full["ranges"], full["supervised"], s.turns, spoken, end_ids, full["input_ids"])
+        for t, (a, b) in zip(spoken, spans):
+            if b > kept:
+                raise BadSample("spoken answer cut by truncation", s.where or s.id, s.id, f"turn {t}'s answer ends at "
+                                f"token {b} > data.max_length={self.max_length} ({len(full['input_ids'])} tokens in all): "
+                                "its speech would lose its words; raise data.max_length or shorten the conversation")
+            if b <= a:
+                raise BadSample("speech answer without text", s.where or s.id, s.id, f"turn {t}'s answer has no "
+                                "text token; write the words its speech says")
+        return spans
 
     def tokens(self, s: Sample, counts: dict[str, list[int]], prompt_only: bool = False) -> dict:
         """The training tokens: :meth:`encode` cut to ``max_length`` (see :func:`vita.data.tokenize.truncate`);
@@ -161,7 +195,10 @@ class Processor:
         if prompt_only:
             limit = self.prompt_max_length or self.max_length
             return truncate(item, limit, s.id, s.where or s.id, ph, prompt_only=True)
-        return self._cut(s, item, ph)
+        out = self._cut(s, item, ph)
+        if s.speech:
+            out["speech_spans"] = self.speech_spans(s, item, len(out["input_ids"]))
+        return out
 
     def _cut(self, s: Sample, item: dict, placeholder_ids: set[int]) -> dict:
         if len(item["input_ids"]) > self.max_length and self.overlong != "truncate":
@@ -175,25 +212,36 @@ class Processor:
         counts = self.counts(s) if s.media else {}
         full, ph = self.encode(s, counts)
         n = len(self._cut(s, full, ph)["input_ids"])
+        codes = None
+        if s.speech:
+            self.speech_spans(s, full, n)
+            codes = [c.numpy().astype(np.int32) for c in self.speech_codes(s)]
         return Measured(n, bool(s.media.get("image") or s.media.get("video")), len(full["input_ids"]),
-                        lost_supervised(full["labels"], self.max_length), s.id)
+                        lost_supervised(full["labels"], self.max_length), s.id, codes)
 
     def measure(self, raw, where: str, roots: dict) -> tuple[int, bool]:
         """(token length, has image/video) of a record without decoding media; raises ``BadSample``."""
         m = self.measure_sample(raw, where, roots)
         return m.length, m.multimodal
 
-    def load(self, raw, where: str, roots: dict, prompt_only: bool = False) -> dict:
+    def load(self, raw, where: str, roots: dict, prompt_only: bool = False, speech_codes: list | None = None) -> dict:
         """The training item: ids, labels and decoded media in placeholder order; raises ``BadSample``.
 
         ``prompt_only`` (inference): ``raw`` ends with the user's turn and the item is the prompt up to
         the assistant header, nothing cut (see :func:`vita.data.tokenize.tokenize_segments`).
+        ``speech_codes``: the spoken answers' codes already computed (the index's), else encoded here.
         """
-        return self.load_sample(self.parse(raw, where, roots, prompt_only), prompt_only)
+        return self.load_sample(self.parse(raw, where, roots, prompt_only), prompt_only, speech_codes)
 
-    def load_sample(self, s: Sample, prompt_only: bool = False) -> dict:
+    def load_sample(self, s: Sample, prompt_only: bool = False, speech_codes: list | None = None) -> dict:
         """:meth:`load` of a parsed sample (its media paths or file-like objects); raises ``BadSample``."""
         item: dict = {"id": s.id}
+        if s.speech and not prompt_only:
+            codes = self.speech_codes(s) if speech_codes is None else [torch.as_tensor(c).long() for c in speech_codes]
+            if len(codes) != len(s.speech):
+                raise BadSample("missing member", s.where, s.id, f"{len(s.speech)} spoken answers but {len(codes)} "
+                                "code arrays; re-shard or delete the index cache")
+            item["speech_codes"] = codes
         if not s.media:
             item.update(self.tokens(s, {}, prompt_only))
             return item
@@ -238,6 +286,8 @@ class Index:
     problems: list[BadSample] = field(default_factory=list)
     truncated: list[Truncated] = field(default_factory=list)
     """Over-long samples kept under ``data.overlong=truncate`` (each record once)."""
+    speech: dict[int, list[np.ndarray]] = field(default_factory=dict)
+    """Position in ``refs`` -> the codes of that sample's spoken answers (speaking models only)."""
 
     @property
     def skipped(self) -> Counter:
@@ -288,13 +338,13 @@ def index(source: Source, proc: Processor, on_bad_sample: str = "fail", progress
     key = index_cache.cache_key(source, proc) if use_cache else None
     hit = index_cache.load(key) if key else None
     if hit is not None:
-        refs, lengths, mm, problems, truncated = hit
+        refs, lengths, mm, problems, truncated, speech = hit
         policy_problems = [p for p in problems if not (p.kind == "over-long sample" and proc.overlong == "skip")]
         if policy_problems and on_bad_sample == "fail":
             raise _policy_error(policy_problems[0])
         for p in policy_problems:
             log.warning("skipping %s", p)
-        return Index(refs, lengths, mm, problems, truncated)
+        return Index(refs, lengths, mm, problems, truncated, speech)
     rows: list[tuple[int, Measured, str]] = []
     problems: list[BadSample] = []
     it = range(len(source))
@@ -329,9 +379,10 @@ def index(source: Source, proc: Processor, on_bad_sample: str = "fail", progress
             seen.add(source.record_key(i))
             truncated.append(Truncated(w, m.sample_id, m.full_length, m.lost_supervised))
     idx = Index(np.array([i for i, _, _ in rows], dtype=np.int64), np.array([m.length for _, m, _ in rows], dtype=np.int64),
-                np.array([m.multimodal for _, m, _ in rows], dtype=bool), problems, truncated)
+                np.array([m.multimodal for _, m, _ in rows], dtype=bool), problems, truncated,
+                {k: m.speech for k, (_, m, _) in enumerate(rows) if m.speech})
     if key:
-        index_cache.save(key, idx.refs, idx.lengths, idx.multimodal, problems, truncated)
+        index_cache.save(key, idx.refs, idx.lengths, idx.multimodal, problems, truncated, idx.speech)
     return idx
 
 
@@ -352,6 +403,6 @@ class MediaDataset(Dataset):
         ref = int(self.idx.refs[i])
         try:
             raw, where, roots, _ = self.source.read(ref)
-            return self.proc.load(raw, where, roots)
+            return self.proc.load(raw, where, roots, speech_codes=self.idx.speech.get(i))
         except BadSample as e:
             return {"id": e.sample_id or e.where, "bad": (e.kind, str(e))}

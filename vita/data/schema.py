@@ -7,6 +7,10 @@ A sample is a dict::
      "image": "cats/1.jpg", "audio": ["q1.wav"], "video": "clips/2.avi",
      "set": "coco", "inserted_id": 3, "end_tag": true}
 
+An assistant turn may carry its spoken answer, ``{"from": "gpt", "value": "A cat.", "speech": "answers/1.wav"}``
+(relative to the dataset's ``audio_root``, confined to it like the other media): a speaking model learns to
+say it (docs/SPEECH.md).
+
 Roles ``human``/``user`` and ``gpt``/``assistant`` alternate, starting with the user. Each
 ``<image>``, ``<video>``, ``<audio>`` marker in the text takes the next file of that modality, so
 marker counts must equal file counts. Paths are relative to the dataset's media root for the
@@ -51,6 +55,8 @@ class Sample:
     inserted_id: int | None = None
     end_tag: bool = True
     where: str = ""
+    speech: dict[int, Path] = field(default_factory=dict)
+    """Spoken answers: turn index -> speech file (or, from a shard, the member's name)."""
 
     @property
     def modality(self) -> str:
@@ -142,10 +148,37 @@ def parse_sample(raw, where: str, roots: dict[str, Path | None], check_files: bo
                             "split the sample or raise data.max_images")
         if rels:
             media[m] = [resolve_media(r, roots.get(m), m, where, sid) if check_files else Path(r) for r in rels]
+    speech = parse_speech(conv, where, sid, roots.get("audio"), check_files) if not prompt_only else {}
     inserted = raw.get("inserted_id")
     if inserted is not None and (not isinstance(inserted, int) or not 0 <= inserted < len(turns) or inserted % 2 == 0):
         raise BadSample("bad inserted_id", where, sid, f"inserted_id={inserted!r} must index an assistant turn (odd index)")
-    return Sample(sid, turns, media, inserted, bool(raw.get("end_tag", True)), where)
+    return Sample(sid, turns, media, inserted, bool(raw.get("end_tag", True)), where, speech)
+
+
+def parse_speech(conv: list[dict], where: str, sid: str, root: Path | None, check_files: bool) -> dict[int, Path]:
+    """The ``"speech"`` fields of the turns: turn index -> file under ``root`` (the ``audio_root``)."""
+    out: dict[int, Path] = {}
+    for i, t in enumerate(conv):
+        rel = t.get("speech")
+        if rel is None:
+            continue
+        if not isinstance(rel, str) or not rel:
+            raise BadSample("bad field", where, sid, f"turn {i}: 'speech' must be a path to a WAV file, got {rel!r}")
+        if str(t.get("from", "")).lower() not in ASSISTANT_ROLES:
+            raise BadSample("speech on a user turn", where, sid, f"turn {i}: 'speech' is the assistant's spoken "
+                            "answer; a spoken question is an <audio> marker with an 'audio' file")
+        if not t["value"].strip():
+            raise BadSample("speech answer without text", where, sid, f"turn {i}: the answer text is empty but it has "
+                            f"speech '{rel}'; write the words it says (the decoder reads them) or drop the speech")
+        if not check_files:
+            out[i] = Path(rel)
+            continue
+        try:
+            out[i] = resolve_media(rel, root, "audio", where, sid)
+        except BadSample as e:
+            kind = "missing speech answer" if e.kind == "missing file" else e.kind
+            raise BadSample(kind, where, sid, f"turn {i} speech: {e.detail}") from None
+    return out
 
 
 class AnnotationFile:

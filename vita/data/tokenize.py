@@ -24,11 +24,15 @@ Block = tuple[int, int]  # (placeholder token id, number of tokens)
 def encode_segments(segments: list[Segment], tokenizer, sample_id: str,
                     blocks: dict[str, list[Block]] | None = None, where: str = "") -> dict:
     """Tokenise ``segments`` in full (no truncation), expanding the n-th marker of a modality to
-    ``blocks[modality][n]``; a marker/media/token disagreement raises ``BadSample``."""
+    ``blocks[modality][n]``; a marker/media/token disagreement raises ``BadSample``.
+
+    Returns ``input_ids``, ``labels`` and ``ranges``: each segment's ``(start, end)`` token positions (what a
+    spoken answer's span is cut from; :func:`truncate` drops them)."""
     queues = {m: list(v) for m, v in (blocks or {}).items()}
     used = {m: 0 for m in queues}
     input_ids: list[int] = []
     labels: list[int] = []
+    ranges: list[tuple[int, int]] = []
     placeholder_ids = {tid for v in queues.values() for tid, _ in v}
     for text, supervised in segments:
         pos = 0
@@ -46,6 +50,7 @@ def encode_segments(segments: list[Segment], tokenizer, sample_id: str,
             pos = m.end()
         pieces.append(tokenizer(text[pos:], add_special_tokens=False)["input_ids"])
         ids = [t for p in pieces for t in p]
+        ranges.append((len(input_ids), len(input_ids) + len(ids)))
         input_ids.extend(ids)
         labels.extend(ids if supervised else [IGNORE_INDEX] * len(ids))
     for mod, q in queues.items():
@@ -55,7 +60,7 @@ def encode_segments(segments: list[Segment], tokenizer, sample_id: str,
     if placeholder_ids and sum(1 for t in input_ids if t in placeholder_ids) != want:
         raise BadSample("tokenization mismatch", where, sample_id,
                         "the text itself contains a placeholder token (<|image_pad|> etc.); remove it")
-    return {"input_ids": input_ids, "labels": labels}
+    return {"input_ids": input_ids, "labels": labels, "ranges": ranges}
 
 
 def lost_supervised(labels: list[int], max_length: int) -> int:

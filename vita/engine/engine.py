@@ -26,7 +26,7 @@ from vita.engine import checkpoint as ckpt
 from vita.engine.console import ProgressBar, run_label
 from vita.engine.distributed import DistInfo, all_reduce_sum
 from vita.engine.ds_config import build_ds_config
-from vita.engine.export import export_model
+from vita.engine.export import export_model, save_speech
 from vita.engine.flops import StepFlops, throughput
 from vita.engine.hooks import Hook
 from vita.engine.metrics import MetricsLogger, plot_loss
@@ -36,6 +36,7 @@ from vita.engine.run_dir import mark_complete
 from vita.errors import CheckpointError, VitaError
 from vita.model.loss import resolve_fused_loss
 from vita.model.omni import count_label_tokens
+from vita.model.speech.train_step import speech_frames
 from vita.stage import lora_groups
 
 log = logging.getLogger("vita")
@@ -87,6 +88,9 @@ class Trainer:
             # bucket and copies it back (about a fifth of a ZeRO-0 step on the bench model, docs/BENCHMARKS.md)
             self.engine.enable_backward_allreduce = False
         self.trainable = [p for p in model.parameters() if p.requires_grad]
+        self.speaks = getattr(model, "speech_decoder", None) is not None
+        if self.speaks and dist_info.is_main:  # the run's codec and decoder config, once (vita/artefacts.py)
+            save_speech(model, run_dir, OmegaConf.to_container(cfg.model.speech, resolve=True))
         self.step_flops = StepFlops(model)  # model FLOPs per micro-batch (vita/engine/flops.py)
         self.stop_signals = StopSignals()  # SLURM's warning before the time limit, or SIGTERM
         self.metrics = MetricsLogger(run_dir, list(cfg.logging.loggers), dist_info.is_main, cfg.name,
@@ -144,13 +148,20 @@ class Trainer:
         # DeepSpeed averages gradients over ranks and divides by grad_accum; undo both so the
         # gradient is that of (sum of token losses over the global batch) / global_tokens.
         scale = world * accum / max(global_tokens, 1.0)
+        # the speech decoder's code loss: per code frame of the global batch (host counts), x its weight
+        global_frames = all_reduce_sum(sum(speech_frames(mb) for mb in micro_batches)) if self.speaks else 0.0
+        speech_scale = world * accum / max(global_frames, 1.0) * self.cfg.model.speech.loss_weight
         ce_total, grad_norm, bad = torch.zeros((), device=self.engine.device), None, []
+        speech_total = torch.zeros((), device=self.engine.device)
         lr = self.engine.get_lr()[0]  # the lr this step uses (the scheduler moves in engine.step)
         for mb in micro_batches:
             self._check_rank_share(mb)
             batch = {k: v.to(self.engine.device, non_blocking=True) for k, v in mb.items() if isinstance(v, torch.Tensor)}
             out = self.engine(**batch, sample_ids=mb.get("ids"), host_batch=mb)  # ids name samples in model errors
             loss = out["ce_sum"] * scale + sum(out["aux"].values())
+            if self.speaks:
+                loss = loss + out["speech_sum"] * speech_scale
+                speech_total += out["speech_sum"].detach()
             if self.cfg.train.nan_policy == "skip" and not self._all_finite(loss):
                 loss = self._handle_non_finite(mb)
             else:
@@ -175,7 +186,9 @@ class Trainer:
             ce_total += out["ce_sum"].detach()
         ds_norm = self.engine.get_global_grad_norm()
         grad_norm = float(ds_norm) if ds_norm is not None else grad_norm
-        return {
+        speech = {"speech_loss": all_reduce_sum(float(speech_total)) / max(global_frames, 1.0),
+                  "speech_frames": int(global_frames)} if self.speaks else {}
+        return {**speech,
             "loss": all_reduce_sum(float(ce_total)) / max(global_tokens, 1.0),
             "lr": lr,
             "grad_norm": grad_norm,

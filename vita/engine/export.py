@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from vita.artefacts import write_export_meta
+from vita.artefacts import SPEECH_DECODER, write_export_meta, write_speech
 from vita.model.lora import save_adapter, split_state_dict
 from vita.model.tokenizer_files import save_tokenizer
 
@@ -65,12 +65,25 @@ def export_model(model: nn.Module, tokenizer, out: Path, zero_stage: int, rank: 
         else:
             save_file(gsd, str(out / f"{group}.safetensors"))
         written.append(group)
+    if SPEECH_DECODER in written:
+        save_speech(model, out, (meta.get("model") or {}).get("speech") or {})
     save_tokenizer(tokenizer, out)  # in the spelling transformers 4 (VITA's pin) reads too
     base_model = getattr(model.llm.config, "vita_base_model", None)
     meta = {**meta, "groups": written, **({"adapters": adapters} if adapters else {}),
             **({"base_model": base_model} if base_model else {})}
     write_export_meta(out, meta)
     return out
+
+
+def save_speech(model: nn.Module, out: Path, speech_cfg: dict) -> None:
+    """A speaking model's decoder config (registry key, shape) and codec (its folder, or key + options) beside
+    ``speech_decoder.safetensors`` (:func:`vita.artefacts.write_speech`), so the export speaks on its own."""
+    dec, codec = model.speech_decoder, model.speech_codec
+    key, path, options = model.speech_codec_spec
+    decoder_config = {"decoder": speech_cfg.get("decoder"), "decoder_overrides": speech_cfg.get("decoder_overrides") or {},
+                      "llm_hidden": model.llm.config.get_text_config().hidden_size, "codebooks": dec.codebooks,
+                      "codebook_size": dec.codebook_size, "codec": key}
+    write_speech(out, decoder_config, codec, {"codec": key, "codec_path": path, "codec_options": dict(options)})
 
 
 def _export_llm(model: nn.Module, llm_sd: dict, out: Path, meta: dict) -> None:

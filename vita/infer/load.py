@@ -178,6 +178,20 @@ def assemble(cfg: DictConfig, kind: str, source: str, dtype: str, tokenizer_dir:
     return Loaded(model, tokenizer, proc, cfg, kind, source, stop_sequences(tokenizer, template.end))
 
 
+def adopt_speech(cfg: DictConfig, folder: Path) -> None:
+    """Point ``cfg.model.speech`` at the decoder config and codec a run dir / export carries
+    (:func:`vita.artefacts.write_speech`), so ``vita.chat`` speaks with them wherever the original codec was."""
+    decoder, codec = artefacts.read_speech(folder)
+    if codec is not None:
+        for key in ("codec", "codec_path", "codec_options"):
+            OmegaConf.update(cfg, f"model.speech.{key}", codec.get(key), merge=False)
+    if decoder is not None:
+        OmegaConf.update(cfg, "model.speech.decoder", decoder["decoder"])
+        OmegaConf.update(cfg, "model.speech.decoder_overrides", decoder.get("decoder_overrides") or {}, merge=False)
+        if (Path(folder) / artefacts.SPEECH_DECODER_WEIGHTS).is_file():  # the export's own weights (load_init)
+            OmegaConf.update(cfg, "model.speech.decoder_pretrained", None)
+
+
 def _is_config(p: Path | None) -> bool:
     return p is None
 
@@ -198,6 +212,7 @@ def load_run(path: Path, overrides: list[str], dtype: str) -> Loaded:
     from vita.engine.checkpoint import find_resumable
 
     cfg = apply_overrides(artefacts.read_run_config(path), overrides)
+    adopt_speech(cfg, path)
     ckpt = find_resumable(artefacts.checkpoints_of(path))
     final = artefacts.final_of(path)
     if ckpt is not None:
@@ -226,6 +241,7 @@ def load_export(path: Path, overrides: list[str], dtype: str, base: DictConfig |
         cfg = apply_overrides(saved, [o for o in overrides if "." in override_key(o)])
     else:
         cfg = base
+    adopt_speech(cfg, path)
     llm_files = artefacts.llm_weight_files(path)
     qlora_base = meta.get("base_model")
     OmegaConf.update(cfg, "model.pretrained", str(path) if llm_files or not qlora_base else qlora_base)

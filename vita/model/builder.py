@@ -83,6 +83,42 @@ def build_audio(acfg, llm_hidden: int) -> tuple[nn.Module | None, nn.Module | No
     return enc, proj
 
 
+def build_speech(scfg, llm_hidden: int) -> tuple[nn.Module | None, Any]:
+    """The speech decoder and its codec described by ``cfg.model.speech`` (both None when neither is set).
+
+    The decoder's ``codebooks`` / ``codebook_size`` come from the codec; ``decoder_pretrained`` (a safetensors
+    file, or an export folder holding ``speech_decoder.safetensors``) loads its weights."""
+    if scfg is None or (scfg.decoder is None and scfg.codec is None):
+        return None, None
+    if scfg.decoder is None or scfg.codec is None:
+        have, lack = ("decoder", "codec") if scfg.codec is None else ("codec", "decoder")
+        raise ConfigError(f"model.speech.{have}={scfg[have]!r} needs model.speech.{lack} too: a speech decoder "
+                          "predicts a codec's codes (set both, e.g. model.speech.codec=mel_rvq "
+                          "model.speech.decoder=nar_ar, or neither)")
+    import vita.model.speech.decoders  # noqa: F401  (fills SPEECH_DECODERS)
+    from vita.artefacts import speech_decoder_weights
+    from vita.registry import SPEECH_CODECS, SPEECH_DECODERS
+
+    kw = dict(scfg.codec_options or {})
+    if scfg.codec_path:
+        kw["path"] = str(scfg.codec_path)
+    codec = SPEECH_CODECS.build(scfg.codec, **kw)
+    decoder = SPEECH_DECODERS.build(scfg.decoder, llm_hidden=llm_hidden, codebooks=codec.codebooks,
+                                    codebook_size=codec.codebook_size, **dict(scfg.decoder_overrides or {}))
+    if scfg.decoder_pretrained:
+        load_strict(decoder, read_state_dict(speech_decoder_weights(scfg.decoder_pretrained)),
+                    f"speech decoder ({scfg.decoder_pretrained})")
+    return decoder, codec
+
+
+def _speech_spec(scfg, codec) -> dict:
+    """The data spec's speech fields (:func:`vita.data.speech.speech_spec`, the one spelling) as OmniModel arguments."""
+    from vita.data.speech import speech_spec
+
+    spec = speech_spec(scfg, codec)
+    return {"speech_codec_spec": spec["speech_codec"], "speech_max_frames": spec["speech_max_frames"]}
+
+
 def build_model(model_cfg, vocab_size: int | None = None, work_dir: Path | None = None,
                 compute_dtype: torch.dtype = torch.float32, gradient_checkpointing: bool = False) -> OmniModel:
     """Build the OmniModel described by ``cfg.model`` (an OmegaConf node or a ModelConfig).
@@ -105,13 +141,17 @@ def build_model(model_cfg, vocab_size: int | None = None, work_dir: Path | None 
     hidden = llm.config.get_text_config().hidden_size
     tower, vproj = build_vision(model_cfg.vision, hidden)
     enc, aproj = build_audio(model_cfg.audio, hidden)
+    speech = getattr(model_cfg, "speech", None)
+    decoder, codec = build_speech(speech, hidden)
     state = model_cfg.state_head_classes
     if state is None:
         state = int(getattr(llm.config, "vita_state_classes", 0) or 0)
     model = OmniModel(llm, tower, vproj, enc, aproj, audio_prompt_num=model_cfg.audio.prompt_num,
                       state_head_classes=state, state_loss_weight=model_cfg.state_loss_weight,
                       state_class_weights=list(model_cfg.state_class_weights),
-                      router_aux_loss_coef=model_cfg.router_aux_loss_coef)
+                      router_aux_loss_coef=model_cfg.router_aux_loss_coef, speech_decoder=decoder, speech_codec=codec,
+                      speech_codebook_weights=list(speech.codebook_weights) if decoder is not None else None,
+                      **(_speech_spec(speech, codec) if decoder is not None else {}))
     if model.is_moe:
         mark_moe_leaves(model)
     return model
@@ -125,7 +165,8 @@ class Built:
     tokenizer: Any
     """With vita's media placeholder tokens when the model has encoders."""
     spec: DataSpec | None
-    """The encoders' :class:`DataSpec` (token counts, tile size, placeholder ids); None for a text-only model."""
+    """The encoders' :class:`DataSpec` (token counts, tile size, placeholder ids, speech codec); None for a text-only
+    model without a speech decoder."""
 
 
 def build_for(model_cfg, tokenizer=None, *, tokenizer_dir: str | Path | None = None,
@@ -146,6 +187,7 @@ def build_for(model_cfg, tokenizer=None, *, tokenizer_dir: str | Path | None = N
     spec = None
     if model.has_media:
         ensure_media_tokens(tokenizer, model)  # placeholder ids; adds and resizes if the tokenizer lacks them
+    if model.has_media or model.speech_decoder is not None:
         spec = model.data_spec()
     return Built(model, tokenizer, spec)
 
@@ -164,5 +206,5 @@ def count_params(module: nn.Module | None) -> int:
     return 0 if module is None else sum(p.numel() for p in module.parameters())
 
 
-__all__ = ["Built", "DTYPES", "build_for", "torch_dtype", "build_model", "build_vision", "build_audio", "mark_moe_leaves",
-           "count_params"]
+__all__ = ["Built", "DTYPES", "build_for", "torch_dtype", "build_model", "build_vision", "build_audio", "build_speech",
+           "mark_moe_leaves", "count_params"]

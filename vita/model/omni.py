@@ -8,7 +8,9 @@ positions with ``masked_scatter`` before calling the LLM with ``inputs_embeds``.
 The forward returns the *sum* of token cross-entropies and the number of supervised tokens,
 so the engine can normalise by the token count of the whole global batch (all ranks, all
 accumulation steps), plus weighted auxiliary losses in ``aux`` (MoE load balancing, the
-user-state head). The engine adds those as they are.
+user-state head). The engine adds those as they are. With a speech decoder (VITA-1.5 stage 3.2) it also
+returns ``speech_sum`` / ``speech_frames``, the code loss of the batch's spoken answers, which the engine
+normalises by the code frames of the global batch (:mod:`vita.model.speech.train_step`).
 
 **No-hang contract.** A batch without a modality still runs that encoder and projector on
 their dummy input and adds 0 x the output to the loss: every rank calls every module on
@@ -46,6 +48,11 @@ class OmniModel(nn.Module):
         vision_tower, vision_projector: a :class:`~vita.model.vision.VisionTower` and a projector, or None.
         audio_encoder, audio_projector: an :class:`~vita.model.audio.AudioEncoder` and a projector, or None.
         audio_prompt_num: learned vectors prepended to every audio clip (VITA's ``audio_prompt_num``).
+        speech_decoder: a :class:`~vita.model.speech.decoder.SpeechDecoder` on the LLM's last hidden states
+            (module group ``speech_decoder``), or None; ``speech_codec``: its
+            :class:`~vita.model.speech.base.SpeechCodec` (not a module: not in the state dict).
+        speech_codec_spec: how data workers rebuild the codec (``DataSpec.speech_codec``: key, folder, options).
+        speech_codebook_weights: loss weight per codebook; ``speech_max_frames``: longest spoken answer (frames).
         state_head_classes: size of the user-state head on the last hidden layer (0 = none).
         router_aux_loss_coef: weight of the MoE load-balancing loss (None = the LLM config's).
     """
@@ -53,8 +60,20 @@ class OmniModel(nn.Module):
     def __init__(self, llm: nn.Module, vision_tower: nn.Module | None = None, vision_projector: nn.Module | None = None,
                  audio_encoder: nn.Module | None = None, audio_projector: nn.Module | None = None, *,
                  audio_prompt_num: int = 0, state_head_classes: int = 0, state_loss_weight: float = 1.0,
-                 state_class_weights: list[float] | None = None, router_aux_loss_coef: float | None = None) -> None:
+                 state_class_weights: list[float] | None = None, router_aux_loss_coef: float | None = None,
+                 speech_decoder: nn.Module | None = None, speech_codec=None,
+                 speech_codec_spec: tuple | None = None, speech_codebook_weights: list[float] | None = None,
+                 speech_max_frames: int = 0) -> None:
         super().__init__()
+        if (speech_decoder is None) != (speech_codec is None):
+            raise ConfigError("a speech decoder needs its speech codec and a codec its decoder: set both "
+                              "model.speech.decoder and model.speech.codec, or neither")
+        self.speech_decoder = speech_decoder
+        self.speech_codec = speech_codec
+        self.speech_codec_spec = speech_codec_spec or (
+            (getattr(speech_codec, "name", "codec"), None, ()) if speech_codec is not None else None)
+        self.speech_codebook_weights = list(speech_codebook_weights or [])
+        self.speech_max_frames = int(speech_max_frames or getattr(speech_decoder, "max_frames", 0) or 0)
         self.llm = llm
         self.vision_tower, self.vision_projector = vision_tower, vision_projector
         self.audio_encoder, self.audio_projector = audio_encoder, audio_projector
@@ -104,6 +123,8 @@ class OmniModel(nn.Module):
                 groups[name] = getattr(self, name)
         if self.state_head is not None:
             groups["heads"] = self.state_head
+        if self.speech_decoder is not None:
+            groups["speech_decoder"] = self.speech_decoder
         return groups
 
     def group_prefixes(self) -> dict[str, str]:
@@ -138,7 +159,14 @@ class OmniModel(nn.Module):
             max_audio_frames=getattr(ae, "window", None) if ae else None,
             audio_feature=ae.feature if ae else None, n_mels=ae.n_mels if ae else 0,
             audio_num_tokens=self.audio_token_count(), image_token_id=self.image_token_id,
-            video_token_id=self.video_token_id, audio_token_id=self.audio_token_id)
+            video_token_id=self.video_token_id, audio_token_id=self.audio_token_id, **self._speech_spec())
+
+    def _speech_spec(self) -> dict:
+        """The data spec's speech fields: the codec that encodes spoken answers, the longest answer in frames."""
+        if self.speech_codec is None:
+            return {}
+        return {"speech_codec": self.speech_codec_spec,
+                "speech_max_frames": self.speech_max_frames}
 
     def gradient_checkpointing_enable(self) -> None:
         self.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -167,8 +195,11 @@ class OmniModel(nn.Module):
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, pixel_values: torch.Tensor | None = None,
                 audio_features: torch.Tensor | None = None, audio_lengths: torch.Tensor | None = None,
-                sample_ids: list[str] | None = None, host_batch: dict | None = None, **_) -> dict:
-        """Returns ``ce_sum`` (summed token cross-entropy, fp32), ``num_tokens`` and ``aux`` losses.
+                sample_ids: list[str] | None = None, host_batch: dict | None = None,
+                speech_codes: torch.Tensor | None = None, speech_code_lengths: torch.Tensor | None = None,
+                speech_spans: torch.Tensor | None = None, **_) -> dict:
+        """Returns ``ce_sum`` (summed token cross-entropy, fp32), ``num_tokens`` and ``aux`` losses; with a speech
+        decoder also ``speech_sum`` (fp32) and ``speech_frames`` (:mod:`vita.model.speech.train_step`).
 
         Args:
             input_ids, labels, attention_mask: [B, L]; media positions hold the placeholder ids
@@ -182,6 +213,8 @@ class OmniModel(nn.Module):
             host_batch: the same micro-batch on the host (the engine passes the loader's CPU batch):
                 placeholder checks and audio token counts read it, so the forward never waits on
                 the device (no host sync); without it they read the tensors above.
+            speech_codes, speech_code_lengths, speech_spans: the batch's spoken answers (``[S, F, K]``,
+                ``[S]``, ``[S, 3]`` = ``row, start, end``); absent = none (the decoder still runs, x 0).
 
         A missing modality (key absent or first dim 0) runs that encoder on its dummy input x 0.
         With ``position_ids`` (packed rows, restarting per sample) attention stays inside each sample:
@@ -192,6 +225,8 @@ class OmniModel(nn.Module):
         embeds, _ = self.embed(input_ids, pixel_values, audio_features, audio_lengths, sample_ids, host_batch,
                                share_encoders=sp)
         if sp:
+            if self.speech_decoder is not None:
+                raise ConfigError("engine.sequence_parallel > 1 does not train a speech decoder (stage 3.2)")
             return self._forward_sp(embeds, labels, attention_mask, position_ids, host_batch)
         attention_mask = self._llm_attention_mask(attention_mask, position_ids, host_batch, embeds)
         lm_labels, state_labels = labels, None
@@ -206,7 +241,8 @@ class OmniModel(nn.Module):
         if fused:  # the head runs inside the loss, in chunks: the LLM makes one position's logits only
             kw["logits_to_keep"] = 1
         out = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
-                       output_hidden_states=fused or self.state_head is not None, **kw)
+                       output_hidden_states=fused or self.state_head is not None or self.speech_decoder is not None,
+                       **kw)
         target = lm_labels[:, 1:]
         if fused:
             hidden = out.hidden_states[-1][:, :-1]
@@ -221,7 +257,14 @@ class OmniModel(nn.Module):
             aux["router"] = self.router_aux_loss_coef * out.aux_loss
         if self.state_head is not None:
             aux["state"] = self.state_loss_weight * self._state_loss(out.hidden_states[-1], state_labels)
-        return {"ce_sum": ce_sum, "num_tokens": (target != IGNORE_INDEX).sum(), "aux": aux}
+        result = {"ce_sum": ce_sum, "num_tokens": (target != IGNORE_INDEX).sum(), "aux": aux}
+        if self.speech_decoder is not None:
+            from vita.model.speech.train_step import speech_loss
+
+            result["speech_sum"], result["speech_frames"] = speech_loss(
+                self.speech_decoder, out.hidden_states[-1], input_ids, self.llm.get_input_embeddings(), speech_codes,
+                speech_code_lengths, speech_spans, self.speech_codebook_weights, sample_ids)
+        return result
 
     def _forward_sp(self, embeds: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None,
                     position_ids: torch.Tensor | None, host_batch: dict | None) -> dict:

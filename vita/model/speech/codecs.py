@@ -36,6 +36,7 @@ weights install offline, so the entry raises with this summary rather than prete
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -95,3 +96,19 @@ def ticodec(path: str | Path | None = None) -> SpeechCodec:
                       "a pickled checkpoint and decodes frame codes [T, 1] (1,024 entries) together with 8 per-"
                       "utterance global codes, which vita's [frames, codebooks] codecs do not carry yet; use "
                       "mel_rvq, codec2, mimi or encodec (docs/SPEECH.md)")
+
+
+@lru_cache(maxsize=4)
+def codec_from_spec(spec: tuple) -> SpeechCodec:
+    """The codec a :class:`~vita.spec.DataSpec`'s ``speech_codec`` names: ``(key, folder or None, sorted option
+    items)``. Cached per process, so each data worker builds it once."""
+    from vita.registry import load_builtins
+
+    if not isinstance(spec, tuple) or len(spec) != 3:
+        raise ConfigError(f"speech codec spec {spec!r} must be (codec key, folder or None, sorted option items)")
+    key, folder, options = spec
+    load_builtins()
+    kwargs = dict(options)
+    if folder is not None:
+        kwargs["path"] = folder
+    return SPEECH_CODECS.build(key, **kwargs)
