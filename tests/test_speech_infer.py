@@ -15,6 +15,7 @@ import io
 import json
 import sys
 
+import numpy as np
 import pytest
 import soundfile as sf
 import torch
@@ -178,7 +179,6 @@ def _b64wav(data: str):
 
 # -- metrics --------------------------------------------------------------------------------------------------------
 def test_asr_wer_is_low_on_real_flite_speech_and_high_on_noise():
-    import numpy as np
 
     from vita.data.speak import flite_speech, sentences
     from vita.eval.asr import load_asr
@@ -225,3 +225,44 @@ def test_vita_eval_scores_spoken_answers(tmp_path, monkeypatch, capsys):
     assert ev.main([*TINY, sets, "--output", str(tmp_path / "ev2")]) != 0
     err = capsys.readouterr().err
     assert "eval set 'spoken' asks for asr_wer, asr_cer, first_chunk_ms, but this model has no speech decoder" in err
+
+
+# -- vita.serve ------------------------------------------------------------------------------------------------------
+def test_serve_answers_in_audio_whole_and_streamed(loaded):
+    """``modalities: ["text", "audio"]``: ``message.audio`` holds the spoken answer as one WAV (with its transcript);
+    streamed, ``delta.audio`` WAV pieces concatenate to the same samples. The in-process app on the tiny speaking
+    model (the live-server API tests are tests/test_serve.py)."""
+    from fastapi.testclient import TestClient
+
+    from vita.infer import Conversation, collate_prompts, conversation_prompt
+    from vita.infer.speak import speak_rows
+    from vita.serve import Settings, create_app
+
+    app = create_app(loaded, Settings(model_name="tiny"))
+    ask = {"model": "tiny", "messages": [{"role": "user", "content": QUESTIONS[1]}], "max_tokens": 6,
+           "modalities": ["text", "audio"], "audio": {"format": "wav"}, "return_token_ids": True}
+    with TestClient(app) as c:
+        assert c.get("/v1/models").json()["data"][0]["vita"]["output"] == ["text", "audio"]
+        r = c.post("/v1/chat/completions", json=ask)
+        assert r.status_code == 200, r.text
+        choice = r.json()["choices"][0]
+        audio = choice["message"]["audio"]
+        assert audio["transcript"] == choice["message"]["content"] and audio["id"].startswith("audio_")
+        whole, rate = _b64wav(audio["data"])
+        assert rate == 16000
+        conv = Conversation()
+        conv.add_user(QUESTIONS[1])
+        batch = collate_prompts([conversation_prompt(loaded.processor, conv)], loaded.pad_id)
+        ref = speak_rows(loaded.model, batch, [choice["token_ids"]], loaded.pad_id)[0].wave()
+        assert len(whole) == len(ref) and abs(whole - ref.clamp(-1, 1).numpy()).max() < 1e-4
+        with c.stream("POST", "/v1/chat/completions", json={**ask, "stream": True}) as s:
+            events = [json.loads(line[6:]) for line in s.iter_lines() if line.startswith("data: {")]
+        deltas = [e["choices"][0]["delta"] for e in events if e.get("choices")]
+        parts = [d["audio"] for d in deltas if "audio" in d]
+        pieces = [_b64wav(p["data"])[0] for p in parts if "data" in p]
+        assert len(pieces) >= 2 and parts[-1]["transcript"] == "".join(d.get("content", "") for d in deltas)
+        assert abs(np.concatenate(pieces) - whole).max() == 0
+        bad = c.post("/v1/chat/completions", json={**ask, "audio": {"format": "mp3"}})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "audio.format"
+        assert c.post("/v1/chat/completions", json={**ask, "modalities": ["text"]}).json()["choices"][0][
+            "message"].get("audio") is None
