@@ -111,11 +111,17 @@ def build_speech(scfg, llm_hidden: int) -> tuple[nn.Module | None, Any]:
     return decoder, codec
 
 
-def _speech_spec(scfg, codec) -> dict:
+def _speech_spec(scfg, codec, decoder) -> dict:
     """The data spec's speech fields (:func:`vita.data.speech.speech_spec`, the one spelling) as OmniModel arguments."""
     from vita.data.speech import speech_spec
 
     spec = speech_spec(scfg, codec)
+    most = getattr(decoder, "max_frames", 0)
+    if most and spec["speech_max_frames"] > most:
+        raise ConfigError(f"model.speech.max_seconds={scfg.max_seconds} is {spec['speech_max_frames']} code frames at the "
+                          f"codec's {codec.frame_rate:g} Hz, more than the speech decoder '{scfg.decoder}' takes "
+                          f"({most}); lower model.speech.max_seconds to {most / codec.frame_rate:.1f} or raise "
+                          "model.speech.decoder_overrides.max_frames")
     return {"speech_codec_spec": spec["speech_codec"], "speech_max_frames": spec["speech_max_frames"]}
 
 
@@ -151,7 +157,7 @@ def build_model(model_cfg, vocab_size: int | None = None, work_dir: Path | None 
                       state_class_weights=list(model_cfg.state_class_weights),
                       router_aux_loss_coef=model_cfg.router_aux_loss_coef, speech_decoder=decoder, speech_codec=codec,
                       speech_codebook_weights=list(speech.codebook_weights) if decoder is not None else None,
-                      **(_speech_spec(speech, codec) if decoder is not None else {}))
+                      **(_speech_spec(speech, codec, decoder) if decoder is not None else {}))
     if model.is_moe:
         mark_moe_leaves(model)
     return model

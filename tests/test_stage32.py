@@ -1,0 +1,122 @@
+"""Stage 3.2 (VITA-1.5's speech decoder) on the real engine: the frozen parts stay bitwise, the decoder learns,
+two ZeRO-3 ranks (one without a spoken answer) follow the one-rank trajectory, and a kill -9 resumes exactly.
+
+The data are real: a few answers spoken by Debian flite, a ``mel_rvq`` codec fitted on them
+(tests/speech_answers.py); the model is the tiny omni model (tiny Qwen2 + tiny towers) with ``nar_ar-tiny``.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.conftest import find_run, losses, quiet, run_vita
+from tests.speech_answers import data_overrides, speech_overrides, write_answers
+from vita import artefacts
+
+ANSWERS = ["Yes, I can.", "Good morning to you.", "The cat is black.", "It is raining."]
+CODEC = {"n_mels": 40, "codebooks": 2, "codebook_size": 32}
+STEPS = 30
+STAGE32 = ["stage=stage3_2_speech_decoder", "optim.lr=3e-3", "optim.warmup_steps=3", "engine.micro_batch_size=2",
+           f"train.max_steps={STEPS}", "train.ckpt_every=4", "train.keep_last=2"]
+
+
+ARGS: dict[Path, list[str]] = {}
+"""The overrides each module-scoped run was started with."""
+
+
+def _speech_metrics(run_dir: Path) -> list[dict]:
+    from vita.engine.metrics import read_metrics
+
+    return [r for r in read_metrics(run_dir / "metrics.jsonl") if "speech_loss" in r]
+
+
+@pytest.fixture(scope="module")
+def answers(tmp_path_factory) -> dict:
+    """Four flite answers (the first without its speech: a text-only sample) and a codec fitted on them."""
+    return write_answers(tmp_path_factory.mktemp("answers"), ANSWERS, text_only=1, codec_options=CODEC)
+
+
+@pytest.fixture(scope="module")
+def stage2(tmp_path_factory) -> Path:
+    """The model stage 3.2 starts from: a short text run of the tiny omni model, exported (its ``final/``)."""
+    root = tmp_path_factory.mktemp("s2") / "outputs"
+    run_vita([*quiet("s2", root), "experiment=smoke", "model=tiny_omni", "train.max_steps=2", "train.ckpt_every=0"])
+    return artefacts.final_of(find_run(root, "s2"))
+
+
+def stage32_args(answers: dict, stage2: Path, root: Path, name: str) -> list[str]:
+    # the run dir named here: one named after the overrides would hold data.datasets' brackets, which DeepSpeed's
+    # checkpoint loader reads as a glob pattern
+    return [*quiet(name, root), f"hydra.run.dir={root / name / 'run'}", "experiment=smoke", "model=tiny_omni",
+            *data_overrides(answers), *speech_overrides(answers), *STAGE32, f"stage.init_from={stage2}"]
+
+
+@pytest.fixture(scope="module")
+def straight(answers, stage2, tmp_path_factory) -> Path:
+    """The uninterrupted stage 3.2 run (its run dir)."""
+    root = tmp_path_factory.mktemp("s32") / "outputs"
+    args = stage32_args(answers, stage2, root, "s32")
+    run_vita(args)
+    run_dir = find_run(root, "s32")
+    ARGS[run_dir] = args
+    return run_dir
+
+
+@pytest.mark.slow
+def test_stage32_trains_the_decoder_alone(straight, stage2):
+    """The LLM, encoders and projectors leave stage 3.2 bitwise as stage 2 exported them; the decoder moved, its
+    loss fell, and the export carries the decoder and the codec (vita.infer.load speaks with them)."""
+    final = artefacts.final_of(straight)
+    before = load_file(str(stage2 / "model.safetensors"))
+    after = load_file(str(final / "model.safetensors"))
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    groups = ("vision_tower", "vision_projector", "audio_encoder", "audio_projector")
+    for g in groups:
+        a, b = load_file(str(stage2 / f"{g}.safetensors")), load_file(str(final / f"{g}.safetensors"))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), g
+
+    from vita.infer.load import load_target
+
+    trained = load_file(str(final / artefacts.SPEECH_DECODER_WEIGHTS))
+    first = load_target(None, ARGS[straight]).model.speech_decoder.state_dict()  # as the run built it, untrained
+    assert trained.keys() == first.keys()
+    assert any(not torch.equal(trained[k], first[k]) for k in trained)
+    rows = _speech_metrics(straight)
+    assert len(rows) == STEPS and all(r["speech_frames"] > 0 for r in rows)
+    assert sum(r["speech_loss"] for r in rows[-4:]) < sum(r["speech_loss"] for r in rows[:4]) - 1.0, rows
+
+    decoder, codec = artefacts.read_speech(final)
+    assert decoder["decoder"] == "nar_ar-tiny" and decoder["codebooks"] == CODEC["codebooks"]
+    assert codec["codec"] == "mel_rvq" and Path(codec["codec_path"]) == final / artefacts.SPEECH_CODEC_DIR
+    loaded = load_target(str(final))
+    sd = loaded.model.speech_decoder.state_dict()
+    assert all(torch.equal(sd[k], trained[k]) for k in trained)
+    assert loaded.model.speech_codec.codebooks == CODEC["codebooks"]
+    assert loaded.cfg.model.speech.codec_path == str(final / artefacts.SPEECH_CODEC_DIR)
+
+
+@pytest.mark.slow
+def test_stage32_kill_9_and_resume_is_bit_identical(straight, answers, stage2, tmp_path):
+    """SIGKILL the same stage 3.2 run at a random step after a checkpoint; the restart resumes and ends with the
+    straight run's weights (decoder and frozen parts) bit for bit, and its losses."""
+    from tests.test_train_resume import _kill_at
+
+    root = tmp_path / "outputs"
+    args = stage32_args(answers, stage2, root, "killed")
+    kill_step = random.Random().randint(5, STEPS - 8)
+    killed_at, _ = _kill_at(args, root, "killed", kill_step)
+    run_dir = find_run(root, "killed")
+    assert not (run_dir / artefacts.COMPLETE_FILE).exists()
+    proc = run_vita(args)
+    assert "resumed from" in proc.stdout + proc.stderr, f"did not resume after the kill at step {killed_at}"
+    a_dir, b_dir = artefacts.final_of(straight), artefacts.final_of(run_dir)
+    for f in ("model.safetensors", artefacts.SPEECH_DECODER_WEIGHTS, "audio_projector.safetensors"):
+        a, b = load_file(str(a_dir / f)), load_file(str(b_dir / f))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f"{f} differs (kill at {killed_at})"
+    assert losses(run_dir) == losses(straight)
+    assert [r["speech_loss"] for r in _speech_metrics(run_dir)] == [r["speech_loss"] for r in _speech_metrics(straight)]
