@@ -7,8 +7,10 @@ TARGET is a run dir (newest checkpoint), an export (``<run>/final``), a HF folde
     python -m vita.chat model=smol_lm --prompt "What is AI?"  # one answer
     python -m vita.chat RUN --prompt "What is this?" --image cat.png
     python -m vita.chat RUN --input questions.jsonl --output preds.jsonl   # VITA-format file
+    python -m vita.chat RUN --prompt "Say hello" --speak hello.wav   # a model with a speech decoder: spoken too
 
 REPL commands: ``/image PATH``, ``/video PATH``, ``/audio PATH`` (attach to your next message),
+``/speak on|off|FOLDER`` (a WAV per answer, streamed as the speech decoder makes it; its path is printed),
 ``/system TEXT``, ``/reset``, ``/quit``. Prompts are built by the training code (template,
 tiling, frames, audio features), so the model sees what it was trained on.
 """
@@ -23,7 +25,9 @@ from pathlib import Path
 
 from vita.errors import VitaError, one_line_errors
 
-COMMANDS = "/image PATH, /video PATH, /audio PATH, /system TEXT, /reset, /quit"
+COMMANDS = "/image PATH, /video PATH, /audio PATH, /speak on|off|FOLDER, /system TEXT, /reset, /quit"
+SPEECH_DIR = "vita_speech"
+"""Where the REPL's ``/speak on`` writes its WAVs without ``--speak``."""
 FIXES = {"image": "pass an image file (PNG, JPEG ...)", "video": "pass a video file PyAV can decode (AVI, MP4 ...)",
          "audio": "pass an audio file (WAV, FLAC, OGG)"}
 
@@ -64,10 +68,14 @@ def _say(text: str) -> None:
 
 def repl(loaded, args) -> int:
     """The interactive loop; every error is one line and the loop goes on."""
-    from vita.infer import Conversation, chat_reply
+    from vita.infer import Conversation
+    from vita.infer.answer import chat_turn
 
     conv = Conversation(system=args.system)
     pending: dict[str, list[Path]] = {}
+    voice = Voice(loaded, args)
+    if args.speak:
+        print(voice.command(args.speak), flush=True)
     print(f"vita.chat: {loaded.source} ({loaded.kind}). Commands: {COMMANDS}", flush=True)
     while True:
         try:
@@ -85,6 +93,8 @@ def repl(loaded, args) -> int:
             if cmd == "/reset":
                 conv, pending = Conversation(system=conv.system), {}
                 print("(conversation cleared)", flush=True)
+            elif cmd == "/speak":
+                print(voice.command(rest), flush=True)
             elif cmd == "/system":
                 conv.system = rest
                 print("(system prompt set)", flush=True)
@@ -103,7 +113,8 @@ def repl(loaded, args) -> int:
         _say("assistant> ")
         t0 = time.perf_counter()
         try:
-            reply, n = chat_reply(loaded, conv, _gen(args), on_text=_say)
+            reply, ids, batch = chat_turn(loaded, conv, _gen(args), on_text=_say)
+            n = len(ids)
         except Exception as e:  # noqa: BLE001  (one line, and the REPL goes on)
             conv.turns.pop()
             for mod, files in pending.items():
@@ -116,6 +127,52 @@ def repl(loaded, args) -> int:
         conv.add_assistant(reply)
         dt = time.perf_counter() - t0
         print(f"\n[{n} tokens, {n / max(dt, 1e-9):.1f} tokens/s]", flush=True)
+        if voice.on:
+            print(voice.speak(batch, ids), flush=True)
+
+
+class Voice:
+    """The REPL's spoken answers: ``/speak on|off|FOLDER``; a WAV per answer in the folder, one line each."""
+
+    def __init__(self, loaded, args) -> None:
+        self.loaded, self.chunk = loaded, args.speech_chunk
+        self.folder, self.on, self.count = Path(args.speak or SPEECH_DIR).expanduser(), False, 0
+
+    def command(self, arg: str) -> str:
+        """Handle ``/speak ARG``; returns the line to print (an ``error:`` line leaves the state as it was)."""
+        from vita.infer.speak import speech_problem, wav_path_problem
+
+        if arg == "off":
+            self.on = False
+            return "(speech off)"
+        if arg in ("", "on"):
+            folder = self.folder
+        else:
+            folder = Path(arg).expanduser()
+        why = speech_problem(self.loaded.model) or wav_path_problem(folder, folder=True)
+        if why:
+            return f"error: {why}"
+        try:
+            folder.mkdir(exist_ok=True)
+        except OSError as e:
+            return f"error: {folder}: cannot create the folder ({e.strerror}); give another path"
+        self.folder, self.on = folder, True
+        return f"(speech on: a WAV per answer in {folder}/)"
+
+    def speak(self, batch: dict, ids: list[int]) -> str:
+        """Speak one answer into the next WAV of the folder; returns the line to print."""
+        from vita.infer.speak import speak_rows, write_speech
+
+        self.count += 1
+        path = self.folder / f"answer_{self.count:03d}.wav"
+        try:
+            stats = write_speech(speak_rows(self.loaded.model, batch, [ids], self.loaded.pad_id, self.chunk)[0], path)
+        except OSError as e:
+            return f"error: {path}: cannot write the speech ({e}); /speak FOLDER picks another folder"
+        except Exception as e:  # noqa: BLE001  (one line, and the REPL goes on)
+            msg = str(e) if isinstance(e, VitaError) else f"{type(e).__name__}: {e} (an internal error; please report it)"
+            return f"error: speech failed: {msg}"
+        return f"(speech: {path}, {stats.line()})"
 
 
 def one_shot(loaded, args) -> int:
@@ -136,16 +193,38 @@ def one_shot(loaded, args) -> int:
             if why:
                 print(f"error: {why}", file=sys.stderr)
                 return 2
+    if args.speak:
+        from vita.infer.speak import speech_problem, wav_path_problem
+
+        why = speech_problem(loaded.model) or wav_path_problem(args.speak)
+        if why:
+            print(f"error: --speak: {why}", file=sys.stderr)
+            return 2
     conv = Conversation(system=args.system)
     conv.add_user(args.prompt, image=args.image, video=args.video, audio=args.audio)
     gen: GenerationConfig = _gen(args)
     if not args.json:  # stream the answer as it comes
-        chat_reply(loaded, conv, gen, on_text=_say)
+        if not args.speak:
+            chat_reply(loaded, conv, gen, on_text=_say)
+            print(flush=True)
+            return 0
+        from vita.infer.answer import chat_turn
+        from vita.infer.speak import speak_rows, write_speech
+
+        _, ids, batch = chat_turn(loaded, conv, gen, on_text=_say)
         print(flush=True)
+        stats = write_speech(speak_rows(loaded.model, batch, [ids], loaded.pad_id, args.speech_chunk)[0], args.speak)
+        print(f"(speech: {args.speak}, {stats.line()})", flush=True)
         return 0
     batch = collate_prompts([conversation_prompt(loaded.processor, conv)], loaded.pad_id)
     ids = generate(loaded.model, batch, gen, loaded.stop, loaded.pad_id)[0]
-    print(json.dumps({"prediction": decode(loaded, ids), "ids": ids, "prompt_ids": batch["input_ids"][0].tolist()}))
+    row = {"prediction": decode(loaded, ids), "ids": ids, "prompt_ids": batch["input_ids"][0].tolist()}
+    if args.speak:
+        from vita.infer.speak import speak_rows, write_speech
+
+        st = write_speech(speak_rows(loaded.model, batch, [ids], loaded.pad_id, args.speech_chunk)[0], args.speak)
+        row.update(speech=str(args.speak), speech_seconds=st.audio_s, first_chunk_ms=st.first_chunk_ms, rtf=st.rtf)
+    print(json.dumps(row))
     return 0
 
 
@@ -167,16 +246,33 @@ def batch_file(loaded, args) -> int:
         batch_size=args.batch_size))
     es = load_eval_set(src.stem, es_cfg, loaded.processor, require_answer=False)  # checks every record first
     items = [build_prompt(loaded.processor, split_answer(raw)[0], where, roots) for raw, where, roots in es.records]
-    got = answer_items(loaded, items, _gen(args), args.batch_size, progress=True)
+    spoken: dict[int, dict] = {}
+    on_batch = None
+    if args.speak:
+        from vita.infer.speak import speak_rows, speech_problem, wav_path_problem, write_speech
+
+        why = speech_problem(loaded.model) or wav_path_problem(args.speak, folder=True)
+        if why:
+            raise VitaError(f"--speak: {why}")
+        folder = Path(args.speak).expanduser()
+        folder.mkdir(exist_ok=True)
+
+        def on_batch(first: int, batch: dict, rows: list[list[int]]) -> None:
+            for k, sp in enumerate(speak_rows(loaded.model, batch, rows, loaded.pad_id, args.speech_chunk)):
+                path = folder / f"{first + k:05d}.wav"
+                st = write_speech(sp, path)
+                spoken[first + k] = {"speech": str(path), "speech_seconds": round(st.audio_s, 3),
+                                     "first_chunk_ms": round(st.first_chunk_ms or 0.0, 1), "rtf": round(st.rtf, 3)}
+    got = answer_items(loaded, items, _gen(args), args.batch_size, progress=True, on_batch=on_batch)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w") as f:
         for i, ((raw, where, _), ids) in enumerate(zip(es.records, got, strict=True)):
             row = {"index": i, "id": str(raw.get("id", where)),
                    "prediction": loaded.tokenizer.decode(ids, skip_special_tokens=True).strip(),
-                   "reference": split_answer(raw)[1]}
+                   "reference": split_answer(raw)[1], **spoken.get(i, {})}
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    print(f"{len(got)} answers written to {out}")
+    print(f"{len(got)} answers written to {out}" + (f", their speech to {args.speak}/" if args.speak else ""))
     return 0
 
 
@@ -192,6 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--output", help="predictions .jsonl for --input")
     ap.add_argument("--media-root", help="folder the --input file's media paths are relative to (default: its folder)")
     ap.add_argument("--batch-size", type=int, default=4, help="prompts per generate call for --input")
+    ap.add_argument("--speak", metavar="PATH", help="speak the answers (a model with a speech decoder): --prompt: the "
+                    "WAV file to write; --input: a folder for a WAV per row; REPL: the folder of /speak (speech on)")
+    ap.add_argument("--speech-chunk", type=int, default=8, help="code frames per speech decoder chunk (streaming)")
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     ap.add_argument("--top-p", type=float, default=1.0)

@@ -158,7 +158,9 @@ class EvalSetConfig:
     """Folder that audio paths are relative to."""
     metric: Any = "loss"
     """A metric or a list of them (``metric=wer`` or ``metric=[wer,cer]``): ``loss`` / ``ppl`` (forward only)
-    and generation metrics ``wer``, ``cer``, ``exact``, ``contains``, ``choice`` (``vita.eval.metrics.METRICS``).
+    and generation metrics ``wer``, ``cer``, ``exact``, ``contains``, ``choice`` (``vita.eval.metrics.METRICS``);
+    with a speech decoder ``asr_wer``, ``asr_cer`` (the spoken answer's ASR transcript against its text) and
+    ``first_chunk_ms``.
     ``loss`` and ``ppl`` are always reported."""
     limit: int = 0
     """Use only the first N records (0 = all)."""
@@ -166,6 +168,9 @@ class EvalSetConfig:
     """Longest generated answer (generation metrics)."""
     batch_size: int = 4
     """Samples per forward / generate call on each rank."""
+    asr: Optional[str] = None
+    """ASR of the speech metrics ``asr_wer`` / ``asr_cer``: None = the shipped Whisper tiny.en, or a Whisper folder
+    (CTranslate2 ``model.bin`` or transformers ``save_pretrained``); see ``vita.eval.asr.load_asr``."""
 
 
 @dataclass(kw_only=True)

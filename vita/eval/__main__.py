@@ -10,6 +10,7 @@ a predictions file without a model (``--output DIR``: its ``metrics.json`` goes 
 
     python -m vita.eval outputs/demo/run data=demo --metric wer --limit 8
     python -m vita.eval model=smol_omni '+data.eval={speech:{annotations:[speech.jsonl],audio_root:DIR,metric:wer}}'
+    python -m vita.eval RUN data=demo --metric asr_wer,asr_cer,first_chunk_ms   # a run with a speech decoder
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def _sets_config(cfg, args) -> dict:
     for name, es in sets.items():
         es = OmegaConf.merge(OmegaConf.structured(EvalSetConfig), es)
         for key, val in (("metric", args.metric), ("limit", args.limit), ("max_new_tokens", args.max_new_tokens),
-                         ("batch_size", args.batch_size)):
+                         ("batch_size", args.batch_size), ("asr", args.asr)):
             if val is not None:
                 es[key] = val
         if not args.sets or name in args.sets.split(","):
@@ -62,7 +63,7 @@ def format_table(metrics: dict[str, dict[str, float]]) -> str:
 
 def score_predictions(path: Path, metric: str) -> dict[str, dict[str, float]]:
     """Generation metrics of a ``predictions.jsonl`` (as ``vita.eval`` writes it), per set."""
-    from vita.eval.metrics import compute, parse_metrics
+    from vita.eval.metrics import compute_rows, parse_metrics
 
     names = parse_metrics(metric)
     by_set: dict[str, list[dict]] = defaultdict(list)
@@ -70,19 +71,18 @@ def score_predictions(path: Path, metric: str) -> dict[str, dict[str, float]]:
         if line.strip():
             row = json.loads(line)
             by_set[row.get("set", "predictions")].append(row)
-    return {s: {"samples": len(rows), **compute(names, [r["prediction"] for r in rows],
-                                                 [r["reference"] or "" for r in rows])}
-            for s, rows in by_set.items()}
+    return {s: {"samples": len(rows), **compute_rows(names, rows)} for s, rows in by_set.items()}
 
 
 def run_eval(target: str | None, overrides: list[str], args) -> dict[str, dict[str, float]]:
     """Load the target, score every set, write the files; returns ``set -> metrics``."""
     from vita.eval.runner import evaluate_set
-    from vita.eval.sets import load_eval_set
+    from vita.eval.sets import check_speech, load_eval_set
     from vita.infer import load_target
 
     loaded = load_target(target, overrides, dtype=args.dtype)
     sets = [load_eval_set(name, es, loaded.processor) for name, es in _sets_config(loaded.cfg, args).items()]
+    check_speech(sets, loaded.model)
     out = Path(args.output) if args.output else (Path(target) / "eval" if target else Path("outputs") / "eval")
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[str, float]] = {}
@@ -103,7 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m vita.eval", description=__doc__.split("\n\n")[0])
     ap.add_argument("args", nargs="*", help="TARGET (run dir, export, HF folder, VITA folder; optional) and key=value overrides")
     ap.add_argument("--output", help="folder for predictions.jsonl and metrics.json (default TARGET/eval)")
-    ap.add_argument("--metric", help="metrics for every set, comma-separated (wer, cer, exact, contains, choice, loss)")
+    ap.add_argument("--metric", help="metrics for every set, comma-separated (wer, cer, exact, contains, choice, loss; "
+                    "a model with a speech decoder: asr_wer, asr_cer, first_chunk_ms)")
+    ap.add_argument("--asr", help="ASR for asr_wer/asr_cer: a Whisper folder (CTranslate2 or transformers; default the "
+                    "shipped Whisper tiny.en)")
     ap.add_argument("--sets", help="only these sets (comma-separated names)")
     ap.add_argument("--limit", type=int, help="first N records of each set")
     ap.add_argument("--max-new-tokens", type=int)

@@ -16,6 +16,10 @@ import torch
 
 from vita.errors import ConfigError
 
+DEFAULT_ASR = "whisper-tiny.en"
+"""The ASR that ``asr_wer`` / ``asr_cer`` use unless an eval set names another (``data.eval.<set>.asr``)."""
+_LOADED: dict[str, WhisperASR] = {}
+
 START, NO_TIMESTAMPS, END = 50257, 50362, 50256  # <|startoftranscript|> <|notimestamps|> <|endoftext|>
 
 
@@ -45,15 +49,26 @@ def greedy_transcribe(model, feats: torch.Tensor, tokenizer, max_tokens: int = 1
 class WhisperASR:
     """``asr(wave, rate) -> text`` with the shipped Whisper tiny.en (or the CTranslate2 folder ``model_dir``)."""
 
-    def __init__(self, model_dir: str | Path | None = None) -> None:
+    def __init__(self, model_dir: str | Path | None = None, hf_dir: str | Path | None = None) -> None:
         from transformers import PreTrainedTokenizerFast, WhisperFeatureExtractor, WhisperForConditionalGeneration
 
-        from vita.model.whisper_ct2 import converted_whisper
+        if hf_dir is not None:  # a transformers folder (from_transformers)
+            from transformers import AutoTokenizer
 
-        src = Path(model_dir) if model_dir else shipped_whisper_dir()
-        self.model = WhisperForConditionalGeneration.from_pretrained(converted_whisper(src)).eval()
-        self.tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(src / "tokenizer.json"))
+            self.model = WhisperForConditionalGeneration.from_pretrained(str(hf_dir)).eval()
+            self.tokenizer = AutoTokenizer.from_pretrained(str(hf_dir))
+        else:
+            from vita.model.whisper_ct2 import converted_whisper
+
+            src = Path(model_dir) if model_dir else shipped_whisper_dir()
+            self.model = WhisperForConditionalGeneration.from_pretrained(converted_whisper(src)).eval()
+            self.tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(src / "tokenizer.json"))
         self.features = WhisperFeatureExtractor(feature_size=self.model.config.num_mel_bins)
+
+    @classmethod
+    def from_transformers(cls, folder: str | Path) -> WhisperASR:
+        """An English Whisper saved with transformers' ``save_pretrained`` (model + tokenizer)."""
+        return cls(hf_dir=folder)
 
     def __call__(self, wave: np.ndarray | torch.Tensor, rate: int) -> str:
         from vita.data.media import SAMPLE_RATE, resample
@@ -62,3 +77,24 @@ class WhisperASR:
         wave = resample(wave, rate, SAMPLE_RATE)
         feats = self.features(wave, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
         return greedy_transcribe(self.model, feats, self.tokenizer).strip()
+
+
+def load_asr(spec: str | Path | None = None) -> WhisperASR:
+    """The ASR named by ``spec`` (loaded once per process): ``None`` / ``whisper-tiny.en`` = the shipped Whisper
+    tiny.en; a folder = another Whisper model, either CTranslate2 (``model.bin`` + ``tokenizer.json``) or
+    transformers (``save_pretrained``: ``config.json`` + weights + tokenizer files)."""
+    key = str(spec or DEFAULT_ASR)
+    if key not in _LOADED:
+        if key == DEFAULT_ASR:
+            _LOADED[key] = WhisperASR()
+        else:
+            folder = Path(key).expanduser()
+            if (folder / "model.bin").is_file():
+                _LOADED[key] = WhisperASR(folder)
+            elif (folder / "config.json").is_file():
+                _LOADED[key] = WhisperASR.from_transformers(folder)
+            else:
+                raise ConfigError(f"ASR {key!r}: not {DEFAULT_ASR!r} and not a Whisper folder (CTranslate2 model.bin + "
+                                  "tokenizer.json, or a transformers save_pretrained folder); fix data.eval.<set>.asr "
+                                  "or --asr")
+    return _LOADED[key]

@@ -17,7 +17,7 @@ from vita.artefacts import read_best
 from vita.engine.hooks import Hook
 from vita.eval.metrics import better
 from vita.eval.runner import evaluate_set
-from vita.eval.sets import EvalSet, load_eval_sets
+from vita.eval.sets import EvalSet, check_speech, load_eval_sets
 
 log = logging.getLogger("vita")
 
@@ -43,6 +43,7 @@ def eval_hooks(cfg, model, tokenizer, dist_info, ckpt_root: Path) -> list[Hook]:
     spec = resolve_spec(cfg.data, tokenizer, model.data_spec() if model.has_media else None)
     proc = make_processor(cfg.data, tokenizer, spec)
     sets = load_eval_sets(cfg.data, proc)
+    check_speech(sets, model)
     ev = EvalHook(cfg, _Ctx(model, tokenizer, proc), sets, dist_info)
     return [ev, KeepBestHook(ev, cfg, dist_info, ckpt_root)] if cfg.train.keep_best else [ev]
 

@@ -12,6 +12,16 @@ turn of a sample), after :func:`normalize` (lower case, punctuation removed, spa
 
 ``loss`` and ``ppl`` (exp of the token-mean loss on the supervised tokens) come from the forward
 pass, not from generation; every eval set reports them.
+
+Speech metrics (a model with a speech decoder; the answers are spoken by :mod:`vita.infer.speak` and
+transcribed by the set's ASR, :func:`vita.eval.asr.load_asr`, default Whisper tiny.en):
+
+* ``asr_wer`` / ``asr_cer``: corpus word / character error rate of the transcripts of the generated speech
+  against the generated answer *text* (how intelligibly the model says what it wrote);
+* ``first_chunk_ms``: mean milliseconds from the end of the text answer to the first audio piece.
+
+Each metric reads two fields of a prediction row (:data:`INPUTS`): text metrics ``prediction`` against
+``reference``, ``asr_*`` ``transcript`` against ``prediction``, ``first_chunk_ms`` the row's own value.
 """
 
 from __future__ import annotations
@@ -25,7 +35,12 @@ from vita.registry import Registry
 METRICS = Registry("eval metric")
 """Generation metrics: name -> ``fn(predictions, references) -> float``."""
 LOSS_METRICS = ("loss", "ppl")
-LOWER_IS_BETTER = {"loss", "ppl", "wer", "cer"}
+SPEECH_METRICS = ("asr_wer", "asr_cer", "first_chunk_ms")
+"""Metrics that need the answers spoken (``vita.infer.speak``)."""
+LOWER_IS_BETTER = {"loss", "ppl", "wer", "cer", *SPEECH_METRICS}
+INPUTS = {"asr_wer": ("transcript", "prediction"), "asr_cer": ("transcript", "prediction"),
+          "first_chunk_ms": ("first_chunk_ms", None)}
+"""metric -> (the row field it scores, the row field it compares with); default ``(prediction, reference)``."""
 
 
 def normalize(text: str) -> str:
@@ -34,13 +49,15 @@ def normalize(text: str) -> str:
     return " ".join(text.split())
 
 
-def _edits(refs: list[str], preds: list[str], chars: bool) -> float:
+def _edits(refs: list[str], preds: list[str], chars: bool, empty: float | None = None) -> float:
     import jiwer
 
     r = [normalize(x) for x in refs]
     p = [normalize(x) for x in preds]
     total = sum(len(x) if chars else len(x.split()) for x in r)
     if total == 0:
+        if empty is not None:
+            return empty
         raise ValueError("every reference is empty after normalisation; wer/cer need reference text")
     keep = [i for i, x in enumerate(r) if x]
     errors = sum(len(p[i]) if chars else len(p[i].split()) for i, x in enumerate(r) if not x)  # all insertions
@@ -61,6 +78,27 @@ def wer(preds: list[str], refs: list[str]) -> float:
 def cer(preds: list[str], refs: list[str]) -> float:
     """Corpus character error rate (normalised text, spaces count)."""
     return _edits(refs, preds, chars=True)
+
+
+@METRICS.register("asr_wer")
+def asr_wer(transcripts: list[str], answers: list[str]) -> float:
+    """Corpus word error rate of the spoken answers' ASR transcripts against the answer texts (NaN when every
+    answer is empty: a model that says nothing has no word to get right)."""
+    return _edits(answers, transcripts, chars=False, empty=float("nan"))
+
+
+@METRICS.register("asr_cer")
+def asr_cer(transcripts: list[str], answers: list[str]) -> float:
+    """Corpus character error rate of the spoken answers' ASR transcripts against the answer texts (NaN when
+    every answer is empty)."""
+    return _edits(answers, transcripts, chars=True, empty=float("nan"))
+
+
+@METRICS.register("first_chunk_ms")
+def first_chunk_ms(values: list[float | None], _unused: list | None = None) -> float:
+    """Mean first-audio latency (ms) over the spoken answers (answers without audio are left out)."""
+    got = [float(v) for v in values if v is not None]
+    return sum(got) / len(got) if got else float("nan")
 
 
 def _mean(flags: list[bool]) -> float:
@@ -133,6 +171,28 @@ def better(name: str, new: float, old: float | None) -> bool:
     return new < old if name in LOWER_IS_BETTER else new > old
 
 
+def speaks(names: list[str]) -> bool:
+    """Whether any of ``names`` needs the answers spoken."""
+    return any(n in SPEECH_METRICS for n in names)
+
+
 def compute(names: list[str], preds: list[str], refs: list[str]) -> dict[str, float]:
-    """The generation metrics ``names`` of ``preds`` against ``refs`` (loss metrics are skipped)."""
-    return {n: float(METRICS.get(n)(preds, refs)) for n in names if n not in LOSS_METRICS}
+    """The text generation metrics ``names`` of ``preds`` against ``refs`` (loss and speech metrics are skipped)."""
+    return {n: float(METRICS.get(n)(preds, refs)) for n in names if n not in LOSS_METRICS and n not in SPEECH_METRICS}
+
+
+def compute_rows(names: list[str], rows: list[dict]) -> dict[str, float]:
+    """The generation metrics ``names`` of prediction rows (``prediction``, ``reference``, and for speech metrics
+    ``transcript`` and ``first_chunk_ms``); each metric reads the fields :data:`INPUTS` names."""
+    out = {}
+    for n in names:
+        if n in LOSS_METRICS:
+            continue
+        a, b = INPUTS.get(n, ("prediction", "reference"))
+        if any(a not in r for r in rows):
+            raise ValueError(f"metric {n} needs the field {a!r} in every prediction row (speech metrics: score the "
+                             "model with them, so that its answers are spoken and transcribed)")
+        first = [r[a] for r in rows]
+        second = [r.get(b) or "" for r in rows] if b else None
+        out[n] = float(METRICS.get(n)(first, second))
+    return out

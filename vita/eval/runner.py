@@ -17,7 +17,7 @@ from vita.collectives import all_reduce_max, all_reduce_sum
 from vita.data.collate import Collator
 from vita.data.schema import BadSample
 from vita.errors import DataError
-from vita.eval.metrics import compute
+from vita.eval.metrics import compute_rows, speaks
 from vita.eval.sets import EvalSet
 from vita.infer.generate import GenerationConfig, generate
 from vita.infer.prompt import build_prompt, collate_prompts, split_answer
@@ -53,8 +53,8 @@ def evaluate_set(ctx, es: EvalSet, rank: int = 0, world: int = 1, lockstep: bool
 
     Metrics: ``loss`` (token-mean cross-entropy on the supervised tokens), ``ppl`` = exp(loss),
     ``samples``, and each generation metric of the set. Predictions: one row per record
-    (``set``, ``index``, ``id``, ``prediction``, ``reference``), in record order (empty without
-    generation metrics).
+    (``set``, ``index``, ``id``, ``prediction``, ``reference``; with speech metrics also ``transcript``,
+    ``first_chunk_ms``, ``speech_seconds``, ``rtf``), in record order (empty without generation metrics).
     """
     model, proc = ctx.model, ctx.processor
     mine = list(range(rank, len(es), world))
@@ -91,15 +91,20 @@ def evaluate_set(ctx, es: EvalSet, rank: int = 0, world: int = 1, lockstep: bool
                      for i in idx]
             batch = collate_prompts(items, ctx.pad_id) if items else dummy
             got = generate(model, batch, gen, ctx.stop, ctx.pad_id, lockstep=lockstep, dummy=not items)
-            for i, ids in zip(idx, got):
+            spoken = [{}] * len(idx)
+            if speaks(es.metrics):  # spoken on the inference path and transcribed (vita/eval/speech.py)
+                from vita.eval.speech import speak_answers
+
+                spoken = speak_answers(model, batch, got, ctx.pad_id, es.asr, dummy=not items) or spoken
+            for i, ids, said in zip(idx, got, spoken):
                 raw = es.records[i][0]
                 rows.append({"set": es.name, "index": i, "id": str(raw.get("id", es.records[i][1])),
                              "prediction": ctx.tokenizer.decode(ids, skip_special_tokens=True).strip(),
-                             "reference": split_answer(raw)[1]})
+                             "reference": split_answer(raw)[1], **said})
             if bar is not None:
                 bar.update(1)
         rows = sorted(_gather(rows), key=lambda r: r["index"])
-        metrics.update(compute(es.metrics, [r["prediction"] for r in rows], [r["reference"] or "" for r in rows]))
+        metrics.update(compute_rows(es.metrics, rows))
     if bar is not None:
         bar.close()
     return metrics, rows

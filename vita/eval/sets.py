@@ -25,6 +25,8 @@ class EvalSet:
     metrics: list[str]
     max_new_tokens: int = 64
     batch_size: int = 4
+    asr: str | None = None
+    """The ASR of the speech metrics (:func:`vita.eval.asr.load_asr`; None = Whisper tiny.en)."""
 
     @property
     def generates(self) -> bool:
@@ -78,7 +80,21 @@ def load_eval_set(name: str, es_cfg, processor, require_answer: bool = True, che
                     processor.measure(raw, where, r)
             except BadSample as e:
                 raise DataError(f"eval set '{name}': {e}") from None
-    return EvalSet(name, records, parse_metrics(es_cfg.metric), es_cfg.max_new_tokens, es_cfg.batch_size)
+    return EvalSet(name, records, parse_metrics(es_cfg.metric), es_cfg.max_new_tokens, es_cfg.batch_size,
+                   es_cfg.get("asr") if hasattr(es_cfg, "get") else getattr(es_cfg, "asr", None))
+
+
+def check_speech(sets: list[EvalSet], model) -> None:
+    """A set asking for speech metrics of a model that cannot speak: one line naming the set and the fix."""
+    from vita.eval.metrics import SPEECH_METRICS, speaks
+    from vita.infer.speak import speech_problem
+
+    for es in sets:
+        why = speech_problem(model) if speaks(es.metrics) else None
+        if why:
+            asked = ", ".join(m for m in es.metrics if m in SPEECH_METRICS)
+            raise DataError(f"eval set '{es.name}' asks for {asked}, but {why}; drop those metrics from "
+                            f"data.eval.{es.name}.metric or give the model a speech decoder")
 
 
 def load_eval_sets(data_cfg, processor) -> list[EvalSet]:

@@ -15,9 +15,11 @@ def decode(loaded: Loaded, ids: list[int]) -> str:
 
 
 def answer_items(loaded: Loaded, items: list[dict], gen: GenerationConfig, batch_size: int = 4,
-                 progress: bool = False) -> list[list[int]]:
+                 progress: bool = False, on_batch: Callable[[int, dict, list[list[int]]], None] | None = None
+                 ) -> list[list[int]]:
     """Generate for prompt items (:func:`vita.infer.prompt.build_prompt`) in left-padded batches;
-    returns each item's new token ids, in order."""
+    returns each item's new token ids, in order. ``on_batch(first_index, batch, rows)`` sees each batch and its
+    answers as they are done (spoken answers: :func:`vita.infer.speak.speak_rows`)."""
     out: list[list[int]] = []
     starts = range(0, len(items), max(1, batch_size))
     bar = None
@@ -28,7 +30,10 @@ def answer_items(loaded: Loaded, items: list[dict], gen: GenerationConfig, batch
     for s in starts:
         chunk = items[s:s + batch_size]
         batch = collate_prompts(chunk, loaded.pad_id)
-        out.extend(generate(loaded.model, batch, gen, loaded.stop, loaded.pad_id))
+        rows = generate(loaded.model, batch, gen, loaded.stop, loaded.pad_id)
+        if on_batch is not None:
+            on_batch(s, batch, rows)
+        out.extend(rows)
         if bar is not None:
             bar.update(len(chunk))
     if bar is not None:
@@ -62,6 +67,14 @@ def chat_reply(loaded: Loaded, conv: Conversation, gen: GenerationConfig,
                on_text: Callable[[str], None] | None = None) -> tuple[str, int]:
     """The assistant's reply to ``conv`` (which ends with a user turn); ``on_text`` receives the text
     as it streams. Returns (reply, number of tokens generated). The reply is not added to ``conv``."""
+    reply, ids, _ = chat_turn(loaded, conv, gen, on_text)
+    return reply, len(ids)
+
+
+def chat_turn(loaded: Loaded, conv: Conversation, gen: GenerationConfig,
+              on_text: Callable[[str], None] | None = None) -> tuple[str, list[int], dict]:
+    """:func:`chat_reply` that also returns the answer's token ids and the prompt batch (to speak the answer
+    with :func:`vita.infer.speak.speak_rows`)."""
     item = conversation_prompt(loaded.processor, conv)
     batch = collate_prompts([item], loaded.pad_id)
     stream = TextStream(loaded.tokenizer)
@@ -73,4 +86,4 @@ def chat_reply(loaded: Loaded, conv: Conversation, gen: GenerationConfig,
     ids = generate(loaded.model, batch, gen, loaded.stop, loaded.pad_id, on_token=lambda _row, tok: emit(stream.add(tok)))[0]
     reply = decode(loaded, ids)
     emit(stream.advance(reply))
-    return reply, len(ids)
+    return reply, ids, batch

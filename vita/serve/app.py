@@ -60,8 +60,8 @@ class Settings:
 
 def create_app(loaded: Loaded, settings: Settings) -> FastAPI:
     """The app serving ``loaded``; its generation thread starts now and stops with the app."""
-    batcher = Batcher(loaded, settings.max_batch, settings.window_s, settings.max_queue)
     speech = speech_decoder(loaded)
+    batcher = Batcher(loaded, settings.max_batch, settings.window_s, settings.max_queue, speech)
     prep_lock = threading.Lock()  # prompts are built one at a time (the tokenizer is not thread-safe)
     page = resources.files("vita.serve").joinpath("static/index.html").read_text()
     inputs = ["text", *[m for m in ("image", "video", "audio") if loaded.supports(m)]]
@@ -169,7 +169,7 @@ def create_app(loaded: Loaded, settings: Settings) -> FastAPI:
                 if kind == "error":
                     raise val
                 if kind == "done":
-                    break
+                    break  # (audio parts come whole with the result when not streaming)
         finally:
             job.cancel(job.why or "the request ended")  # no-op once done; stops the row if we left early
         return _completion(val, rid, created, settings.model_name, req)
@@ -252,6 +252,8 @@ def _sse(request: Request, job: Job, events: asyncio.Queue, deadline: float, rid
                     return
                 if kind == "delta":
                     yield chunk({"content": val})
+                elif kind == "audio":  # a spoken answer's next WAV piece, then its transcript (vita/serve/speech.py)
+                    yield chunk({"audio": val})
                 elif kind == "error":
                     yield f"data: {json.dumps(val.body())}\n\n"
                     return
@@ -279,6 +281,8 @@ def _usage(res: Result) -> dict:
 def _completion(res: Result, rid: str, created: int, model: str, req: ChatRequest) -> dict:
     choice = {"index": 0, "message": {"role": "assistant", "content": res.text},
               "finish_reason": res.finish_reason, "logprobs": None}
+    if res.audio is not None:
+        choice["message"]["audio"] = res.audio
     out = {"id": rid, "object": "chat.completion", "created": created, "model": model, "choices": [choice],
            "usage": _usage(res)}
     if req.return_token_ids:

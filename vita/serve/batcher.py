@@ -26,6 +26,7 @@ from vita.infer.answer import TextStream
 from vita.infer.load import Loaded
 from vita.serve.errors import ApiError
 from vita.serve.request import ChatRequest
+from vita.serve.speech import Speaker
 
 log = logging.getLogger("vita.serve")
 
@@ -42,6 +43,8 @@ class Result:
     completion_tokens: int
     prompt_ids: list[int]
     """The prompt's tokens (media placeholders included), as the model saw them."""
+    audio: dict | None = None
+    """``message.audio`` of a spoken answer that was not streamed (:mod:`vita.serve.speech`)."""
 
 
 class Job:
@@ -132,10 +135,13 @@ class Batcher:
         max_queue: most jobs waiting; one more is refused with 503.
     """
 
-    def __init__(self, loaded: Loaded, max_batch: int = 16, window_s: float = 0.05, max_queue: int = 64) -> None:
+    def __init__(self, loaded: Loaded, max_batch: int = 16, window_s: float = 0.05, max_queue: int = 64,
+                 speaker: Speaker | None = None) -> None:
         # generation decodes with its own tokenizer copy: a fast tokenizer used from two threads at once can fail
         self.loaded = dataclasses.replace(loaded, tokenizer=copy.deepcopy(loaded.tokenizer))
         self.max_batch, self.window_s, self.max_queue = max(1, max_batch), window_s, max_queue
+        self.speaker = speaker
+        """Speaks the answers of requests for audio (``vita.serve.speech``; None: the model cannot)."""
         self.jobs: deque[Job] = deque()
         self.cv = threading.Condition()
         self.closed = False
@@ -243,10 +249,38 @@ class Batcher:
             self.stats["batches"] += 1
             self.stats["largest_batch"] = max(self.stats["largest_batch"], len(jobs))
         log.info("batch of %d: %d tokens in %.2f s", len(jobs), sum(map(len, rows)), dt)
-        for job, ids in zip(jobs, rows, strict=True):
-            res = job.finish(loaded, ids)
+        results = [job.finish(loaded, ids) for job, ids in zip(jobs, rows, strict=True)]
+        talk = [k for k, (job, res) in enumerate(zip(jobs, results))
+                if job.req.want_audio and res.finish_reason != "cancelled" and self.speaker is not None]
+        for k, (job, res) in enumerate(zip(jobs, results)):
+            if k not in talk:
+                self._done(job, res)
+        if talk:
+            self._speak([jobs[k] for k in talk], [results[k] for k in talk])
+
+    def _done(self, job: Job, res: Result) -> None:
+        with self.cv:
+            self.stats["cancelled" if res.finish_reason == "cancelled" else "served"] += 1
+        if res.finish_reason == "cancelled":
+            log.info("request stopped after %d tokens (%s)", res.completion_tokens, job.why)
+        job.emit(("done", res))
+
+    def _speak(self, jobs: list[Job], results: list[Result]) -> None:
+        """The spoken answers of ``jobs`` (one forward for them all, then each one's speech, streamed or whole)."""
+        t0 = time.perf_counter()
+        try:
+            spoken = self.speaker.speak([j.item for j in jobs], [r.ids for r in results])
+            for job, res, sp in zip(jobs, results, spoken, strict=True):
+                res.audio = self.speaker.stream(sp, res.text, job.emit, job.req.stream, job.cancelled.is_set)
+                if job.cancelled.is_set():
+                    res.finish_reason = "cancelled"
+                self._done(job, res)
+        except Exception as e:  # noqa: BLE001  (a bug: these requests fail, the server goes on)
+            log.exception("speech failed for a batch of %d", len(jobs))
             with self.cv:
-                self.stats["cancelled" if res.finish_reason == "cancelled" else "served"] += 1
-            if res.finish_reason == "cancelled":
-                log.info("request stopped after %d tokens (%s)", res.completion_tokens, job.why)
-            job.emit(("done", res))
+                self.stats["failed"] += len(jobs)
+            for job in jobs:
+                job.emit(("error", ApiError("internal_error", f"speech generation failed ({type(e).__name__}: {e}); "
+                                            "this is a bug in vita.serve, please report it")))
+            return
+        log.info("spoke %d answers in %.2f s", len(jobs), time.perf_counter() - t0)

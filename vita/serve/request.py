@@ -120,6 +120,12 @@ class Parser:
                 raise ApiError("invalid_parameter", f"modalities={mods!r}: use [\"text\"] or [\"text\", \"audio\"]",
                                "modalities")
             req.want_audio = "audio" in mods
+        audio = body.get("audio")
+        if audio is not None:  # the spoken answer's format (modalities [..., "audio"] asks for it; default wav)
+            fmt = audio.get("format", "wav") if isinstance(audio, dict) else None
+            if fmt != "wav":
+                raise ApiError("invalid_parameter", f"audio={audio!r}: vita.serve speaks WAV; send "
+                               "audio: {\"format\": \"wav\"} with modalities [\"text\", \"audio\"]", "audio.format")
         return req
 
     # -- messages ------------------------------------------------------------------------------------
