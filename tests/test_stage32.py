@@ -53,7 +53,9 @@ def stage32_args(answers: dict, stage2: Path, root: Path, name: str) -> list[str
     # the run dir named here: one named after the overrides would hold data.datasets' brackets, which DeepSpeed's
     # checkpoint loader reads as a glob pattern
     return [*quiet(name, root), f"hydra.run.dir={root / name / 'run'}", "experiment=smoke", "model=tiny_omni",
-            *data_overrides(answers), *speech_overrides(answers), *STAGE32, f"stage.init_from={stage2}"]
+            *data_overrides(answers), *speech_overrides(answers), *STAGE32, f"stage.init_from={stage2}",
+            f"+data.eval={{answers: {{annotations: ['{answers['jsonl']}'], audio_root: '{answers['audio_root']}', "
+            "metric: loss}}", "train.eval_at_start=true", f"train.eval_every={STEPS}"]
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +91,11 @@ def test_stage32_trains_the_decoder_alone(straight, stage2):
     rows = _speech_metrics(straight)
     assert len(rows) == STEPS and all(r["speech_frames"] > 0 for r in rows)
     assert sum(r["speech_loss"] for r in rows[-4:]) < sum(r["speech_loss"] for r in rows[:4]) - 1.0, rows
+    from vita.engine.metrics import read_metrics
+
+    evals = [r["eval/answers/speech_loss"] for r in read_metrics(straight / "metrics.jsonl")
+             if "eval/answers/speech_loss" in r]  # in-loop eval: before the first step and after the last
+    assert len(evals) == 2 and evals[1] < evals[0] - 1.0, evals
 
     decoder, codec = artefacts.read_speech(final)
     assert decoder["decoder"] == "nar_ar-tiny" and decoder["codebooks"] == CODEC["codebooks"]
