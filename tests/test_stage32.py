@@ -105,6 +105,10 @@ def test_stage32_trains_the_decoder_alone(straight, stage2):
     assert all(torch.equal(sd[k], trained[k]) for k in trained)
     assert loaded.model.speech_codec.codebooks == CODEC["codebooks"]
     assert loaded.cfg.model.speech.codec_path == str(final / artefacts.SPEECH_CODEC_DIR)
+    from_run = load_target(str(straight))  # the run dir: its last checkpoint, with the codec the run dir carries
+    assert from_run.cfg.model.speech.codec_path == str(straight / artefacts.SPEECH_CODEC_DIR)
+    sd = from_run.model.speech_decoder.state_dict()
+    assert all(torch.equal(sd[k], trained[k]) for k in trained)
 
 
 @pytest.mark.slow
@@ -180,3 +184,33 @@ def test_smol_omni_speech_overfit_speaks_its_answers(tmp_path_factory):
     frozen = [k for k in a if not k.startswith("speech_decoder.")]
     assert frozen and all(torch.equal(a[k], b[k]) for k in frozen)
     assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("speech_decoder."))
+
+
+def _speech_model(**speech):
+    from omegaconf import OmegaConf
+
+    from vita.config import ModelConfig
+    from vita.model import build_model
+
+    cfg = OmegaConf.structured(ModelConfig(backbone="tiny-qwen2"))
+    for k, v in speech.items():
+        cfg.speech[k] = v
+    return build_model(cfg, vocab_size=1024)
+
+
+def test_speech_config_errors_are_one_line():
+    """A decoder without a codec (or a codec without a decoder), and answers longer than the decoder takes."""
+    from vita.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"model.speech.decoder='nar_ar-tiny' needs model.speech.codec too"):
+        _speech_model(decoder="nar_ar-tiny")
+    with pytest.raises(ConfigError, match=r"model.speech.codec='mel_rvq-tiny' needs model.speech.decoder too"):
+        _speech_model(codec="mel_rvq-tiny")
+    with pytest.raises(ConfigError, match=r"max_seconds=30.0 is 7500 code frames .* more than the speech decoder "
+                                          r"'nar_ar-tiny' takes \(\d+\)"):
+        _speech_model(codec="mel_rvq-tiny", decoder="nar_ar-tiny")
+    model = _speech_model(codec="mel_rvq-tiny", decoder="nar_ar-tiny", max_seconds=1.0)
+    spec = model.data_spec()
+    assert spec.speech_codec == ("mel_rvq-tiny", None, ()) and spec.speech_max_frames == 250
+    assert "speech_decoder" in model.module_groups() and model.speech_decoder.codebooks == model.speech_codec.codebooks
+    assert not any(k.startswith("speech_codec") for k in model.state_dict())

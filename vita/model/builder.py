@@ -95,6 +95,7 @@ def build_speech(scfg, llm_hidden: int) -> tuple[nn.Module | None, Any]:
         raise ConfigError(f"model.speech.{have}={scfg[have]!r} needs model.speech.{lack} too: a speech decoder "
                           "predicts a codec's codes (set both, e.g. model.speech.codec=mel_rvq "
                           "model.speech.decoder=nar_ar, or neither)")
+    import vita.model.speech.codecs  # noqa: F401  (fills SPEECH_CODECS)
     import vita.model.speech.decoders  # noqa: F401  (fills SPEECH_DECODERS)
     from vita.artefacts import speech_decoder_weights
     from vita.registry import SPEECH_CODECS, SPEECH_DECODERS
