@@ -214,3 +214,27 @@ def test_speech_config_errors_are_one_line():
     assert spec.speech_codec == ("mel_rvq-tiny", None, ()) and spec.speech_max_frames == 250
     assert "speech_decoder" in model.module_groups() and model.speech_decoder.codebooks == model.speech_codec.codebooks
     assert not any(k.startswith("speech_codec") for k in model.state_dict())
+
+
+def test_stage3_speech_qwen_trains_the_vita15_decoder_alone():
+    """VITA-1.5's sizes (experiment=stage3_speech_qwen, built on the meta device): stage 3.2 trains the vita15
+    decoder alone, over one 1,024-entry codebook at 40 Hz, 30 s = 1,200 frames per answer at most."""
+    from hydra import compose, initialize_config_dir
+
+    from vita.config import CONF_DIR, register_configs, register_resolvers
+    from vita.model.builder import build_model
+    from vita.stage import apply_stage
+
+    register_configs()
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=stage3_speech_qwen", "model.pretrained=null",
+                                           "model.vision.pretrained=null", "model.audio.pretrained=null"])
+    with torch.device("meta"):
+        model = build_model(cfg.model)
+    assert apply_stage(model, cfg.stage, cfg.optim.lr) == {"speech_decoder": 5e-4}
+    trains = {g: sum(p.numel() for p in m.parameters() if p.requires_grad) for g, m in model.module_groups().items()}
+    assert [g for g, n in trains.items() if n] == ["speech_decoder"] and trains["speech_decoder"] > 100e6, trains
+    spec = model.data_spec()
+    assert (model.speech_codec.frame_rate, model.speech_codec.codebooks, model.speech_codec.codebook_size) == (40, 1, 1024)
+    assert spec.speech_codec[0] == "mel_rvq" and spec.speech_max_frames == 1200

@@ -194,7 +194,7 @@ def build_for(model_cfg, tokenizer=None, *, tokenizer_dir: str | Path | None = N
     spec = None
     if model.has_media:
         ensure_media_tokens(tokenizer, model)  # placeholder ids; adds and resizes if the tokenizer lacks them
-    if model.has_media or model.speech_decoder is not None:
+    if model.has_data_spec:
         spec = model.data_spec()
     return Built(model, tokenizer, spec)
 
