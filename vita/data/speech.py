@@ -40,11 +40,18 @@ def speech_spec(speech_cfg, codec=None) -> dict:
     from vita.model.speech.codecs import codec_from_spec
 
     folder = speech_cfg.get("codec_path")
-    options = tuple(sorted(dict(speech_cfg.get("codec_options") or {}).items()))
+    options = tuple(sorted((k, _frozen(v)) for k, v in dict(speech_cfg.get("codec_options") or {}).items()))
     spec = (str(speech_cfg["codec"]), str(folder) if folder else None, options)
     codec = codec or codec_from_spec(spec)
     return {"speech_codec": spec, "speech_max_frames": int(math.ceil(float(speech_cfg.get("max_seconds") or 0)
                                                                        * codec.frame_rate))}
+
+
+def _frozen(value):
+    """An option value made hashable (lists -> tuples), so the spec can key the per-process codec cache."""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "ListConfig":
+        return tuple(_frozen(v) for v in value)
+    return value
 
 
 def codec_stamp(spec: DataSpec | None) -> list:
