@@ -59,7 +59,7 @@ class NarArConfig:
     """SwiGLU inner width."""
     nar_layers: int = 2
     ar_layers: int = 4
-    max_frames: int = 2048
+    max_frames: int = 4096
     """Most code frames one answer may have (generation stops there)."""
     input: str = "linear"
     """``linear`` (two projections) or ``split`` (Freeze-Omni's reshape; ``llm_hidden`` a multiple of ``hidden``)."""
