@@ -43,6 +43,9 @@ def speech_decoder_for(speech_cfg, llm_hidden: int) -> torch.nn.Module:
 
 def summarize(model_cfg) -> dict[str, int]:
     """Component -> parameter count (meta device, registry shapes, pretrained weights not read)."""
+    from vita.registry import load_builtins
+
+    load_builtins()
     cfg = OmegaConf.create(OmegaConf.to_container(model_cfg, resolve=False))
     cfg.pretrained = None
     cfg.gguf_file = None
