@@ -96,6 +96,20 @@ def test_each_row_of_a_batch_gets_its_own_speech(loaded):
     assert not torch.equal(both[0], both[1])
 
 
+def test_an_answer_of_one_or_two_code_frames_is_spoken():
+    """An untrained decoder may stop after a frame: mel_rvq decodes 1 and 2 frames (its STFT padding was longer
+    than such a span) and streamed = whole holds there too."""
+    from vita.registry import SPEECH_CODECS, load_builtins
+
+    load_builtins()
+    codec = SPEECH_CODECS.build("mel_rvq")
+    for n in (1, 2):
+        codes = torch.randint(0, codec.codebook_size, (n, codec.codebooks))
+        whole = codec.decode(codes)
+        assert whole.shape == (n * codec.samples_per_frame,) and torch.isfinite(whole).all()
+        assert torch.allclose(torch.cat(list(codec.decode_chunks([codes[:1], codes[1:]]))), whole, atol=1e-5)
+
+
 def test_a_model_without_a_speech_decoder_says_so_in_one_line():
     from vita.errors import ConfigError
     from vita.infer import load_target
@@ -266,3 +280,42 @@ def test_serve_answers_in_audio_whole_and_streamed(loaded):
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "audio.format"
         assert c.post("/v1/chat/completions", json={**ask, "modalities": ["text"]}).json()["choices"][0][
             "message"].get("audio") is None
+
+
+# -- in-loop evaluation -----------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_in_loop_asr_wer_reaches_metrics_tensorboard_and_keep_best(tmp_path):
+    """A short stage 3.2 run (SmolLM2, so that the answers have words, + nar_ar-tiny on flite answers) with an eval
+    set scored by ``asr_wer``,
+    ``asr_cer`` and ``first_chunk_ms`` every step and ``train.keep_best=spoken/asr_wer``: the metrics reach
+    metrics.jsonl and tensorboard, the best checkpoint is marked by asr_wer, the plot is written."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from tests.conftest import find_run, quiet, read_json, run_vita
+    from tests.speech_answers import data_overrides, speech_overrides, write_answers
+    from vita.engine.metrics import read_metrics
+
+    answers = write_answers(tmp_path / "answers", ["Yes, I can.", "Good morning to you."],
+                            codec_options={"n_mels": 40, "codebooks": 2, "codebook_size": 32})
+    root = tmp_path / "outputs"
+    spoken = f"+data.eval={{spoken:{{annotations:[{answers['jsonl']}],audio_root:{answers['audio_root']}," \
+             "metric:[asr_wer,asr_cer,first_chunk_ms],max_new_tokens:6}}"
+    args = [*quiet("s32eval", root), "logging.plot=true", "logging.loggers=[jsonl,tensorboard]",
+            f"hydra.run.dir={root / 's32eval' / 'run'}", "experiment=smoke", "model=smol_lm", "data.template=smollm2",
+            *data_overrides(answers), *speech_overrides(answers), "stage=stage3_2_speech_decoder",
+            "stage.init_required=null", "engine.micro_batch_size=2", "engine.grad_accum=1", "train.max_steps=2",
+            "train.ckpt_every=1", "train.eval_every=1", "train.keep_best=spoken/asr_wer", spoken]
+    run_vita(args)
+    run = find_run(root, "s32eval")
+    rows = [r for r in read_metrics(run / "metrics.jsonl") if "eval/spoken/asr_wer" in r]
+    assert [r["step"] for r in rows] == [1, 2]
+    for r in rows:
+        assert r["eval/spoken/first_chunk_ms"] > 0 and r["eval/spoken/asr_cer"] >= 0 and "eval/spoken/loss" in r
+    best = read_json(run / "checkpoints" / "best.json")
+    wers = {r["step"]: r["eval/spoken/asr_wer"] for r in rows}
+    assert best["metric"] == "spoken/asr_wer" and best["value"] == min(wers.values())
+    assert best["step"] == min(wers, key=lambda s: (wers[s], s))
+    events = EventAccumulator(str(next(run.rglob("events.out.tfevents.*")).parent))
+    events.Reload()
+    assert "eval/spoken/asr_wer" in events.Tags()["scalars"]
+    assert (run / "loss.png").is_file()
