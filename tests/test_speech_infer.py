@@ -285,7 +285,7 @@ def test_serve_answers_in_audio_whole_and_streamed(loaded):
 # -- in-loop evaluation -----------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_in_loop_asr_wer_reaches_metrics_tensorboard_and_keep_best(tmp_path):
-    """A short stage 3.2 run (SmolLM2, so that the answers have words, + nar_ar-tiny on flite answers) with an eval
+    """A short stage 3.2 run (smol_omni: SmolLM2, so that the answers have words, + nar_ar-tiny on flite answers) with an eval
     set scored by ``asr_wer``,
     ``asr_cer`` and ``first_chunk_ms`` every step and ``train.keep_best=spoken/asr_wer``: the metrics reach
     metrics.jsonl and tensorboard, the best checkpoint is marked by asr_wer, the plot is written."""
@@ -301,7 +301,7 @@ def test_in_loop_asr_wer_reaches_metrics_tensorboard_and_keep_best(tmp_path):
     spoken = f"+data.eval={{spoken:{{annotations:[{answers['jsonl']}],audio_root:{answers['audio_root']}," \
              "metric:[asr_wer,asr_cer,first_chunk_ms],max_new_tokens:6}}"
     args = [*quiet("s32eval", root), "logging.plot=true", "logging.loggers=[jsonl,tensorboard]",
-            f"hydra.run.dir={root / 's32eval' / 'run'}", "experiment=smoke", "model=smol_lm", "data.template=smollm2",
+            f"hydra.run.dir={root / 's32eval' / 'run'}", "experiment=smoke", "model=smol_omni", "data.template=smollm2",
             *data_overrides(answers), *speech_overrides(answers), "stage=stage3_2_speech_decoder",
             "stage.init_required=null", "engine.micro_batch_size=2", "engine.grad_accum=1", "train.max_steps=2",
             "train.ckpt_every=1", "train.eval_every=1", "train.keep_best=spoken/asr_wer", spoken]
