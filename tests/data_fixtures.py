@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,13 @@ def demo_root() -> Path:
             pytest.skip(str(e))
     elif not is_current(root):
         write_bad_corpus(root)
+    from vita.data.demo_answers import is_current as answers_current
+    from vita.data.demo_answers import write_spoken_answers
+
+    if not answers_current(root):  # the spoken-answer set (speech out), added after the rest
+        if not shutil.which("flite"):
+            pytest.skip("flite is missing (make deps)")
+        write_spoken_answers(root)
     return root
 
 

@@ -30,6 +30,22 @@ def test_wheel_builds_quietly_with_every_module_and_asset(tmp_path):
     assert not any("__pycache__" in n for n in names)
 
 
+def test_editable_install_is_a_plain_path_file_without_warnings(tmp_path):
+    """``make install`` does ``pip install -e .``: setuptools' PEP 660 hook must take its plain ``.pth`` path
+    (``package_dir = .``), not the meta-path finder that prints "Editable installation ... be careful with
+    folders". The hook runs here into a temp folder, so the venv's own install is left alone."""
+    code = ("import sys; from setuptools import build_meta as b; "
+            "print(b.build_editable(sys.argv[1]))")
+    p = subprocess.run([PY, "-W", "default", "-c", code, str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    log = p.stdout + p.stderr
+    assert "meta path finder" not in log and "be careful" not in log and "!!" not in log, log[-3000:]
+    (wheel,) = tmp_path.glob("vita-*.whl")
+    pth = [n for n in zipfile.ZipFile(wheel).namelist() if n.endswith(".pth")]
+    assert pth and str(ROOT) in zipfile.ZipFile(wheel).read(pth[0]).decode(), pth
+
+
 def test_loading_a_trained_run_does_not_announce_mean_resizing(tmp_path):
     """The run's LLM starts from a pretrained folder with fewer embedding rows than the run's tokenizer: loading
     the run resizes the table and then fills it from the checkpoint, without transformers' multivariate-normal note."""

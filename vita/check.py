@@ -39,7 +39,7 @@ def check_one(i: int) -> dict:
         raw, where, roots, name = source.read(i)
         row["where"] = where
         m = proc.measure_sample(raw, where, roots)  # header-based lengths (what the samplers use)
-        item = proc.load(raw, where, roots)  # and a full decode
+        item = proc.load(raw, where, roots, speech_codes=m.speech)  # and a full decode (spoken answers: measured)
     except OverLong as e:
         row.update(id=e.sample_id, where=e.where, full_length=e.length)
         if e.policy == "fail":
@@ -69,11 +69,28 @@ def tokenizer_and_spec(cfg, out=None, model_first: bool = False):
         print("building the model for its encoders' token counts " + ("(as training uses them)" if model_first else
               "(set data.media_spec=PRESET to skip)"), file=out)
         built = build_for(cfg.model)  # as training builds it (weights aside)
-        return built.tokenizer, resolve_spec(cfg.data, built.tokenizer, built.spec)
+        return built.tokenizer, with_speech(cfg, resolve_spec(cfg.data, built.tokenizer, built.spec))
     tokenizer = load_tokenizer(cfg.model)  # model.tokenizer, else model.pretrained (a GGUF's via its cached folder)
     if has_media:
         ensure_media_tokens(tokenizer)  # as training adds them for a model with encoders
-    return tokenizer, resolve_spec(cfg.data, tokenizer, None)
+    return tokenizer, with_speech(cfg, resolve_spec(cfg.data, tokenizer, None))
+
+
+def with_speech(cfg, spec):
+    """``spec`` with the speech fields of ``cfg.model.speech`` when the model speaks and the spec does not say so yet
+    (a spec from a preset, or none for a text model: then one that takes no media)."""
+    from dataclasses import replace
+
+    from vita.data.speech import speech_spec
+    from vita.spec import DataSpec
+
+    fields = speech_spec(OmegaConf.select(cfg, "model.speech"))
+    if fields["speech_codec"] is None or (spec is not None and spec.speech_codec is not None):
+        return spec
+    if spec is None:
+        spec = DataSpec(image_size=None, audio_feature=None, n_mels=0, image_token_id=-1, video_token_id=-1,
+                        audio_token_id=-1)
+    return replace(spec, **fields)
 
 
 def run_check(cfg, workers: int | None = None, examples: int = 3, out=None) -> int:

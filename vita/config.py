@@ -320,6 +320,8 @@ class StageConfig:
     its part from the start); false: every rank loads the whole model and ``deepspeed.initialize`` partitions it."""
     task: str = "train"
     """``train`` (the engine trains the groups) or ``codec`` (stage 3.1: fit the speech codec on the data's speech)."""
+    codec_fit: dict[str, Any] = field(default_factory=dict)
+    """``task: codec``: options of the fit (``mel_rvq``: ``iters``, ``max_frames``; vita/codec_stage.py)."""
     export: str = "full"
     """``full``: the LLM (HF folder) + every other group; ``trainable``: only the groups this stage trains."""
 

@@ -22,6 +22,7 @@ ENUMS = {
     "data.overlong": ("truncate", "skip", "fail"),
     "model.quantization": (None, "4bit", "8bit"),
     "stage.export": ("full", "trainable"),
+    "stage.task": ("train", "codec"),
     "data.image_aspect_ratio": ("square", "pad"),
 }
 GROUP_MODES = ("full", "frozen", "lora")
@@ -69,6 +70,10 @@ def validate(cfg: DictConfig) -> None:
     if cfg.model.audio.encoder is not None:
         AUDIO_ENCODERS.get(cfg.model.audio.encoder)
         _projector_key(cfg.model.audio.projector, "model.audio.projector")
+    if cfg.model.speech.codec is not None:
+        from vita.registry import SPEECH_CODECS
+
+        SPEECH_CODECS.get(cfg.model.speech.codec)
     TEMPLATES.get(cfg.data.template)
     from vita.data.samplers import sampler_options
 

@@ -66,6 +66,10 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict:
         lock = hold_run_dir(run_dir, dist_info)  # one writer per run dir, or one line naming the holder
         if prepare_run_dir(run_dir, cfg, dist_info) == "complete":
             return {}
+        if cfg.stage.task == "codec":  # stage 3.1: fit the speech codec, no optimizer (vita/codec_stage.py)
+            from vita.codec_stage import run_codec_stage
+
+            return run_codec_stage(cfg, run_dir) if dist_info.is_main else {}
         torch.manual_seed(cfg.train.seed)
         dtype = torch_dtype(cfg.engine.precision, torch.float32)
         if vita_src is not None:  # built on the meta device, filled from the shards one tensor at a time

@@ -7,7 +7,8 @@ Media are referenced where they are installed (symlinked folders), never copied 
   into ``speech_train.jsonl`` and ``speech_heldout.jsonl`` (:data:`HELD_OUT_SPEECH`) for the demo's eval;
 * video: OpenCV's sample AVIs, extracted from Debian ``opencv-doc`` (``apt-get download``);
 * spoken questions: synthesised with ``espeak-ng`` and resampled with ``sox``;
-* text: chatterbot-corpus conversations.
+* text: chatterbot-corpus conversations;
+* spoken answers (speech out): flite-spoken answers and a codec fitted on them (:mod:`vita.data.demo_answers`).
 
 It also writes a corpus of bad samples (``bad/``, one per kind of problem, plus good ones) that
 ``vita.check`` and the bad-sample tests use. ``conf/data/demo.yaml`` and ``demo_bad.yaml`` point here.
@@ -188,6 +189,7 @@ def text_records(n: int = 300) -> list[dict]:
 def build(root: Path | None = None) -> Path:
     """Write the demo set (and the bad-sample corpus) under ``root``; returns it."""
     from vita.data.bad_corpus import write_bad_corpus
+    from vita.data.demo_answers import write_spoken_answers
 
     root = Path(root or demo_data_dir())
     root.mkdir(parents=True, exist_ok=True)
@@ -203,6 +205,8 @@ def build(root: Path | None = None) -> Path:
     _write_jsonl(ann / "spoken.jsonl", spoken)
     _write_jsonl(ann / "text.jsonl", text_records())
     write_bad_corpus(root)
+    _need(bool(shutil.which("flite")), "flite is missing: apt-get install flite")
+    write_spoken_answers(root)
     return root
 
 

@@ -132,6 +132,7 @@ def parse_sample(raw, where: str, roots: dict[str, Path | None], check_files: bo
         raise BadSample("no answer", where, sid, "the last turn is the user's; end with an assistant turn")
     if prompt_only and not len(turns) % 2:
         raise BadSample("no question", where, sid, "a prompt must end with the user's turn (the one to answer)")
+    speech = parse_speech(conv, where, sid, roots.get("audio"), check_files) if not prompt_only else {}
     if not prompt_only and all(not text.strip() for role, text in turns if role == "assistant"):
         raise BadSample("no supervised text", where, sid, "every assistant turn is empty, so there is nothing to "
                         "learn; write the answers or drop the sample")
@@ -148,7 +149,6 @@ def parse_sample(raw, where: str, roots: dict[str, Path | None], check_files: bo
                             "split the sample or raise data.max_images")
         if rels:
             media[m] = [resolve_media(r, roots.get(m), m, where, sid) if check_files else Path(r) for r in rels]
-    speech = parse_speech(conv, where, sid, roots.get("audio"), check_files) if not prompt_only else {}
     inserted = raw.get("inserted_id")
     if inserted is not None and (not isinstance(inserted, int) or not 0 <= inserted < len(turns) or inserted % 2 == 0):
         raise BadSample("bad inserted_id", where, sid, f"inserted_id={inserted!r} must index an assistant turn (odd index)")

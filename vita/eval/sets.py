@@ -37,7 +37,7 @@ class EvalSet:
         return len(self.records)
 
 
-def _roots(es_cfg, name: str) -> dict[str, Path | None]:
+def roots_of(es_cfg, name: str) -> dict[str, Path | None]:
     roots = {}
     for m in ("image", "video", "audio"):
         r = getattr(es_cfg, f"{m}_root", None)
@@ -58,7 +58,7 @@ def load_eval_set(name: str, es_cfg, processor, require_answer: bool = True, che
     Raises:
         DataError: naming the set, the record and the fix.
     """
-    roots = _roots(es_cfg, name)
+    roots = roots_of(es_cfg, name)
     records: list[tuple[dict, str, dict]] = []
     for path in es_cfg.annotations:
         f = AnnotationFile(path)

@@ -6,6 +6,9 @@ A sample is a group of consecutive tar members sharing a key (``000000042``):
   "length": tokens after truncation, "full_length", "multimodal", "modality", "counts": placeholder
   tokens per media item, "media": {"image": ["<key>.image0.jpg", ...], ...}}``;
 - ``<key>.<modality><n>.<ext>``: each media file's bytes as they are on disk (no re-encoding);
+- ``<key>.speech<n>.npy``: the codes ``[F, K]`` (int32) of the sample's n-th spoken answer, computed by the
+  speaking model's codec when sharding (the ``.json`` lists them under ``"speech"``; the fingerprint holds the
+  codec and its folder's files, so shards written without codes or by another codec are refused);
 - or, for a video of a set written with ``--video-frames png|jpg|npy``, ``<key>.video<n>.frames.<ext>``: its
   frames as the training code samples and resizes them (:func:`vita.data.media.video_frames`), one image
   strip top to bottom or one uint8 ``[n, S, S, 3]`` array; the ``.json`` then holds ``"video_frames": ext``.
@@ -65,14 +68,19 @@ FIELD_KEYS = {
 
 
 def fingerprint(data_cfg, proc) -> dict:
-    """Everything a shard's precomputed token counts depend on, field by field (JSON-safe)."""
+    """Everything a shard's precomputed token counts (and speech codes) depend on, field by field (JSON-safe)."""
+    from vita.data.speech import codec_stamp
+
     spec = proc.spec.describe() if proc.spec is not None else None
+    speech = proc.spec.speech_codec if proc.spec is not None else None
     out = {"template": data_cfg.template, "template_text": _digest(repr(proc.template)),
            "system_prompt": data_cfg.system_prompt, "max_length": proc.max_length, "overlong": proc.overlong,
            "max_images": proc.max_images, "state_tokens": proc.state_tokens, "vita_layout": proc.layout,
            **asdict(proc.opts), "encoder_spec": _digest(spec), "spec": spec,
            "tokenizer": str(getattr(proc.tokenizer, "name_or_path", "")).rstrip("/").rsplit("/", 1)[-1],
-           "vocab_size": len(proc.tokenizer), "vocab": vocab_hash(proc.tokenizer)}
+           "vocab_size": len(proc.tokenizer), "vocab": vocab_hash(proc.tokenizer),
+           "speech_codec": None if speech is None else repr(speech),
+           "speech_codec_files": None if speech is None else _digest(codec_stamp(proc.spec))}
     return json.loads(json.dumps(out, default=str))
 
 

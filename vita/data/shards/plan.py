@@ -113,6 +113,10 @@ def check_fresh(sets: list[ShardSet], data_cfg, proc) -> None:
         fields = fmt.changed_fields(saved, now)
         if fields:
             out = st.base if not st.manifest_url.endswith(fmt.MANIFEST) else _parent(st.manifest_url)
+            if "speech_codec" in fields and saved.get("speech_codec") is None:
+                raise DataError(f"{st.manifest_url}: these shards were written without speech codes (by a model that "
+                                f"does not speak), and this model speaks (codec {now['speech_codec']}); re-shard with "
+                                f"the speaking model: {fmt.reshard_command(st.manifest, now, fields, out)}")
             raise DataError(f"{st.manifest_url} is stale: {fmt.describe_change(saved, now, fields)} since sharding; "
                             f"re-shard with: {fmt.reshard_command(st.manifest, now, fields, out)}")
 

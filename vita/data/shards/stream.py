@@ -9,6 +9,7 @@ stops, ``skip`` counts them under ``unreadable shard`` and goes on with the next
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -97,9 +98,24 @@ def decode(proc, url: str, raw: RawSample | Lost) -> dict:
             s.media[mod] = [Member(raw.media[n], f"{url}#{n}") for n in names]
             if mod == "video" and meta.get("video_frames"):
                 s.media[mod] = [StoredFrames(m, meta["video_frames"]) for m in s.media[mod]]
-        return proc.load_sample(s)
+        return proc.load_sample(s, speech_codes=stored_codes(url, raw, s))
     except BadSample as e:
         return {"id": e.sample_id or e.where, "bad": (e.kind, str(e))}
+
+
+def stored_codes(url: str, raw: RawSample, s) -> list | None:
+    """The spoken answers' codes stored with a sample (``None`` when it has none); a shard written without them
+    raises ``BadSample``."""
+    if not s.speech:
+        return None
+    names = raw.meta.get("speech")
+    if not names:
+        raise BadSample("missing member", raw.meta["where"], s.id, f"{url} holds no speech codes for this sample's "
+                        "spoken answer (written by a model that does not speak); re-shard with the speaking model")
+    missing = [n for n in names if n not in raw.media]
+    if missing:
+        raise BadSample("missing member", raw.meta["where"], s.id, f"{url} lacks {missing[0]}; re-shard")
+    return [np.load(io.BytesIO(raw.media[n]), allow_pickle=False) for n in names]
 
 
 def _meta(x) -> tuple[bool, int]:

@@ -10,6 +10,7 @@ the last finished shard (the partial one is rewritten). The manifest is written 
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -19,6 +20,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from vita.data.schema import BadSample
 from vita.data.shards import format as fmt
@@ -66,15 +69,15 @@ class _Open:
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    import io
-
     info = tarfile.TarInfo(name)
     info.size, info.mtime, info.mode = len(data), 0, 0o644
     tar.addfile(info, io.BytesIO(data))
 
 
-def sample_members(source, proc, ref: int, key: str, length: int, multimodal: bool, video_frames: str = "off"):
-    """``[(member name, bytes)]`` of one measured sample: its ``.json`` then its media files as on disk, or
+def sample_members(source, proc, ref: int, key: str, length: int, multimodal: bool, video_frames: str = "off",
+                   speech: list | None = None):
+    """``[(member name, bytes)]`` of one measured sample: its ``.json``, its spoken answers' codes (``speech``: the
+    index's, else encoded here) then its media files as on disk, or
     with ``video_frames`` (one of :data:`~vita.data.media.FRAME_FORMATS`) each video's sampled, resized
     frames instead of the video (decoded here by the training code's :func:`~vita.data.media.video_frames`;
     a video that does not decode raises ``BadSample``)."""
@@ -103,6 +106,14 @@ def sample_members(source, proc, ref: int, key: str, length: int, multimodal: bo
             "multimodal": multimodal, "modality": s.modality, "counts": counts, "media": media}
     if video_frames != "off" and s.media.get("video"):
         meta["video_frames"] = video_frames
+    if s.speech:
+        codes = speech if speech is not None else [c.numpy() for c in proc.speech_codes(s)]
+        meta["speech"] = []
+        for j, c in enumerate(codes):
+            buf = io.BytesIO()
+            np.save(buf, np.asarray(c, dtype=np.int32), allow_pickle=False)
+            meta["speech"].append(f"{key}.speech{j}.npy")
+            files.insert(j, (meta["speech"][-1], buf.getvalue()))
     return [(f"{key}.json", json.dumps(meta, ensure_ascii=False).encode()), *files], s
 
 
@@ -194,7 +205,7 @@ def write_shards(cfg, out: Path, *, shard_size: int = 10**9, samples_per_shard: 
     for k in it:
         try:
             members, s = sample_members(source, proc, int(idx.refs[k]), fmt.sample_key(k), int(idx.lengths[k]),
-                                        bool(idx.multimodal[k]), video_frames)
+                                        bool(idx.multimodal[k]), video_frames, idx.speech.get(k))
         except BadSample as e:
             undecodable.append({"kind": e.kind, "where": e.where, "id": e.sample_id, "detail": e.detail,
                                 "message": str(e), "at": k})

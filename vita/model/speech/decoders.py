@@ -23,11 +23,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from vita.model.speech import ctc as _ctc
 from vita.model.speech.decoder import SpeechDecoder
 from vita.model.speech.nar_ar import NarArDecoder, make_config
 from vita.registry import SPEECH_DECODERS
 
 NAR_AR_TINY = dict(hidden=16, heads=2, intermediate=32, nar_layers=1, ar_layers=1, max_frames=256)
+CTC_TINY = dict(hidden=16, heads=2, intermediate=32, layers=1, upsample=4, max_frames=256)
 VITA15 = dict(hidden=896, heads=14, intermediate=9728, nar_layers=4, ar_layers=4, max_frames=1200)
 
 
@@ -47,3 +49,15 @@ def nar_ar_tiny(llm_hidden: int, codebooks: int, codebook_size: int, **overrides
 def vita15(llm_hidden: int, codebooks: int = 1, codebook_size: int = 1024, **overrides: Any) -> SpeechDecoder:
     """``nar_ar`` at VITA-1.5's sizes (4 + 4 LLaMA layers, width 896); 40 Hz x 30 s = 1,200 frames at most."""
     return NarArDecoder(make_config(llm_hidden, codebooks, codebook_size, **{**VITA15, **overrides}))
+
+
+@SPEECH_DECODERS.register("ctc")
+def ctc(llm_hidden: int, codebooks: int, codebook_size: int, **overrides: Any) -> SpeechDecoder:
+    """LLaMA-Omni style: upsample x ``upsample`` + causal LLaMA layers + CTC (one codebook only)."""
+    return _ctc.CTCDecoder(_ctc.make_config(llm_hidden, codebooks, codebook_size, **overrides))
+
+
+@SPEECH_DECODERS.register("ctc-tiny")
+def ctc_tiny(llm_hidden: int, codebooks: int, codebook_size: int, **overrides: Any) -> SpeechDecoder:
+    """``ctc`` with tiny shapes (width 16, one layer, upsample 4): tests."""
+    return _ctc.CTCDecoder(_ctc.make_config(llm_hidden, codebooks, codebook_size, **{**CTC_TINY, **overrides}))

@@ -108,6 +108,15 @@ class NarArDecoder(SpeechDecoder):
         self.out_fnn = nn.Linear(d, kv + SPECIALS)
         self.register_buffer("offsets", torch.arange(cfg.codebooks) * cfg.codebook_size, persistent=False)
 
+    def part_sizes(self) -> dict[str, int]:
+        """Parameters of the NAR part (input projections + NAR layers) and of the AR part (the rest)."""
+        nar = {id(p) for m in (getattr(self, "in_embed", None), getattr(self, "in_hidden", None), self.nar_layers)
+               if m is not None for p in m.parameters()}
+        sizes = {"nar": 0, "ar": 0}
+        for p in self.parameters():
+            sizes["nar" if id(p) in nar else "ar"] += p.numel()
+        return sizes
+
     # -- pieces shared by forward and generate -------------------------------------------------------------
     def _pos(self, positions: torch.Tensor, dtype: torch.dtype) -> KV:
         return rope(positions, self.cfg.hidden // self.cfg.heads, self.cfg.rope_theta, dtype)
