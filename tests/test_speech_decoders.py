@@ -47,11 +47,13 @@ def code_error(dec, h, e, tl, codes, cl) -> float:
 
 
 SMALL = [k for k in SPEECH_DECODERS.names() if k != "vita15"]
+PREFIX = dict(prefix_layers=1, input="split")       # nar_ar with Freeze-Omni's KV prefix
+VARIANTS = [("nar_ar-tiny", {}), ("nar_ar-tiny", PREFIX), ("ctc-tiny", {})]
 
 
-@pytest.mark.parametrize("key", SMALL)
-def test_entry_builds_finite_loss_frame_count_and_dummy_touches_all(key):
-    dec = build(key)
+@pytest.mark.parametrize("key,extra", [(k, {}) for k in SMALL] + [("nar_ar-tiny", PREFIX), ("nar_ar", {"prefix_layers": 4})])
+def test_entry_builds_finite_loss_frame_count_and_dummy_touches_all(key, extra):
+    dec = build(key, **extra)
     h, e, tl, codes, cl = batch(dec.codebooks)
     loss, frames = dec(h, e, tl, codes, cl)
     assert loss.dtype == torch.float32 and torch.isfinite(loss) and loss > 0
@@ -71,9 +73,9 @@ def test_vita15_builds_at_full_size_and_gives_a_loss():
     assert torch.isfinite(loss) and int(frames) == 4
 
 
-@pytest.mark.parametrize("key", ["nar_ar-tiny", "ctc-tiny"])
-def test_padding_does_not_change_a_samples_loss(key):
-    dec = build(key)
+@pytest.mark.parametrize("key,extra", VARIANTS)
+def test_padding_does_not_change_a_samples_loss(key, extra):
+    dec = build(key, **extra)
     h, e, tl, codes, cl = batch(dec.codebooks)
     both, _ = dec(h, e, tl, codes, cl)
     alone = sum(dec(h[i:i + 1, :tl[i]], e[i:i + 1, :tl[i]], tl[i:i + 1], codes[i:i + 1, :cl[i]], cl[i:i + 1])[0]
@@ -98,9 +100,9 @@ def test_codebook_weights_scale_each_codebook_and_zero_removes_it():
         dec(h, e, tl, codes, cl, codebook_weights=[1.0, 1.0])
 
 
-@pytest.mark.parametrize("key", ["nar_ar-tiny", "ctc-tiny"])
-def test_streamed_generate_equals_whole(key):
-    dec = build(key).eval()
+@pytest.mark.parametrize("key,extra", VARIANTS)
+def test_streamed_generate_equals_whole(key, extra):
+    dec = build(key, **extra).eval()
     h, e, tl, _, _ = batch(dec.codebooks)
     whole = generated(dec, h[0], e[0], chunk=1000)
     assert len(whole) > 0 and whole.dtype == torch.long and int(whole.max()) < V
@@ -108,10 +110,12 @@ def test_streamed_generate_equals_whole(key):
         assert torch.equal(generated(dec, h[0], e[0], chunk=chunk), whole), chunk
 
 
-@pytest.mark.parametrize("key,bound", [("nar_ar-tiny", 0.0), ("ctc-tiny", 0.5)])
-def test_overfit_two_answers(key, bound):
-    """A tiny decoder learns the codes of 2 short answers: nar_ar reproduces them exactly, ctc far better than untrained."""
-    dec = build(key)
+@pytest.mark.parametrize("key,extra,bound", [("nar_ar-tiny", {}, 0.0), ("nar_ar-tiny", PREFIX, 0.0),
+                                             ("ctc-tiny", {}, 0.5)])
+def test_overfit_two_answers(key, extra, bound):
+    """A tiny decoder learns the codes of 2 short answers: nar_ar reproduces them exactly (generation with its KV
+    cache computes what training computes), ctc far better than untrained."""
+    dec = build(key, **extra)
     h, e, tl, codes, cl = batch(dec.codebooks, seed=3)
     before = code_error(dec, h, e, tl, codes, cl)
     opt = torch.optim.AdamW(dec.parameters(), lr=1e-2)
@@ -121,7 +125,7 @@ def test_overfit_two_answers(key, bound):
         (loss / frames).backward()
         opt.step()
     after = code_error(dec, h, e, tl, codes, cl)
-    print(f"{key}: code error untrained {before:.3f} -> trained {after:.3f}")
+    print(f"{key} {extra}: code error untrained {before:.3f} -> trained {after:.3f}")
     assert before > 0.5
     assert after <= bound * before, (before, after)
 
@@ -186,20 +190,26 @@ def freeze_omni_fixture(tmp_path, dim=16, heads=2, blocks=2, linear=24, odim=10,
     return tmp_path / "checkpoints", sd
 
 
-def test_freeze_omni_decoder_maps_key_for_key_and_reports_the_rest(tmp_path):
+@pytest.mark.parametrize("prefix", [None, False])
+def test_freeze_omni_decoder_maps_key_for_key_and_reports_the_rest(tmp_path, prefix):
     from vita.interop.speech_decoder import load_freeze_omni_decoder
 
     folder, sd = freeze_omni_fixture(tmp_path)
-    got = load_freeze_omni_decoder(folder, llm_hidden=32)
-    assert sorted(got.unmapped) == sorted(k for k in sd if k.startswith("layers_prefix."))
-    assert all("KV-prefix" in why for why in got.unmapped.values())
+    got = load_freeze_omni_decoder(folder, llm_hidden=32, prefix=prefix)
+    if prefix is False:     # VITA-1.5's inference: the KV-prefix NAR is never run, all of it is left out
+        assert sorted(got.unmapped) == sorted(k for k in sd if k.startswith("layers_prefix."))
+        assert all("KV-prefix" in why for why in got.unmapped.values())
+    else:                   # Freeze-Omni's: all but the parts of the last prefix layer nobody reads
+        unread = ("self_attn.q_proj.", "self_attn.o_proj.", "mlp.", "post_attention_layernorm.")
+        assert sorted(got.unmapped) == sorted(k for k in sd if k.startswith(tuple(f"layers_prefix.1.{u}" for u in unread)))
+        assert ("layers_prefix.1.self_attn.k_proj.weight", "layers_prefix.1.self_attn.k_proj.weight") in got.mapped
     assert len(got.mapped) + len(got.unmapped) == len(sd) and got.left_at_init == []
     own = got.decoder.state_dict()
     for src, dst in got.mapped:
         assert torch.equal(own[dst], sd[src]), (src, dst)
     assert ("layers_pre_nn.0.self_attn.q_proj.weight", "nar_layers.0.self_attn.q_proj.weight") in got.mapped
     assert got.overrides == dict(hidden=16, heads=2, intermediate=24, nar_layers=1, ar_layers=2, input="split",
-                                 use_hidden=False)
+                                 use_hidden=False, prefix_layers=0 if prefix is False else 2)
     assert got.decoder.codebook_size == 10 and "layers_prefix" in got.report()
     h = torch.randn(3, 32)
     assert generated(got.decoder, h, h, max_frames=5).shape[1] == 1
@@ -214,7 +224,8 @@ def test_freeze_omni_cli_writes_weights_stage32_can_rebuild(tmp_path):
     out = tmp_path / "dec.safetensors"
     assert main([str(folder), "--out", str(out), "--llm-hidden", "32"]) == 0
     rebuilt = SPEECH_DECODERS.build("nar_ar", llm_hidden=32, codebooks=1, codebook_size=10, hidden=16, heads=2,
-                                    intermediate=24, nar_layers=1, ar_layers=2, input="split", use_hidden=False)
+                                    intermediate=24, nar_layers=1, ar_layers=2, input="split", use_hidden=False,
+                                    prefix_layers=0)
     rebuilt.load_state_dict(load_file(str(out)), strict=True)
     with pytest.raises(Exception, match="final.pt"):
         main([str(tmp_path), "--out", str(out)]) if False else __import__(

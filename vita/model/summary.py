@@ -43,18 +43,25 @@ def speech_decoder_for(speech_cfg, llm_hidden: int) -> torch.nn.Module:
 
 def summarize(model_cfg) -> dict[str, int]:
     """Component -> parameter count (meta device, registry shapes, pretrained weights not read)."""
+    from vita.registry import load_builtins
+
+    load_builtins()
     cfg = OmegaConf.create(OmegaConf.to_container(model_cfg, resolve=False))
     cfg.pretrained = None
     cfg.gguf_file = None
     cfg.vision.pretrained = cfg.vision.projector_pretrained = None
     cfg.audio.pretrained = cfg.audio.projector_pretrained = None
+    speech = OmegaConf.create(OmegaConf.to_container(cfg.speech)) if cfg.get("speech") is not None else None
+    if speech is not None:
+        cfg.speech.decoder_pretrained = speech.decoder_pretrained = None
+        if speech.get("decoder") and not speech.get("codec"):
+            cfg.speech.decoder = None          # counted below with the assumed codec shape
     with torch.device("meta"):
         model = build_model(cfg)
     groups = model.module_groups()
     counts = {key: count_params(groups.get(key)) for key, _ in ROWS if key in groups}
     counts["total"] = count_params(model)
     decoder = groups.get("speech_decoder")
-    speech = cfg.get("speech")
     if decoder is None and speech is not None and speech.get("decoder"):
         with torch.device("meta"):
             decoder = speech_decoder_for(speech, model.llm.config.get_text_config().hidden_size)

@@ -46,23 +46,35 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     return x * cos.unsqueeze(1) + turned * sin.unsqueeze(1)
 
 
-class Attention(nn.Module):
+class KeysValues(nn.Module):
+    """The key and value projections of an attention layer (``k_proj``, ``v_proj``)."""
+
     def __init__(self, dim: int, heads: int) -> None:
         super().__init__()
         if dim % heads:
             raise ValueError(f"speech decoder: hidden {dim} is not a multiple of heads {heads}")
         self.heads, self.head_dim = heads, dim // heads
-        self.q_proj = nn.Linear(dim, dim, bias=False)
         self.k_proj = nn.Linear(dim, dim, bias=False)
         self.v_proj = nn.Linear(dim, dim, bias=False)
+
+    def _split(self, t: torch.Tensor) -> torch.Tensor:
+        return t.view(t.shape[0], t.shape[1], self.heads, self.head_dim).transpose(1, 2)
+
+    def keys_values(self, x: torch.Tensor, pos: KV) -> KV:
+        """``[N, heads, L, head_dim]`` keys (rotated) and values of ``x``."""
+        return _rotate(self._split(self.k_proj(x)), *pos), self._split(self.v_proj(x))
+
+
+class Attention(KeysValues):
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__(dim, heads)
+        self.q_proj = nn.Linear(dim, dim, bias=False)
         self.o_proj = nn.Linear(dim, dim, bias=False)
 
     def forward(self, x: torch.Tensor, pos: KV, mask: torch.Tensor | None, past: KV | None) -> tuple[torch.Tensor, KV]:
         n, length, _ = x.shape
-        split = (n, length, self.heads, self.head_dim)
-        q = _rotate(self.q_proj(x).view(split).transpose(1, 2), *pos)
-        k = _rotate(self.k_proj(x).view(split).transpose(1, 2), *pos)
-        v = self.v_proj(x).view(split).transpose(1, 2)
+        q = _rotate(self._split(self.q_proj(x)), *pos)
+        k, v = self.keys_values(x, pos)
         if past is not None:
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=None if mask is None else mask.unsqueeze(1))
@@ -96,6 +108,20 @@ class Block(nn.Module):
         a, kv = self.self_attn(self.input_layernorm(x), pos, mask, past)
         x = x + a
         return x + self.mlp(self.post_attention_layernorm(x)), kv
+
+
+class KeysValuesOnly(nn.Module):
+    """What a LLaMA layer needs to give its keys and values and nothing else (``input_layernorm``,
+    ``self_attn.k_proj``, ``self_attn.v_proj``): the last layer of a stack whose output nobody reads."""
+
+    def __init__(self, dim: int, heads: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.self_attn = KeysValues(dim, heads)
+        self.input_layernorm = RMSNorm(dim, eps)
+
+    def forward(self, x: torch.Tensor, pos: KV, mask: torch.Tensor | None = None,
+                past: KV | None = None) -> tuple[None, KV]:
+        return None, self.self_attn.keys_values(self.input_layernorm(x), pos)
 
 
 def padding_mask(lengths: torch.Tensor, length: int) -> torch.Tensor:

@@ -47,7 +47,7 @@ class CTCConfig:
     causal: bool = True
     use_embeds: bool = False
     """Add the token embeddings to the hidden states (LLaMA-Omni reads the hidden states only)."""
-    max_frames: int = 2048
+    max_frames: int = 4096
     rope_theta: float = 10000.0
     rms_eps: float = 1e-6
 

@@ -28,9 +28,9 @@ from vita.model.speech.decoder import SpeechDecoder
 from vita.model.speech.nar_ar import NarArDecoder, make_config
 from vita.registry import SPEECH_DECODERS
 
-NAR_AR_TINY = dict(hidden=16, heads=2, intermediate=32, nar_layers=1, ar_layers=1, max_frames=256)
-CTC_TINY = dict(hidden=16, heads=2, intermediate=32, layers=1, upsample=4, max_frames=256)
-VITA15 = dict(hidden=896, heads=14, intermediate=9728, nar_layers=4, ar_layers=4, max_frames=1200)
+NAR_AR_TINY = dict(hidden=16, heads=2, intermediate=32, nar_layers=1, ar_layers=1)
+CTC_TINY = dict(hidden=16, heads=2, intermediate=32, layers=1, upsample=4)
+VITA15 = dict(hidden=896, heads=14, intermediate=9728, nar_layers=4, ar_layers=4)
 
 
 @SPEECH_DECODERS.register("nar_ar")
@@ -47,7 +47,7 @@ def nar_ar_tiny(llm_hidden: int, codebooks: int, codebook_size: int, **overrides
 
 @SPEECH_DECODERS.register("vita15")
 def vita15(llm_hidden: int, codebooks: int = 1, codebook_size: int = 1024, **overrides: Any) -> SpeechDecoder:
-    """``nar_ar`` at VITA-1.5's sizes (4 + 4 LLaMA layers, width 896); 40 Hz x 30 s = 1,200 frames at most."""
+    """``nar_ar`` at VITA-1.5's sizes (4 + 4 LLaMA layers, width 896)."""
     return NarArDecoder(make_config(llm_hidden, codebooks, codebook_size, **{**VITA15, **overrides}))
 
 

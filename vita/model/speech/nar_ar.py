@@ -7,13 +7,17 @@ Structure (the shape of VITA-1.5 / Freeze-Omni's public inference code, ``models
    ``in_embed(e) + in_hidden(h)`` (two linear maps to the decoder width ``hidden``). ``input="split"`` instead
    cuts every ``llm_hidden`` vector into ``llm_hidden / hidden`` positions of width ``hidden`` (what
    Freeze-Omni does: a 3,584-wide Qwen2-7B vector becomes 4 positions of 896), with no parameters;
-   ``use_hidden=False`` reads the token embeddings only (Freeze-Omni without its optional KV prefix).
+   ``use_hidden=False`` reads the token embeddings only (VITA-1.5's inference).
 2. **NAR decoder** (``nar_layers`` LLaMA layers, bidirectional over the answer): a global view of the answer.
 3. **AR decoder** (``ar_layers`` LLaMA layers): one sequence ``[BOS, NAR output..., SOS, frame 1, frame 2 ...]``;
    the NAR part attends to itself (bidirectionally), every speech step attends to the whole NAR part and
    causally to the earlier steps. Rotary positions count from the sequence start; the AR state at a step
    predicts the next code frame through ``out_fnn``. Generation keeps a KV cache (prefill once, then one
    frame per step) and is greedy.
+4. **Optional KV prefix** (``prefix_layers = ar_layers``; Freeze-Omni's ``layers_prefix``): a second NAR stack over
+   the LLM hidden states; the keys and values each of its layers computes from its input are put in front of
+   the same-index AR layer's own (the AR layer attends to them, positions counted from 0 in both). Its last
+   layer keeps only what gives keys and values (nobody reads its output). Off (0) in every registry entry.
 
 **Multi-codebook codes: per-codebook heads.** All ``K`` codes of a frame come from one AR state: ``out_fnn`` maps
 it to ``K x V + 4`` logits (codebook k owns columns ``k V .. (k+1) V - 1``); the next step's input is the *sum*
@@ -38,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vita.errors import ConfigError
-from vita.model.speech.blocks import KV, Block, RMSNorm, bidirectional_mask, padding_mask, rope
+from vita.model.speech.blocks import KV, Block, KeysValuesOnly, RMSNorm, bidirectional_mask, padding_mask, rope
 from vita.model.speech.decoder import SpeechDecoder
 
 SPECIALS = 4
@@ -59,12 +63,14 @@ class NarArConfig:
     """SwiGLU inner width."""
     nar_layers: int = 2
     ar_layers: int = 4
-    max_frames: int = 2048
+    max_frames: int = 4096
     """Most code frames one answer may have (generation stops there)."""
     input: str = "linear"
     """``linear`` (two projections) or ``split`` (Freeze-Omni's reshape; ``llm_hidden`` a multiple of ``hidden``)."""
     use_hidden: bool = True
     """Read the LLM hidden states (else the token embeddings only)."""
+    prefix_layers: int = 0
+    """Freeze-Omni's KV-prefix NAR over the hidden states (0 = none, else ``ar_layers``)."""
     rope_theta: float = 10000.0
     rms_eps: float = 1e-6
 
@@ -83,6 +89,9 @@ def make_config(llm_hidden: int, codebooks: int, codebook_size: int, **overrides
                           f"of hidden ({cfg.hidden}); use input='linear'")
     if cfg.hidden % cfg.heads:
         raise ConfigError(f"nar_ar speech decoder: hidden {cfg.hidden} is not a multiple of heads {cfg.heads}")
+    if cfg.prefix_layers not in (0, cfg.ar_layers):
+        raise ConfigError(f"nar_ar speech decoder: prefix_layers={cfg.prefix_layers}; use 0 or ar_layers "
+                          f"({cfg.ar_layers}): each AR layer reads the keys/values of one prefix layer")
     if min(cfg.codebooks, cfg.codebook_size, cfg.ar_layers) < 1 or cfg.nar_layers < 0:
         raise ConfigError(f"nar_ar speech decoder: bad shape {asdict(cfg)}")
     return cfg
@@ -106,11 +115,17 @@ class NarArDecoder(SpeechDecoder):
         self.layers = nn.ModuleList(Block(d, cfg.heads, cfg.intermediate, cfg.rms_eps) for _ in range(cfg.ar_layers))
         self.norm = RMSNorm(d, cfg.rms_eps)
         self.out_fnn = nn.Linear(d, kv + SPECIALS)
-        self.register_buffer("offsets", torch.arange(cfg.codebooks) * cfg.codebook_size, persistent=False)
+        if cfg.prefix_layers:
+            if cfg.input == "linear":
+                self.in_prefix = nn.Linear(cfg.llm_hidden, d)
+            self.layers_prefix = nn.ModuleList([*(Block(d, cfg.heads, cfg.intermediate, cfg.rms_eps)
+                                                  for _ in range(cfg.prefix_layers - 1)),
+                                                KeysValuesOnly(d, cfg.heads, cfg.rms_eps)])
 
     def part_sizes(self) -> dict[str, int]:
-        """Parameters of the NAR part (input projections + NAR layers) and of the AR part (the rest)."""
-        nar = {id(p) for m in (getattr(self, "in_embed", None), getattr(self, "in_hidden", None), self.nar_layers)
+        """Parameters of the NAR part (input projections, NAR and prefix layers) and of the AR part (the rest)."""
+        nar = {id(p) for m in (getattr(self, "in_embed", None), getattr(self, "in_hidden", None), self.nar_layers,
+                               getattr(self, "in_prefix", None), getattr(self, "layers_prefix", None))
                if m is not None for p in m.parameters()}
         sizes = {"nar": 0, "ar": 0}
         for p in self.parameters():
@@ -147,9 +162,32 @@ class NarArDecoder(SpeechDecoder):
                 x, _ = layer(x, pos, mask)
         return x, lengths
 
+    def _prefix(self, hidden: torch.Tensor, lengths: torch.Tensor) -> tuple[list[KV | None], torch.Tensor | None]:
+        """Per AR layer, the KV prefix from the hidden states (``None`` each without ``prefix_layers``), and its
+        valid lengths."""
+        cfg = self.cfg
+        if not cfg.prefix_layers:
+            return [None] * len(self.layers), None
+        hidden = hidden.to(self.embedding.weight.dtype)
+        if cfg.input == "split":
+            r = cfg.llm_hidden // cfg.hidden
+            x, lengths = hidden.reshape(hidden.shape[0], -1, cfg.hidden), lengths * r
+        else:
+            x = self.in_prefix(hidden)
+        t = x.shape[1]
+        x = x * padding_mask(lengths, t).unsqueeze(-1).to(x.dtype)
+        pos = self._pos(torch.arange(t, device=x.device).unsqueeze(0), x.dtype)
+        mask = bidirectional_mask(lengths, t)
+        kvs = []
+        for layer in self.layers_prefix:
+            x, kv = layer(x, pos, mask)
+            kvs.append(kv)
+        return kvs, lengths
+
     def _frame_embed(self, codes: torch.Tensor) -> torch.Tensor:
         """``[..., K]`` codes -> the sum of their embeddings."""
-        return self.embedding(codes + self.offsets).sum(-2)
+        offsets = torch.arange(self.codebooks, device=codes.device) * self.codebook_size
+        return self.embedding(codes + offsets).sum(-2)
 
     def _special(self, which: int, n: int, device: torch.device) -> torch.Tensor:
         return self.embedding(torch.full((n, 1), self.special + which, dtype=torch.long, device=device))
@@ -168,6 +206,7 @@ class NarArDecoder(SpeechDecoder):
         device = hidden.device
         text_lengths, code_lengths = text_lengths.to(device), code_lengths.to(device)
         cond, tl = self._condition(hidden, embeds, text_lengths)
+        past, plen = self._prefix(hidden, text_lengths)
         n, t = cond.shape[:2]
         prefix = 1 + t
         f = codes.shape[1]
@@ -182,9 +221,12 @@ class NarArDecoder(SpeechDecoder):
         sees_prefix = idx.unsqueeze(0) < (1 + tl).unsqueeze(1)                    # [N, L] valid prefix keys
         causal = is_code.unsqueeze(1) & is_code.unsqueeze(0) & (idx.unsqueeze(0) <= idx.unsqueeze(1))
         mask = sees_prefix.unsqueeze(1) | causal.unsqueeze(0)
+        if plen is not None:                     # every position also sees the valid KV-prefix keys
+            keys = padding_mask(plen, past[0][0].shape[2]).unsqueeze(1).expand(-1, length, -1)
+            mask = torch.cat([keys, mask], dim=-1)
         rot = self._pos(pos, x.dtype)
-        for layer in self.layers:
-            x, _ = layer(x, rot, mask)
+        for layer, kv in zip(self.layers, past):
+            x, _ = layer(x, rot, mask, kv)
         logits = self.out_fnn(self.norm(x[:, prefix:])).float()               # [N, F + 1, K V + 4]
         steps = torch.arange(f + 1, device=device).unsqueeze(0)
         is_frame = steps < code_lengths.unsqueeze(1)
@@ -244,9 +286,10 @@ class NarArDecoder(SpeechDecoder):
         x = torch.cat([self._special(BOS, 1, device), cond], dim=1)
         prefix = x.shape[1]
         rot = self._pos(torch.arange(prefix, device=device).unsqueeze(0), x.dtype)
+        past, _ = self._prefix(hidden.unsqueeze(0), torch.tensor([hidden.shape[0]], device=device))
         cache: list[KV] = []
-        for layer in self.layers:
-            x, kv = layer(x, rot, None)
+        for layer, kv in zip(self.layers, past):
+            x, kv = layer(x, rot, None, kv)
             cache.append(kv)
         step = self._special(SOS, 1, device)
         pending: list[torch.Tensor] = []
