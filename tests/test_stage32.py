@@ -120,3 +120,29 @@ def test_stage32_kill_9_and_resume_is_bit_identical(straight, answers, stage2, t
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f"{f} differs (kill at {killed_at})"
     assert losses(run_dir) == losses(straight)
     assert [r["speech_loss"] for r in _speech_metrics(run_dir)] == [r["speech_loss"] for r in _speech_metrics(straight)]
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_stage32_zero3_two_ranks_one_without_speech_matches_one_rank(tmp_path_factory):
+    """Two samples, one spoken answer and one text-only: at world 2 (ZeRO-3, gloo, micro-batch 1) every step one
+    rank holds no spoken answer and runs the decoder on its dummy; no hang, and the losses equal world 1's (the
+    same global batch as 2 accumulated micro-batches) within 1e-5, the speech loss normalised by global frames."""
+    base = tmp_path_factory.mktemp("z3")
+    pair = write_answers(base / "pair", ANSWERS[:2], text_only=1, codec_options=CODEC)
+    root = base / "outputs"
+    common = ["experiment=smoke", "model=tiny_qwen2", *data_overrides(pair), *speech_overrides(pair), *STAGE32,
+              "stage.init_required=null", "train.max_steps=8", "train.ckpt_every=0", "engine=zero3",
+              "engine.stage3_param_persistence_threshold=0", "engine.micro_batch_size=1"]
+    runs = {}
+    for world, accum in ((1, 2), (2, 1)):
+        name = f"w{world}"
+        run_vita([*quiet(name, root), f"hydra.run.dir={root / name / 'run'}", *common, f"engine.grad_accum={accum}"],
+                 world=world)
+        runs[world] = _speech_metrics(find_run(root, name))
+    one, two = runs[1], runs[2]
+    assert len(one) == len(two) == 8
+    for a, b in zip(one, two):
+        assert a["speech_frames"] == b["speech_frames"] > 0  # the one spoken answer, every step
+        assert abs(a["speech_loss"] - b["speech_loss"]) < 1e-5 and abs(a["loss"] - b["loss"]) < 1e-5, (a, b)
+    assert one[-1]["speech_loss"] < one[0]["speech_loss"]

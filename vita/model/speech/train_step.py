@@ -3,8 +3,11 @@
 :meth:`vita.model.omni.OmniModel.forward` calls :func:`speech_loss` with the LLM's last hidden states when the
 model has a speech decoder. The answers' hidden states and token embeddings come from
 :func:`vita.model.speech.spans.gather_spans` (the one span function; inference calls it too). A micro-batch
-without a spoken answer still runs every decoder parameter (``0 x dummy_loss``): under ZeRO-3 every rank must
-gather the same modules in the same order, so a rank that skipped the decoder would hang its peers.
+without a spoken answer still runs every decoder parameter, times 0: under ZeRO-3 every rank must gather the same
+modules in the same order, so a rank that skipped the decoder would hang its peers. Its stand-in answer (one token,
+one frame of code 0) is cut by ``gather_spans`` like a real one, because that also runs the LLM's input embedding:
+the decoder's own ``dummy_loss`` alone would leave the embedding's ZeRO-3 gather to the ranks with an answer, and
+the ranks' collectives would no longer match (a gloo abort, an NCCL hang: tests/test_stage32.py).
 """
 
 from __future__ import annotations
@@ -38,7 +41,11 @@ def speech_loss(decoder: nn.Module, hidden: torch.Tensor, input_ids: torch.Tenso
         sample_ids: the batch's sample names, for error messages.
     """
     if codes is None or spans is None or code_lengths is None or codes.shape[0] == 0:
-        return 0.0 * decoder.dummy_loss(hidden).float(), 0
+        h, e, text_lengths = gather_spans(hidden, input_ids, torch.tensor([[0, 0, 1]]), embed)
+        one = torch.ones(1, dtype=torch.long, device=hidden.device)
+        stand_in = torch.zeros(1, 1, decoder.codebooks, dtype=torch.long, device=hidden.device)
+        loss_sum, _ = decoder(h, e, text_lengths, stand_in, one, list(codebook_weights) if codebook_weights else None)
+        return 0.0 * loss_sum.float(), 0
     if not (codes.shape[0] == spans.shape[0] == code_lengths.shape[0]):
         raise DataError(f"speech_codes has {codes.shape[0]} answers, speech_spans {spans.shape[0]} and "
                         f"speech_code_lengths {code_lengths.shape[0]}; the batch's first sample: "
