@@ -319,3 +319,34 @@ def test_in_loop_asr_wer_reaches_metrics_tensorboard_and_keep_best(tmp_path):
     events.Reload()
     assert "eval/spoken/asr_wer" in events.Tags()["scalars"]
     assert (run / "loss.png").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_in_loop_speech_metrics_under_zero3_two_ranks_match_one_rank(tmp_path):
+    """Three eval answers over two ZeRO-3 ranks (one rank runs a dummy batch for the last): the LLM forward over
+    prompt + answer stays a collective, each rank's decoder runs on gathered parameters for as many frames as its
+    own answers need; no hang, and the ASR scores equal those of one rank (ZeRO-0)."""
+    from tests.conftest import find_run, quiet, run_vita
+    from tests.speech_answers import data_overrides, speech_overrides, write_answers
+    from vita.engine.metrics import read_metrics
+
+    answers = write_answers(tmp_path / "answers", ["Yes, I can.", "Good morning to you.", "It is raining."],
+                            codec_options={"n_mels": 40, "codebooks": 2, "codebook_size": 32})
+    root = tmp_path / "outputs"
+    spoken = f"+data.eval={{spoken:{{annotations:[{answers['jsonl']}],audio_root:{answers['audio_root']}," \
+             "metric:[asr_wer,asr_cer,first_chunk_ms],max_new_tokens:4,batch_size:1}}"
+    got = {}
+    for world, accum, engine in ((1, 2, []), (2, 1, ["engine=zero3", "engine.stage3_param_persistence_threshold=0"])):
+        name = f"z3w{world}"
+        run_vita([*quiet(name, root), f"hydra.run.dir={root / name / 'run'}", "experiment=smoke", "model=smol_omni",
+                  "data.template=smollm2", *data_overrides(answers), *speech_overrides(answers),
+                  "stage=stage3_2_speech_decoder", "stage.init_required=null", *engine, "engine.micro_batch_size=1",
+                  f"engine.grad_accum={accum}", "train.max_steps=1", "train.ckpt_every=0", "train.eval_every=1", spoken],
+                 world=world)
+        got[world] = [r for r in read_metrics(find_run(root, name) / "metrics.jsonl") if "eval/spoken/asr_wer" in r]
+    assert len(got[1]) == len(got[2]) == 1
+    one, two = got[1][0], got[2][0]
+    assert one["eval/spoken/asr_wer"] == two["eval/spoken/asr_wer"] and one["eval/spoken/asr_cer"] == two[
+        "eval/spoken/asr_cer"]
+    assert two["eval/spoken/first_chunk_ms"] > 0
