@@ -46,10 +46,21 @@ def _answers(loaded, questions, n=12):
     return batch, generate(loaded.model, batch, GenerationConfig(max_new_tokens=n), loaded.stop, loaded.pad_id)
 
 
-def test_streamed_pieces_are_the_whole_decode_and_the_first_comes_early(loaded):
+@pytest.fixture(scope="module")
+def ctc_loaded():
+    from vita.infer import load_target
+
+    return speaking(load_target(None, TINY), "ctc-tiny", codebooks=1)
+
+
+@pytest.mark.parametrize("which", ["nar_ar-tiny", "ctc-tiny"])
+def test_streamed_pieces_are_the_whole_decode_and_the_first_comes_early(which, request):
     from vita.infer.speak import speak_rows
 
-    batch, rows = _answers(loaded, QUESTIONS[:1])
+    loaded = request.getfixturevalue("loaded" if which == "nar_ar-tiny" else "ctc_loaded")
+    batch, _ = _answers(loaded, QUESTIONS[:1], n=1)
+    rows = [loaded.tokenizer("The quick brown fox jumps over the lazy dog and runs far away into the woods.",
+                             add_special_tokens=False)["input_ids"]]
     spoken = speak_rows(loaded.model, batch, rows, loaded.pad_id, chunk=2)[0]
     pieces = list(spoken)
     codes = torch.cat(spoken.codes)
