@@ -170,6 +170,13 @@ def test_index_cache_keeps_codes(corpus, tmp_path, monkeypatch):
         assert all(np.array_equal(a, b) for a, b in zip(codes, hit[5][pos]))
     other = make_processor(cfg.data, tok, replace(spec, speech_codec=("mel_rvq-tiny", None, (("codebook_size", 8),))))
     assert index_cache.cache_key(source, other) != index_cache.cache_key(source, proc)
+    from vita.model.speech.mel_rvq import TINY, MelRVQCodec, make_config
+
+    folder = MelRVQCodec(make_config(TINY)).save(tmp_path / "codec")  # a codec folder refitted in place: a new key
+    in_folder = make_processor(cfg.data, tok, replace(spec, speech_codec=("mel_rvq", str(folder), ())))
+    before = index_cache.cache_key(source, in_folder)
+    MelRVQCodec(make_config({**TINY, "seed": 1})).save(folder)
+    assert index_cache.cache_key(source, in_folder) != before
 
 
 def test_check_names_every_bad_kind(corpus):

@@ -55,13 +55,15 @@ def spoken_answers(entries: list, what: str) -> list[tuple[Path, str, str]]:
 
 
 def read_speech(path: Path, where: str) -> tuple[torch.Tensor, int]:
-    import soundfile as sf
+    """The data pipeline's reader (:func:`vita.data.speech.load_speech`); its refusal is one line naming the sample."""
+    from vita.data.media import MediaError
+    from vita.data.speech import load_speech
 
     try:
-        wave, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as e:  # noqa: BLE001 - libsndfile's errors name no sample
-        raise DataError(f"{where}: cannot read spoken answer {path} ({e}); re-export it as WAV/FLAC") from None
-    return torch.from_numpy(np.ascontiguousarray(wave.mean(axis=1))), int(rate)
+        wave, rate = load_speech(path)
+    except MediaError as e:
+        raise DataError(f"{where}: {e}") from None
+    return torch.from_numpy(np.ascontiguousarray(wave)), int(rate)
 
 
 def roundtrip_wer(codec, items: list[tuple[Path, str, str]], asr) -> float:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -40,8 +42,9 @@ def records(split: str) -> list[dict]:
 
 def is_current(root: Path) -> bool:
     stamp = root / FOLDER / "version.json"
+    anns = [root / "annotations" / f"{FOLDER}_{split}.jsonl" for split in ("train", "heldout")]
     return stamp.is_file() and json.loads(stamp.read_text()).get("version") == VERSION and \
-        (root / FOLDER / "codec" / "config.json").is_file()
+        (root / FOLDER / "codec" / "config.json").is_file() and all(a.is_file() for a in anns)
 
 
 def write_spoken_answers(root: str | Path | None = None, force: bool = False) -> Path:
@@ -57,21 +60,33 @@ def write_spoken_answers(root: str | Path | None = None, force: bool = False) ->
     out = root / FOLDER
     if is_current(root) and not force:
         return out
-    (out / "answers").mkdir(parents=True, exist_ok=True)
-    train = []
+    tmp = root / f".{FOLDER}.{os.getpid()}"  # written aside, then moved in: a concurrent reader never sees half a set
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "answers").mkdir(parents=True)
+    train, anns = [], {}
     for split in ("train", "heldout"):
         recs = records(split)
         for r in recs:
             turn = r["conversations"][1]
             wave, rate = flite_speech(turn["value"], VOICE)
-            sf.write(str(out / turn["speech"]), wave, rate, subtype="PCM_16")
+            sf.write(str(tmp / turn["speech"]), wave, rate, subtype="PCM_16")
             if split == "train":
                 train.append((torch.from_numpy(wave), rate))
+        anns[split] = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs)
+    fit_mel_rvq(train, iters=10).save(tmp / "codec")
+    (tmp / "version.json").write_text(json.dumps({"version": VERSION, "voice": VOICE}) + "\n")
+    if out.exists():
+        shutil.rmtree(out, ignore_errors=True)
+    try:
+        os.replace(tmp, out)
+    except OSError:  # another process moved its (identical) set in first
+        shutil.rmtree(tmp, ignore_errors=True)
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    for split, text in anns.items():
         ann = root / "annotations" / f"{FOLDER}_{split}.jsonl"
-        ann.parent.mkdir(parents=True, exist_ok=True)
-        ann.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs), encoding="utf-8")
-    fit_mel_rvq(train, iters=10).save(out / "codec")
-    (out / "version.json").write_text(json.dumps({"version": VERSION, "voice": VOICE}) + "\n")
+        part = ann.with_name(f".{ann.name}.{os.getpid()}")
+        part.write_text(text, encoding="utf-8")
+        os.replace(part, ann)
     return out
 
 

@@ -40,22 +40,37 @@ def speech_spec(speech_cfg, codec=None) -> dict:
     from vita.model.speech.codecs import codec_from_spec
 
     folder = speech_cfg.get("codec_path")
-    options = tuple(sorted(dict(speech_cfg.get("codec_options") or {}).items()))
+    options = tuple(sorted((k, _frozen(v)) for k, v in dict(speech_cfg.get("codec_options") or {}).items()))
     spec = (str(speech_cfg["codec"]), str(folder) if folder else None, options)
     codec = codec or codec_from_spec(spec)
     return {"speech_codec": spec, "speech_max_frames": int(math.ceil(float(speech_cfg.get("max_seconds") or 0)
                                                                        * codec.frame_rate))}
 
 
+def _frozen(value):
+    """An option value made hashable (lists -> tuples), so the spec can key the per-process codec cache."""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "ListConfig":
+        return tuple(_frozen(v) for v in value)
+    return value
+
+
 def codec_stamp(spec: DataSpec | None) -> list:
-    """What the codes depend on beyond the spec itself: the codec folder's files (name, size, mtime), so a
-    refitted codec at the same path makes new cache keys and shard fingerprints."""
+    """What the codes depend on beyond the spec itself: the codec folder's files (a hash of each file up to 16 MB,
+    size and mtime of larger ones), so a codec refitted at the same path makes new cache keys and fingerprints."""
+    import hashlib
+
     if spec is None or spec.speech_codec is None or spec.speech_codec[1] is None:
         return []
     folder = Path(spec.speech_codec[1])
     if not folder.is_dir():
         return [str(folder)]
-    return [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in sorted(folder.iterdir()) if f.is_file()]
+    out = []
+    for f in sorted(folder.iterdir()):
+        if f.is_file():
+            st = f.stat()
+            out.append([f.name, st.st_size, hashlib.sha256(f.read_bytes()).hexdigest()[:16] if st.st_size <= 2**24
+                        else st.st_mtime_ns])
+    return out
 
 
 def load_speech(path) -> tuple[np.ndarray, int]:
