@@ -14,6 +14,7 @@ import base64
 import io
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -361,3 +362,92 @@ def test_in_loop_speech_metrics_under_zero3_two_ranks_match_one_rank(tmp_path):
     assert one["eval/spoken/asr_wer"] == two["eval/spoken/asr_wer"] and one["eval/spoken/asr_cer"] == two[
         "eval/spoken/asr_cer"]
     assert two["eval/spoken/first_chunk_ms"] > 0
+
+
+# -- a trained speaking run (issue 19's acceptance: vita.chat --speak says the answer's words) -------------------------
+SAID = ["Please bring me a glass of cold water.", "The cat sat quietly on the warm window sill."]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    """Stage 3.2 on smol_omni: the default ``nar_ar`` decoder overfits two of the demo's flite answers ("Read this
+    aloud: ...") with the demo's fitted ``mel_rvq`` codec (its speech loss falls from ~23 to ~0.03 in 60 steps)."""
+    from tests.conftest import find_run, quiet, run_vita
+    from tests.data_fixtures import demo_root
+
+    spoken = demo_root() / "spoken_answers"
+    rows = {json.loads(x)["conversations"][1]["value"]: json.loads(x) for x in
+            (demo_root() / "annotations" / "spoken_answers_train.jsonl").read_text().splitlines()}
+    base = tmp_path_factory.mktemp("trained")
+    src = base / "answers.jsonl"
+    src.write_text("".join(json.dumps({"id": rows[t]["id"], "conversations": [
+        {"from": "human", "value": f"Read this aloud: {t}"},
+        {"from": "gpt", "value": t, "speech": rows[t]["conversations"][1]["speech"]}]}) + "\n" for t in SAID))
+    root = base / "outputs"
+    run_vita([*quiet("spoken", root), f"hydra.run.dir={root / 'spoken' / 'run'}", "experiment=smoke",
+              "model=smol_omni", "data.template=smollm2", "data.format=vita",
+              f"data.datasets=[{{name: said, annotations: ['{src}'], audio_root: '{spoken}'}}]",
+              "model.speech.codec=mel_rvq", f"model.speech.codec_path={spoken / 'codec'}", "model.speech.decoder=nar_ar",
+              "model.speech.max_seconds=6", "stage=stage3_2_speech_decoder", "stage.init_required=null",
+              "engine.micro_batch_size=2", "engine.grad_accum=1", "train.max_steps=60", "train.ckpt_every=0",
+              "optim.lr=2e-3", "optim.warmup_steps=10"])
+    return find_run(root, "spoken")
+
+
+def _heard(path) -> str:
+    from vita.eval.asr import load_asr
+    from vita.eval.metrics import normalize
+
+    wave, rate = sf.read(str(path), dtype="float32")
+    return normalize(load_asr()(wave, rate))
+
+
+def _words(text: str) -> list[str]:
+    from vita.eval.metrics import normalize
+
+    return normalize(text).split()
+
+
+@pytest.mark.slow
+def test_chat_speak_on_a_trained_run_says_the_answer_s_words(trained_run, tmp_path):
+    """``vita.chat RUN --prompt ... --speak OUT.wav`` on the trained run (its export reloads decoder and codec): the
+    Whisper transcript of the WAV holds every word of the text answer it printed."""
+    import subprocess
+
+    out = tmp_path / "water.wav"
+    proc = subprocess.run([sys.executable, "-m", "vita.chat", str(trained_run), "--prompt", f"Read this aloud: {SAID[0]}",
+                           "--max-new-tokens", "24", "--speak", str(out)], cwd=ROOT, env=vita_env(), capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    answer = proc.stdout.split("(speech:")[0].strip().splitlines()[-1]
+    assert _words(answer) == _words(SAID[0]), proc.stdout  # the LLM (frozen) repeats the sentence
+    heard = _heard(out)
+    assert all(w in heard.split() for w in _words(answer)), (answer, heard)
+
+
+@pytest.mark.slow
+def test_repl_on_a_trained_run_speaks_two_turns_and_survives_a_bad_path(trained_run, tmp_path):
+    folder = tmp_path / "said"
+    child = pexpect.spawn(sys.executable, ["-m", "vita.chat", str(trained_run), "--max-new-tokens", "24"],
+                          cwd=str(ROOT), env=vita_env(), encoding="utf-8", timeout=300)
+    child.logfile_read = open(tmp_path / "session.log", "w")  # noqa: SIM115  (the transcript, for failures)
+    try:
+        child.expect("you> ")
+        child.sendline(f"/speak {tmp_path / 'no' / 'such'}")
+        child.expect(r"error: \S*such: the folder \S*no does not exist")
+        child.expect("you> ")
+        child.sendline(f"/speak {folder}")
+        child.expect(r"\(speech on")
+        for n, text in enumerate(SAID, 1):
+            child.expect("you> ")
+            child.sendline(f"Read this aloud: {text}")
+            child.expect(rf"\(speech: \S*answer_00{n}\.wav, [0-9.]+ s of speech, first chunk \d+ ms")
+        child.expect("you> ")
+        child.sendline("/quit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0, (tmp_path / "session.log").read_text()[-3000:]
+    heard = _heard(folder / "answer_001.wav")
+    assert all(w in heard.split() for w in _words(SAID[0])), heard
+    assert len(_heard(folder / "answer_002.wav").split()) >= 3
