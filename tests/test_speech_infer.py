@@ -451,3 +451,37 @@ def test_repl_on_a_trained_run_speaks_two_turns_and_survives_a_bad_path(trained_
     heard = _heard(folder / "answer_001.wav")
     assert all(w in heard.split() for w in _words(SAID[0])), heard
     assert len(_heard(folder / "answer_002.wav").split()) >= 3
+
+
+@pytest.mark.slow
+def test_serve_on_a_trained_run_answers_aloud_through_the_openai_client(trained_run, tmp_path):
+    """Issue 21's audio out: ``vita.serve RUN`` and the real ``openai`` client ask for ``modalities ["text",
+    "audio"]``; the WAV's Whisper transcript holds the text answer's words, streamed pieces included."""
+    openai = pytest.importorskip("openai")
+    from tests.serve_helpers import LiveServer
+
+    server = LiveServer([str(trained_run), "--max-tokens", "24"], tmp_path / "server.log")
+    try:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=600)
+        name = client.models.list().data[0].id
+        msg = [{"role": "user", "content": f"Read this aloud: {SAID[0]}"}]
+        r = client.chat.completions.create(model=name, messages=msg, modalities=["text", "audio"],
+                                           audio={"voice": "alloy", "format": "wav"}, max_tokens=24, temperature=0)
+        m = r.choices[0].message
+        assert _words(m.content) == _words(SAID[0]) and m.audio.transcript == m.content
+        (tmp_path / "whole.wav").write_bytes(base64.b64decode(m.audio.data))
+        heard = _heard(tmp_path / "whole.wav")
+        assert all(w in heard.split() for w in _words(m.content)), heard
+        pieces = []
+        for ev in client.chat.completions.create(model=name, messages=msg, modalities=["text", "audio"],
+                                                 audio={"voice": "alloy", "format": "wav"}, max_tokens=24,
+                                                 temperature=0, stream=True):
+            audio = getattr(ev.choices[0].delta, "audio", None) if ev.choices else None
+            data = getattr(audio, "data", None) if audio is not None else None
+            if data:
+                pieces.append(_b64wav(data)[0])
+        assert len(pieces) >= 2
+        sf.write(tmp_path / "streamed.wav", np.concatenate(pieces), 16000)
+        assert abs(np.concatenate(pieces) - sf.read(str(tmp_path / "whole.wav"), dtype="float32")[0]).max() == 0
+    finally:
+        server.stop()
