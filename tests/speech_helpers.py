@@ -49,15 +49,17 @@ class FrameDecoder(SpeechDecoder):
             yield codes[s:s + chunk]
 
 
-def speaking(loaded, decoder: str = "nar_ar-tiny", codec: str = "mel_rvq-tiny"):
-    """``loaded`` with a random speech decoder and codec attached (its model, changed in place)."""
+def speaking(loaded, decoder: str = "nar_ar-tiny", codec: str = "mel_rvq-tiny", replace: bool = False,
+             **codec_options):
+    """``loaded`` with a random speech decoder and codec attached (its model, changed in place; a model that
+    already speaks keeps its own unless ``replace``)."""
     from vita.registry import SPEECH_CODECS, SPEECH_DECODERS, load_builtins
 
     load_builtins()
     model = loaded.model
-    if getattr(model, "speech_decoder", None) is not None:
+    if getattr(model, "speech_decoder", None) is not None and not replace:
         return loaded
-    c = SPEECH_CODECS.build(codec)
+    c = SPEECH_CODECS.build(codec, **codec_options)
     hidden = model.llm.config.get_text_config().hidden_size
     torch.manual_seed(0)
     if decoder in SPEECH_DECODERS:

@@ -105,13 +105,19 @@ def plot_loss(metrics_path: Path, out: Path) -> Path | None:
     eval_keys = sorted({k for r in every for k in r if k.startswith("eval/") and not k.endswith("/ppl")})
     if eval_keys:
         fig, (ax, ax_eval) = plt.subplots(1, 2, figsize=(12, 4))
-        for k in eval_keys:
+        ax_ms = ax_eval.twinx() if any(k.endswith("_ms") for k in eval_keys) else None  # latencies: their own axis
+        for i, k in enumerate(eval_keys):
             pts = [(r["step"], r[k]) for r in every if k in r]
-            ax_eval.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=k[5:])
+            on = ax_ms if ax_ms is not None and k.endswith("_ms") else ax_eval
+            on.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=k[5:], color=f"C{i}",
+                    linestyle="--" if on is ax_ms else "-")
         ax_eval.set_xlabel("step")
         ax_eval.set_title("eval")
         ax_eval.grid(alpha=0.3)
-        ax_eval.legend(fontsize=8)
+        handles = [h for a in (ax_eval, ax_ms) if a is not None for h in a.get_legend_handles_labels()[0]]
+        ax_eval.legend(handles=handles, fontsize=8)
+        if ax_ms is not None:
+            ax_ms.set_ylabel("ms (dashed)")
     else:
         fig, ax = plt.subplots(figsize=(7, 4))
     loss = [r["loss"] for r in rows]

@@ -151,10 +151,12 @@ class MelRVQCodec(SpeechCodec):
             if hi > lo:
                 phase[:, : hi - lo] = prev_phase[:, lo - prev_start: hi - prev_start]
         length = n * cfg.hop
+        pad_mode = "reflect" if length > cfg.n_fft // 2 else "constant"  # a span of a frame or two is shorter than the pad
         prev = torch.zeros_like(phase)
         for _ in range(cfg.gl_iters):
             wave = torch.istft(mag * phase, cfg.n_fft, cfg.hop, window=self.window, center=True, length=length)
-            spec = torch.stft(wave, cfg.n_fft, cfg.hop, window=self.window, center=True, return_complex=True)[:, :n]
+            spec = torch.stft(wave, cfg.n_fft, cfg.hop, window=self.window, center=True, pad_mode=pad_mode,
+                              return_complex=True)[:, :n]
             accel = spec + 0.99 * (spec - prev)  # fast Griffin-Lim: extrapolate the projection
             prev = spec
             phase = accel / torch.clamp(accel.abs(), min=1e-8)
