@@ -178,9 +178,12 @@ def assemble(cfg: DictConfig, kind: str, source: str, dtype: str, tokenizer_dir:
     return Loaded(model, tokenizer, proc, cfg, kind, source, stop_sequences(tokenizer, template.end))
 
 
-def adopt_speech(cfg: DictConfig, folder: Path) -> None:
+def adopt_speech(cfg: DictConfig, folder: Path, overrides: list[str] = ()) -> None:
     """Point ``cfg.model.speech`` at the decoder config and codec a run dir / export carries
-    (:func:`vita.artefacts.write_speech`), so ``vita.chat`` speaks with them wherever the original codec was."""
+    (:func:`vita.artefacts.write_speech`), so ``vita.chat`` speaks with them wherever the original codec was;
+    ``model.speech...`` given in ``overrides`` wins."""
+    if any(override_key(o).lstrip("+~").startswith("model.speech") for o in overrides):
+        return
     decoder, codec = artefacts.read_speech(folder)
     if codec is not None:
         for key in ("codec", "codec_path", "codec_options"):
@@ -212,7 +215,7 @@ def load_run(path: Path, overrides: list[str], dtype: str) -> Loaded:
     from vita.engine.checkpoint import find_resumable
 
     cfg = apply_overrides(artefacts.read_run_config(path), overrides)
-    adopt_speech(cfg, path)
+    adopt_speech(cfg, path, overrides)
     ckpt = find_resumable(artefacts.checkpoints_of(path))
     final = artefacts.final_of(path)
     if ckpt is not None:
@@ -241,7 +244,7 @@ def load_export(path: Path, overrides: list[str], dtype: str, base: DictConfig |
         cfg = apply_overrides(saved, [o for o in overrides if "." in override_key(o)])
     else:
         cfg = base
-    adopt_speech(cfg, path)
+    adopt_speech(cfg, path, overrides)
     llm_files = artefacts.llm_weight_files(path)
     qlora_base = meta.get("base_model")
     OmegaConf.update(cfg, "model.pretrained", str(path) if llm_files or not qlora_base else qlora_base)
