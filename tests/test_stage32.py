@@ -8,13 +8,14 @@ The data are real: a few answers spoken by Debian flite, a ``mel_rvq`` codec fit
 from __future__ import annotations
 
 import random
+import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import find_run, losses, quiet, run_vita
+from tests.conftest import ROOT, TORCHRUN, _free_port, find_run, losses, quiet, run_vita, vita_env
 from tests.speech_answers import data_overrides, overfit_speech_run, speech_overrides, spoken_wer, write_answers
 from vita import artefacts
 
@@ -145,6 +146,13 @@ def test_stage32_zero3_two_ranks_one_without_speech_matches_one_rank(tmp_path_fa
     common = ["experiment=smoke", "model=tiny_qwen2", *data_overrides(pair), *speech_overrides(pair), *STAGE32,
               "stage.init_required=null", "train.max_steps=8", "train.ckpt_every=0", "engine=zero3",
               "engine.stage3_param_persistence_threshold=0", "engine.micro_batch_size=1"]
+    # negative control: the decoder's dummy alone (no LLM embedding on the rank without an answer) breaks ZeRO-3
+    cmd = [TORCHRUN, "--nproc_per_node", "2", "--master_port", str(_free_port()), "tests/dist_stage32_nodummy.py",
+           *quiet("nodummy", root), f"hydra.run.dir={root / 'nodummy' / 'run'}", *common, "engine.grad_accum=1"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=vita_env(PYTHONPATH=str(ROOT)), capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode != 0 and "world size 2" in proc.stdout and "run complete:" not in proc.stdout, proc.stderr[-3000:]
+    assert any(s in proc.stderr for s in ("collective mismatch", "Connection reset", "Timed out")), proc.stderr[-3000:]
     runs = {}
     for world, accum in ((1, 2), (2, 1)):
         name = f"w{world}"
