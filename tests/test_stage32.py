@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import find_run, losses, quiet, run_vita
-from tests.speech_answers import data_overrides, speech_overrides, write_answers
+from tests.speech_answers import data_overrides, overfit_speech_run, speech_overrides, spoken_wer, write_answers
 from vita import artefacts
 
 ANSWERS = ["Yes, I can.", "Good morning to you.", "The cat is black.", "It is raining."]
@@ -53,7 +53,9 @@ def stage32_args(answers: dict, stage2: Path, root: Path, name: str) -> list[str
     # the run dir named here: one named after the overrides would hold data.datasets' brackets, which DeepSpeed's
     # checkpoint loader reads as a glob pattern
     return [*quiet(name, root), f"hydra.run.dir={root / name / 'run'}", "experiment=smoke", "model=tiny_omni",
-            *data_overrides(answers), *speech_overrides(answers), *STAGE32, f"stage.init_from={stage2}"]
+            *data_overrides(answers), *speech_overrides(answers), *STAGE32, f"stage.init_from={stage2}",
+            f"+data.eval={{answers: {{annotations: ['{answers['jsonl']}'], audio_root: '{answers['audio_root']}', "
+            "metric: loss}}", "train.eval_at_start=true", f"train.eval_every={STEPS}"]
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +91,11 @@ def test_stage32_trains_the_decoder_alone(straight, stage2):
     rows = _speech_metrics(straight)
     assert len(rows) == STEPS and all(r["speech_frames"] > 0 for r in rows)
     assert sum(r["speech_loss"] for r in rows[-4:]) < sum(r["speech_loss"] for r in rows[:4]) - 1.0, rows
+    from vita.engine.metrics import read_metrics
+
+    evals = [r["eval/answers/speech_loss"] for r in read_metrics(straight / "metrics.jsonl")
+             if "eval/answers/speech_loss" in r]  # in-loop eval: before the first step and after the last
+    assert len(evals) == 2 and evals[1] < evals[0] - 1.0, evals
 
     decoder, codec = artefacts.read_speech(final)
     assert decoder["decoder"] == "nar_ar-tiny" and decoder["codebooks"] == CODEC["codebooks"]
@@ -98,6 +105,10 @@ def test_stage32_trains_the_decoder_alone(straight, stage2):
     assert all(torch.equal(sd[k], trained[k]) for k in trained)
     assert loaded.model.speech_codec.codebooks == CODEC["codebooks"]
     assert loaded.cfg.model.speech.codec_path == str(final / artefacts.SPEECH_CODEC_DIR)
+    from_run = load_target(str(straight))  # the run dir: its last checkpoint, with the codec the run dir carries
+    assert from_run.cfg.model.speech.codec_path == str(straight / artefacts.SPEECH_CODEC_DIR)
+    sd = from_run.model.speech_decoder.state_dict()
+    assert all(torch.equal(sd[k], trained[k]) for k in trained)
 
 
 @pytest.mark.slow
@@ -146,3 +157,84 @@ def test_stage32_zero3_two_ranks_one_without_speech_matches_one_rank(tmp_path_fa
         assert a["speech_frames"] == b["speech_frames"] > 0  # the one spoken answer, every step
         assert abs(a["speech_loss"] - b["speech_loss"]) < 1e-5 and abs(a["loss"] - b["loss"]) < 1e-5, (a, b)
     assert one[-1]["speech_loss"] < one[0]["speech_loss"]
+
+
+@pytest.mark.slow
+def test_smol_omni_speech_overfit_speaks_its_answers(tmp_path_factory):
+    """A short smol_omni_speech (SmolLM2 frozen, nar_ar) on three flite answers: Whisper tiny.en understands the
+    speech the trained decoder generates for those answers better than the untrained decoder's (the same model as
+    the run built it before its first step), and SmolLM2, Whisper's encoder and the projectors are unchanged."""
+    from vita.eval.asr import load_asr
+    from vita.infer.load import load_target
+
+    run_dir, args, records = overfit_speech_run(tmp_path_factory.mktemp("overfit"))
+    asr = load_asr(None)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the run's process (vita_env): transformers draws the new placeholder tokens'
+    try:  # embeddings from the old ones' covariance, whose sums depend on the thread count
+        untrained = load_target(None, args)
+    finally:
+        torch.set_num_threads(threads)
+    trained = load_target(str(run_dir))
+    before, heard_before = spoken_wer(untrained, records, asr)
+    after, heard_after = spoken_wer(trained, records, asr)
+    print(f"overfit ASR WER {before:.3f} -> {after:.3f}: {heard_before} -> {heard_after}")
+    assert after < before, (heard_before, heard_after)
+    a, b = untrained.model.state_dict(), trained.model.state_dict()
+    frozen = [k for k in a if not k.startswith("speech_decoder.")]
+    assert frozen and all(torch.equal(a[k], b[k]) for k in frozen)
+    assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("speech_decoder."))
+
+
+def _speech_model(**speech):
+    from omegaconf import OmegaConf
+
+    from vita.config import ModelConfig
+    from vita.model import build_model
+
+    cfg = OmegaConf.structured(ModelConfig(backbone="tiny-qwen2"))
+    for k, v in speech.items():
+        cfg.speech[k] = v
+    return build_model(cfg, vocab_size=1024)
+
+
+def test_speech_config_errors_are_one_line():
+    """A decoder without a codec (or a codec without a decoder), and answers longer than the decoder takes."""
+    from vita.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"model.speech.decoder='nar_ar-tiny' needs model.speech.codec too"):
+        _speech_model(decoder="nar_ar-tiny")
+    with pytest.raises(ConfigError, match=r"model.speech.codec='mel_rvq-tiny' needs model.speech.decoder too"):
+        _speech_model(codec="mel_rvq-tiny")
+    with pytest.raises(ConfigError, match=r"max_seconds=30.0 is 7500 code frames .* more than the speech decoder "
+                                          r"'nar_ar-tiny' takes \(\d+\)"):
+        _speech_model(codec="mel_rvq-tiny", decoder="nar_ar-tiny")
+    model = _speech_model(codec="mel_rvq-tiny", decoder="nar_ar-tiny", max_seconds=1.0)
+    spec = model.data_spec()
+    assert spec.speech_codec == ("mel_rvq-tiny", None, ()) and spec.speech_max_frames == 250
+    assert "speech_decoder" in model.module_groups() and model.speech_decoder.codebooks == model.speech_codec.codebooks
+    assert not any(k.startswith("speech_codec") for k in model.state_dict())
+
+
+def test_stage3_speech_qwen_trains_the_vita15_decoder_alone():
+    """VITA-1.5's sizes (experiment=stage3_speech_qwen, built on the meta device): stage 3.2 trains the vita15
+    decoder alone, over one 1,024-entry codebook at 40 Hz, 30 s = 1,200 frames per answer at most."""
+    from hydra import compose, initialize_config_dir
+
+    from vita.config import CONF_DIR, register_configs, register_resolvers
+    from vita.model.builder import build_model
+    from vita.stage import apply_stage
+
+    register_configs()
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=stage3_speech_qwen", "model.pretrained=null",
+                                           "model.vision.pretrained=null", "model.audio.pretrained=null"])
+    with torch.device("meta"):
+        model = build_model(cfg.model)
+    assert apply_stage(model, cfg.stage, cfg.optim.lr) == {"speech_decoder": 5e-4}
+    trains = {g: sum(p.numel() for p in m.parameters() if p.requires_grad) for g, m in model.module_groups().items()}
+    assert [g for g, n in trains.items() if n] == ["speech_decoder"] and trains["speech_decoder"] > 100e6, trains
+    spec = model.data_spec()
+    assert (model.speech_codec.frame_rate, model.speech_codec.codebooks, model.speech_codec.codebook_size) == (40, 1, 1024)
+    assert spec.speech_codec[0] == "mel_rvq" and spec.speech_max_frames == 1200

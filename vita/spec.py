@@ -127,7 +127,10 @@ class DataSpec:
         return out
 
     def with_token_ids(self, tokenizer) -> DataSpec:
-        """Fill the placeholder ids from ``tokenizer`` (each placeholder must be one token)."""
+        """Fill the placeholder ids from ``tokenizer`` (each placeholder must be one token). A spec without encoders
+        (a text-only LLM that speaks: only its speech fields are set) has no placeholders to fill."""
+        if self.image_size is None and self.audio_feature is None and not self.tokens_per_tile:
+            return self
         ids = {}
         for key, text in (("image_token_id", IMAGE_TOKEN), ("video_token_id", VIDEO_TOKEN),
                           ("audio_token_id", AUDIO_TOKEN)):

@@ -82,7 +82,8 @@ def save_speech(model: nn.Module, out: Path, speech_cfg: dict) -> None:
     key, path, options = model.speech_codec_spec
     decoder_config = {"decoder": speech_cfg.get("decoder"), "decoder_overrides": speech_cfg.get("decoder_overrides") or {},
                       "llm_hidden": model.llm.config.get_text_config().hidden_size, "codebooks": dec.codebooks,
-                      "codebook_size": dec.codebook_size, "codec": key}
+                      "codebook_size": dec.codebook_size, "codec": key,
+                      **({"config": dec.config} if isinstance(getattr(dec, "config", None), dict) else {})}
     write_speech(out, decoder_config, codec, {"codec": key, "codec_path": path, "codec_options": dict(options)})
 
 

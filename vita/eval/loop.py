@@ -40,8 +40,7 @@ def eval_hooks(cfg, model, tokenizer, dist_info, ckpt_root: Path) -> list[Hook]:
         return []
     from vita.data import make_processor, resolve_spec
 
-    speaks = getattr(model, "speech_decoder", None) is not None  # its eval sets may hold spoken answers
-    spec = resolve_spec(cfg.data, tokenizer, model.data_spec() if model.has_media or speaks else None)
+    spec = resolve_spec(cfg.data, tokenizer, model.data_spec() if model.has_data_spec else None)
     proc = make_processor(cfg.data, tokenizer, spec)
     sets = load_eval_sets(cfg.data, proc)
     check_speech(sets, model)

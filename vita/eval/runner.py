@@ -68,7 +68,7 @@ def evaluate_set(ctx, es: EvalSet, rank: int = 0, world: int = 1, lockstep: bool
         bar = tqdm(total=total_batches * (2 if es.generates else 1), desc=f"eval {es.name}", unit="batch",
                    dynamic_ncols=True, leave=False)
     collate = Collator(ctx.pad_id)
-    ce, tokens = 0.0, 0
+    ce, tokens, speech, frames = 0.0, 0, 0.0, 0
     for b in range(total_batches):
         idx = mine[b * bs:(b + 1) * bs]
         items = [_load(es, i, proc.load) for i in idx]
@@ -76,11 +76,15 @@ def evaluate_set(ctx, es: EvalSet, rank: int = 0, world: int = 1, lockstep: bool
         out = model(**batch)
         ce += float(out["ce_sum"])
         tokens += int(out["num_tokens"])
+        if "speech_sum" in out:  # a speech decoder: its code loss per frame of the spoken answers (stage 3.2)
+            speech, frames = speech + float(out["speech_sum"]), frames + int(out["speech_frames"])
         if bar is not None:
             bar.update(1)
     ce, tokens = all_reduce_sum(ce), all_reduce_sum(tokens)
     loss = ce / max(tokens, 1)
     metrics: dict[str, float] = {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "samples": float(len(es))}
+    if getattr(model, "speech_decoder", None) is not None:
+        metrics["speech_loss"] = all_reduce_sum(speech) / max(all_reduce_sum(frames), 1)
     rows: list[dict] = []
     if es.generates:
         gen = GenerationConfig(max_new_tokens=es.max_new_tokens)

@@ -95,6 +95,7 @@ def build_speech(scfg, llm_hidden: int) -> tuple[nn.Module | None, Any]:
         raise ConfigError(f"model.speech.{have}={scfg[have]!r} needs model.speech.{lack} too: a speech decoder "
                           "predicts a codec's codes (set both, e.g. model.speech.codec=mel_rvq "
                           "model.speech.decoder=nar_ar, or neither)")
+    import vita.model.speech.codecs  # noqa: F401  (fills SPEECH_CODECS)
     import vita.model.speech.decoders  # noqa: F401  (fills SPEECH_DECODERS)
     from vita.artefacts import speech_decoder_weights
     from vita.registry import SPEECH_CODECS, SPEECH_DECODERS
@@ -193,7 +194,7 @@ def build_for(model_cfg, tokenizer=None, *, tokenizer_dir: str | Path | None = N
     spec = None
     if model.has_media:
         ensure_media_tokens(tokenizer, model)  # placeholder ids; adds and resizes if the tokenizer lacks them
-    if model.has_media or model.speech_decoder is not None:
+    if model.has_data_spec:
         spec = model.data_spec()
     return Built(model, tokenizer, spec)
 

@@ -111,6 +111,11 @@ class OmniModel(nn.Module):
         """Whether the model has a vision tower or an audio encoder (and so media placeholders and a data spec)."""
         return self.vision_tower is not None or self.audio_encoder is not None
 
+    @property
+    def has_data_spec(self) -> bool:
+        """Whether the data pipeline needs this model's :meth:`data_spec` (encoders, or a speech codec)."""
+        return self.has_media or self.speech_decoder is not None
+
     def set_media_token_ids(self, image: int | None, video: int | None, audio: int | None) -> None:
         """Placeholder ids (see :func:`vita.model.tokens.ensure_media_tokens`)."""
         self.image_token_id, self.video_token_id, self.audio_token_id = image, video, audio
