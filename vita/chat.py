@@ -164,6 +164,8 @@ class Voice:
         from vita.infer.speak import speak_rows, write_speech
 
         self.count += 1
+        while (self.folder / f"answer_{self.count:03d}.wav").exists():  # an earlier session's answers stay
+            self.count += 1
         path = self.folder / f"answer_{self.count:03d}.wav"
         try:
             stats = write_speech(speak_rows(self.loaded.model, batch, [ids], self.loaded.pad_id, self.chunk)[0], path)
