@@ -159,7 +159,7 @@ def test_chat_speak_writes_a_wav_and_batch_mode_a_wav_per_row(loaded, tmp_path, 
     waves = [_wav(r["speech"]) for r in rows]
     assert all(len(w) > 0 for w in waves)
     assert [r["speech"].rsplit("/", 1)[1] for r in rows] == ["00000.wav", "00001.wav", "00002.wav", "00003.wav"]
-    assert [len(w) for w in waves] == [round(r["speech_seconds"] * 16000) for r in rows]
+    assert all(abs(len(w) - r["speech_seconds"] * 16000) <= 8 for w, r in zip(waves, rows))
     assert waves[0].shape == waves[2].shape and abs(waves[0] - waves[2]).max() < 1e-3  # same question, same speech
 
 
