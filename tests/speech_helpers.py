@@ -77,6 +77,16 @@ def speaking(loaded, decoder: str = "nar_ar-tiny", codec: str = "mel_rvq-tiny", 
     return loaded
 
 
+def b64wav(data: str):
+    """A base64 WAV (``vita.serve``'s audio parts) -> (float32 samples, rate)."""
+    import base64
+    import io
+
+    import soundfile as sf
+
+    return sf.read(io.BytesIO(base64.b64decode(data)), dtype="float32")
+
+
 def main(argv: list[str]) -> int:
     """``vita.chat`` with a speaking tiny model (the same CLI; the model gains decoder + codec after loading)."""
     import vita.chat as chat

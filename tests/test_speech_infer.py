@@ -4,17 +4,14 @@ metrics.
 
 The speaking model is ``model=tiny_qwen2`` (random tiny LLM) with a random speech decoder and the
 ``mel_rvq-tiny`` codec attached (``tests/speech_helpers.py``): what is checked is the plumbing (spans, chunks,
-streaming, files, API shapes), not what the speech says. What a *trained* decoder says is checked by the
-stage 3.2 tests.
+streaming, files, API shapes), not what the speech says. What a *trained* decoder says (and in-loop / ZeRO-3
+evaluation) is checked in tests/test_speech_trained.py.
 """
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +19,7 @@ import soundfile as sf
 import torch
 
 from tests.conftest import ROOT, vita_env
+from tests.speech_helpers import b64wav as _b64wav
 from tests.speech_helpers import speaking
 
 TINY = ["experiment=chatterbot_tiny", "model=tiny_qwen2"]
@@ -161,7 +159,7 @@ def test_chat_speak_writes_a_wav_and_batch_mode_a_wav_per_row(loaded, tmp_path, 
     waves = [_wav(r["speech"]) for r in rows]
     assert all(len(w) > 0 for w in waves)
     assert [r["speech"].rsplit("/", 1)[1] for r in rows] == ["00000.wav", "00001.wav", "00002.wav", "00003.wav"]
-    assert [len(w) for w in waves] == [round(r["speech_seconds"] * 16000) for r in rows]
+    assert all(abs(len(w) - r["speech_seconds"] * 16000) <= 8 for w, r in zip(waves, rows))
     assert waves[0].shape == waves[2].shape and abs(waves[0] - waves[2]).max() < 1e-3  # same question, same speech
 
 
@@ -196,11 +194,6 @@ def test_repl_speaks_two_turns_and_survives_a_bad_speak_path(tmp_path):
     assert child.exitstatus == 0, (tmp_path / "session.log").read_text()[-3000:]
     assert sorted(p.name for p in folder.iterdir()) == ["answer_001.wav", "answer_002.wav"]
     assert all(len(_wav(p)) > 0 for p in folder.iterdir())
-
-
-def _b64wav(data: str):
-    wave, rate = sf.read(io.BytesIO(base64.b64decode(data)), dtype="float32")
-    return wave, rate
 
 
 # -- metrics --------------------------------------------------------------------------------------------------------
@@ -292,196 +285,3 @@ def test_serve_answers_in_audio_whole_and_streamed(loaded):
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "audio.format"
         assert c.post("/v1/chat/completions", json={**ask, "modalities": ["text"]}).json()["choices"][0][
             "message"].get("audio") is None
-
-
-# -- in-loop evaluation -----------------------------------------------------------------------------------------------
-@pytest.mark.slow
-def test_in_loop_asr_wer_reaches_metrics_tensorboard_and_keep_best(tmp_path):
-    """A short stage 3.2 run (smol_omni: SmolLM2, so that the answers have words, + nar_ar-tiny on flite answers) with an eval
-    set scored by ``asr_wer``,
-    ``asr_cer`` and ``first_chunk_ms`` every step and ``train.keep_best=spoken/asr_wer``: the metrics reach
-    metrics.jsonl and tensorboard, the best checkpoint is marked by asr_wer, the plot is written."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    from tests.conftest import find_run, quiet, read_json, run_vita
-    from tests.speech_answers import data_overrides, speech_overrides, write_answers
-    from vita.engine.metrics import read_metrics
-
-    answers = write_answers(tmp_path / "answers", ["Yes, I can.", "Good morning to you."],
-                            codec_options={"n_mels": 40, "codebooks": 2, "codebook_size": 32})
-    root = tmp_path / "outputs"
-    spoken = f"+data.eval={{spoken:{{annotations:[{answers['jsonl']}],audio_root:{answers['audio_root']}," \
-             "metric:[asr_wer,asr_cer,first_chunk_ms],max_new_tokens:6}}"
-    args = [*quiet("s32eval", root), "logging.plot=true", "logging.loggers=[jsonl,tensorboard]",
-            f"hydra.run.dir={root / 's32eval' / 'run'}", "experiment=smoke", "model=smol_omni", "data.template=smollm2",
-            *data_overrides(answers), *speech_overrides(answers), "stage=stage3_2_speech_decoder",
-            "stage.init_required=null", "engine.micro_batch_size=2", "engine.grad_accum=1", "train.max_steps=2",
-            "train.ckpt_every=1", "train.eval_every=1", "train.keep_best=spoken/asr_wer", spoken]
-    run_vita(args)
-    run = find_run(root, "s32eval")
-    rows = [r for r in read_metrics(run / "metrics.jsonl") if "eval/spoken/asr_wer" in r]
-    assert [r["step"] for r in rows] == [1, 2]
-    for r in rows:
-        assert r["eval/spoken/first_chunk_ms"] > 0 and r["eval/spoken/asr_cer"] >= 0 and "eval/spoken/loss" in r
-    best = read_json(run / "checkpoints" / "best.json")
-    wers = {r["step"]: r["eval/spoken/asr_wer"] for r in rows}
-    assert best["metric"] == "spoken/asr_wer" and best["value"] == min(wers.values())
-    assert best["step"] == min(wers, key=lambda s: (wers[s], s))
-    events = EventAccumulator(str(next(run.rglob("events.out.tfevents.*")).parent))
-    events.Reload()
-    assert "eval/spoken/asr_wer" in events.Tags()["scalars"]
-    assert (run / "loss.png").is_file()
-
-
-@pytest.mark.slow
-@pytest.mark.distributed
-def test_in_loop_speech_metrics_under_zero3_two_ranks_match_one_rank(tmp_path):
-    """Three eval answers over two ZeRO-3 ranks (one rank runs a dummy batch for the last): the LLM forward over
-    prompt + answer stays a collective, each rank's decoder runs on gathered parameters for as many frames as its
-    own answers need; no hang, and the ASR scores equal those of one rank (ZeRO-0)."""
-    from tests.conftest import find_run, quiet, run_vita
-    from tests.speech_answers import data_overrides, speech_overrides, write_answers
-    from vita.engine.metrics import read_metrics
-
-    answers = write_answers(tmp_path / "answers", ["Yes, I can.", "Good morning to you.", "It is raining."],
-                            codec_options={"n_mels": 40, "codebooks": 2, "codebook_size": 32})
-    root = tmp_path / "outputs"
-    spoken = f"+data.eval={{spoken:{{annotations:[{answers['jsonl']}],audio_root:{answers['audio_root']}," \
-             "metric:[asr_wer,asr_cer,first_chunk_ms],max_new_tokens:4,batch_size:1}}"
-    got = {}
-    for world, accum, engine in ((1, 2, []), (2, 1, ["engine=zero3", "engine.stage3_param_persistence_threshold=0"])):
-        name = f"z3w{world}"
-        run_vita([*quiet(name, root), f"hydra.run.dir={root / name / 'run'}", "experiment=smoke", "model=smol_omni",
-                  "data.template=smollm2", *data_overrides(answers), *speech_overrides(answers),
-                  "stage=stage3_2_speech_decoder", "stage.init_required=null", *engine, "engine.micro_batch_size=1",
-                  f"engine.grad_accum={accum}", "train.max_steps=1", "train.ckpt_every=0", "train.eval_every=1", spoken],
-                 world=world)
-        got[world] = [r for r in read_metrics(find_run(root, name) / "metrics.jsonl") if "eval/spoken/asr_wer" in r]
-    assert len(got[1]) == len(got[2]) == 1
-    one, two = got[1][0], got[2][0]
-    assert one["eval/spoken/asr_wer"] == two["eval/spoken/asr_wer"] and one["eval/spoken/asr_cer"] == two[
-        "eval/spoken/asr_cer"]
-    assert two["eval/spoken/first_chunk_ms"] > 0
-
-
-# -- a trained speaking run (issue 19's acceptance: vita.chat --speak says the answer's words) -------------------------
-SAID = ["Please bring me a glass of cold water.", "The cat sat quietly on the warm window sill."]
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory) -> Path:
-    """Stage 3.2 on smol_omni: the default ``nar_ar`` decoder overfits two of the demo's flite answers ("Read this
-    aloud: ...") with the demo's fitted ``mel_rvq`` codec (its speech loss falls from ~23 to ~0.03 in 60 steps)."""
-    from tests.conftest import find_run, quiet, run_vita
-    from tests.data_fixtures import demo_root
-
-    spoken = demo_root() / "spoken_answers"
-    rows = {json.loads(x)["conversations"][1]["value"]: json.loads(x) for x in
-            (demo_root() / "annotations" / "spoken_answers_train.jsonl").read_text().splitlines()}
-    base = tmp_path_factory.mktemp("trained")
-    src = base / "answers.jsonl"
-    src.write_text("".join(json.dumps({"id": rows[t]["id"], "conversations": [
-        {"from": "human", "value": f"Read this aloud: {t}"},
-        {"from": "gpt", "value": t, "speech": rows[t]["conversations"][1]["speech"]}]}) + "\n" for t in SAID))
-    root = base / "outputs"
-    run_vita([*quiet("spoken", root), f"hydra.run.dir={root / 'spoken' / 'run'}", "experiment=smoke",
-              "model=smol_omni", "data.template=smollm2", "data.format=vita",
-              f"data.datasets=[{{name: said, annotations: ['{src}'], audio_root: '{spoken}'}}]",
-              "model.speech.codec=mel_rvq", f"model.speech.codec_path={spoken / 'codec'}", "model.speech.decoder=nar_ar",
-              "model.speech.max_seconds=6", "stage=stage3_2_speech_decoder", "stage.init_required=null",
-              "engine.micro_batch_size=2", "engine.grad_accum=1", "train.max_steps=60", "train.ckpt_every=0",
-              "optim.lr=2e-3", "optim.warmup_steps=10"])
-    return find_run(root, "spoken")
-
-
-def _heard(path) -> str:
-    from vita.eval.asr import load_asr
-    from vita.eval.metrics import normalize
-
-    wave, rate = sf.read(str(path), dtype="float32")
-    return normalize(load_asr()(wave, rate))
-
-
-def _words(text: str) -> list[str]:
-    from vita.eval.metrics import normalize
-
-    return normalize(text).split()
-
-
-@pytest.mark.slow
-def test_chat_speak_on_a_trained_run_says_the_answer_s_words(trained_run, tmp_path):
-    """``vita.chat RUN --prompt ... --speak OUT.wav`` on the trained run (its export reloads decoder and codec): the
-    Whisper transcript of the WAV holds every word of the text answer it printed."""
-    import subprocess
-
-    out = tmp_path / "water.wav"
-    proc = subprocess.run([sys.executable, "-m", "vita.chat", str(trained_run), "--prompt", f"Read this aloud: {SAID[0]}",
-                           "--max-new-tokens", "24", "--speak", str(out)], cwd=ROOT, env=vita_env(), capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    answer = proc.stdout.split("(speech:")[0].strip().splitlines()[-1]
-    assert _words(answer) == _words(SAID[0]), proc.stdout  # the LLM (frozen) repeats the sentence
-    heard = _heard(out)
-    assert all(w in heard.split() for w in _words(answer)), (answer, heard)
-
-
-@pytest.mark.slow
-def test_repl_on_a_trained_run_speaks_two_turns_and_survives_a_bad_path(trained_run, tmp_path):
-    folder = tmp_path / "said"
-    child = pexpect.spawn(sys.executable, ["-m", "vita.chat", str(trained_run), "--max-new-tokens", "24"],
-                          cwd=str(ROOT), env=vita_env(), encoding="utf-8", timeout=300)
-    child.logfile_read = open(tmp_path / "session.log", "w")  # noqa: SIM115  (the transcript, for failures)
-    try:
-        child.expect("you> ")
-        child.sendline(f"/speak {tmp_path / 'no' / 'such'}")
-        child.expect(r"error: \S*such: the folder \S*no does not exist")
-        child.expect("you> ")
-        child.sendline(f"/speak {folder}")
-        child.expect(r"\(speech on")
-        for n, text in enumerate(SAID, 1):
-            child.expect("you> ")
-            child.sendline(f"Read this aloud: {text}")
-            child.expect(rf"\(speech: \S*answer_00{n}\.wav, [0-9.]+ s of speech, first chunk \d+ ms")
-        child.expect("you> ")
-        child.sendline("/quit")
-        child.expect(pexpect.EOF)
-    finally:
-        child.close()
-    assert child.exitstatus == 0, (tmp_path / "session.log").read_text()[-3000:]
-    heard = _heard(folder / "answer_001.wav")
-    assert all(w in heard.split() for w in _words(SAID[0])), heard
-    assert len(_heard(folder / "answer_002.wav").split()) >= 3
-
-
-@pytest.mark.slow
-def test_serve_on_a_trained_run_answers_aloud_through_the_openai_client(trained_run, tmp_path):
-    """Issue 21's audio out: ``vita.serve RUN`` and the real ``openai`` client ask for ``modalities ["text",
-    "audio"]``; the WAV's Whisper transcript holds the text answer's words, streamed pieces included."""
-    openai = pytest.importorskip("openai")
-    from tests.serve_helpers import LiveServer
-
-    server = LiveServer([str(trained_run), "--max-tokens", "24"], tmp_path / "server.log")
-    try:
-        client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=600)
-        name = client.models.list().data[0].id
-        msg = [{"role": "user", "content": f"Read this aloud: {SAID[0]}"}]
-        r = client.chat.completions.create(model=name, messages=msg, modalities=["text", "audio"],
-                                           audio={"voice": "alloy", "format": "wav"}, max_tokens=24, temperature=0)
-        m = r.choices[0].message
-        assert _words(m.content) == _words(SAID[0]) and m.audio.transcript == m.content
-        (tmp_path / "whole.wav").write_bytes(base64.b64decode(m.audio.data))
-        heard = _heard(tmp_path / "whole.wav")
-        assert all(w in heard.split() for w in _words(m.content)), heard
-        pieces = []
-        for ev in client.chat.completions.create(model=name, messages=msg, modalities=["text", "audio"],
-                                                 audio={"voice": "alloy", "format": "wav"}, max_tokens=24,
-                                                 temperature=0, stream=True):
-            audio = getattr(ev.choices[0].delta, "audio", None) if ev.choices else None
-            data = getattr(audio, "data", None) if audio is not None else None
-            if data:
-                pieces.append(_b64wav(data)[0])
-        assert len(pieces) >= 2
-        sf.write(tmp_path / "streamed.wav", np.concatenate(pieces), 16000)
-        assert abs(np.concatenate(pieces) - sf.read(str(tmp_path / "whole.wav"), dtype="float32")[0]).max() == 0
-    finally:
-        server.stop()

@@ -164,6 +164,8 @@ class Voice:
         from vita.infer.speak import speak_rows, write_speech
 
         self.count += 1
+        while (self.folder / f"answer_{self.count:03d}.wav").exists():  # an earlier session's answers stay
+            self.count += 1
         path = self.folder / f"answer_{self.count:03d}.wav"
         try:
             stats = write_speech(speak_rows(self.loaded.model, batch, [ids], self.loaded.pad_id, self.chunk)[0], path)
@@ -223,7 +225,7 @@ def one_shot(loaded, args) -> int:
         from vita.infer.speak import speak_rows, write_speech
 
         st = write_speech(speak_rows(loaded.model, batch, [ids], loaded.pad_id, args.speech_chunk)[0], args.speak)
-        row.update(speech=str(args.speak), speech_seconds=st.audio_s, first_chunk_ms=st.first_chunk_ms, rtf=st.rtf)
+        row.update(speech=str(args.speak), **st.record())
     print(json.dumps(row))
     return 0
 
@@ -261,8 +263,7 @@ def batch_file(loaded, args) -> int:
             for k, sp in enumerate(speak_rows(loaded.model, batch, rows, loaded.pad_id, args.speech_chunk)):
                 path = folder / f"{first + k:05d}.wav"
                 st = write_speech(sp, path)
-                spoken[first + k] = {"speech": str(path), "speech_seconds": round(st.audio_s, 3),
-                                     "first_chunk_ms": round(st.first_chunk_ms or 0.0, 1), "rtf": round(st.rtf, 3)}
+                spoken[first + k] = {"speech": str(path), **st.record()}
     got = answer_items(loaded, items, _gen(args), args.batch_size, progress=True, on_batch=on_batch)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -37,7 +37,7 @@ METRICS = Registry("eval metric")
 LOSS_METRICS = ("loss", "ppl")
 SPEECH_METRICS = ("asr_wer", "asr_cer", "first_chunk_ms")
 """Metrics that need the answers spoken (``vita.infer.speak``)."""
-LOWER_IS_BETTER = {"loss", "ppl", "wer", "cer", *SPEECH_METRICS}
+LOWER_IS_BETTER = {"loss", "ppl", "wer", "cer", "speech_loss", *SPEECH_METRICS}
 INPUTS = {"asr_wer": ("transcript", "prediction"), "asr_cer": ("transcript", "prediction"),
           "first_chunk_ms": ("first_chunk_ms", None)}
 """metric -> (the row field it scores, the row field it compares with); default ``(prediction, reference)``."""

@@ -62,8 +62,5 @@ def speak_answers(model, batch: dict, rows: Sequence[Sequence[int]], pad_id: int
     with whole_parameters(model.speech_decoder):
         for sp in spoken:
             wave = sp.wave()
-            st = sp.stats
-            out.append({"transcript": asr(wave.numpy(), sp.sample_rate) if wave.numel() else "",
-                        "first_chunk_ms": st.first_chunk_ms, "speech_seconds": st.audio_s,
-                        "rtf": st.rtf if st.audio_s else None})
+            out.append({"transcript": asr(wave.numpy(), sp.sample_rate) if wave.numel() else "", **sp.stats.record()})
     return out

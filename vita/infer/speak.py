@@ -70,6 +70,13 @@ class SpeechStats:
         """Real-time factor: compute seconds per second of audio (< 1: faster than real time)."""
         return self.compute_s / self.audio_s if self.audio_s > 0 else float("inf")
 
+    def record(self) -> dict:
+        """JSON-safe fields for prediction rows (``None`` where there was no audio)."""
+        some = self.audio_s > 0
+        return {"speech_seconds": round(self.audio_s, 3),
+                "first_chunk_ms": round(self.first_chunk_ms, 1) if self.first_chunk_ms is not None else None,
+                "rtf": round(self.rtf, 3) if some else None}
+
     def line(self) -> str:
         first = f"{self.first_chunk_ms:.0f} ms" if self.first_chunk_ms is not None else "-"
         return f"{self.audio_s:.2f} s of speech, first chunk {first}, RTF {self.rtf:.2f}"
