@@ -69,6 +69,9 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict:
         if cfg.stage.task == "codec":  # stage 3.1: fit the speech codec, no optimizer (vita/codec_stage.py)
             from vita.codec_stage import run_codec_stage
 
+            if dist_info.is_main:
+                log.info("run dir %s, world size %d (stage %s: the codec is fitted, no optimizer runs)", run_dir,
+                         dist_info.world_size, cfg.stage.name)
             return run_codec_stage(cfg, run_dir) if dist_info.is_main else {}
         torch.manual_seed(cfg.train.seed)
         dtype = torch_dtype(cfg.engine.precision, torch.float32)
