@@ -5,6 +5,7 @@ codec folder it writes is the one stage 3.2 loads; a codec that comes ready is r
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -43,3 +44,28 @@ def test_stage_3_1_refuses_a_codec_that_comes_ready(tmp_path):
     lines = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and "comes ready" in lines[0] and "stage 3.2" in lines[0], p.stderr[-2000:]
     assert "Traceback" not in p.stderr
+
+
+def test_a_recipe_hands_the_fitted_codec_to_stage_3_2(tmp_path):
+    """A codec step exports no model: the next step starts from what came before it and speaks with the codec it
+    fitted (``model.speech.codec_path`` left empty is filled with ``<k>_<name>/final/codec``)."""
+    demo_root()
+    steps = ("recipe=[{stage: stage3_1_codec, name: codec}, {stage: stage3_2_speech_decoder, name: speak, "
+             "overrides: ['stage.init_required=null']}]")
+    run_vita(["experiment=tiny_omni_recipe", "data=demo_spoken_answers", "~data.eval.spoken_heldout", "model.speech.codec=mel_rvq",
+              "++model.speech.codec_options={codebooks: 2, codebook_size: 16}", "model.speech.decoder=nar_ar-tiny",
+              steps, *quiet("rec", tmp_path)], timeout=900)
+    root = tmp_path / "rec"
+    run = next(p for p in root.rglob("1_codec") if p.is_dir()).parent
+    codec = run / "1_codec" / "final" / "codec"
+    assert (codec / "config.json").is_file()
+    from vita import artefacts
+
+    final = run / "2_speak" / "final"
+    _, spoken = artefacts.read_speech(final)
+    assert spoken["codec"] == "mel_rvq" and (final / artefacts.SPEECH_DECODER_WEIGHTS).is_file()
+    fitted = json.loads((codec / "config.json").read_text())
+    assert (fitted["codebooks"], fitted["codebook_size"]) == (2, 16)
+    assert json.loads((Path(spoken["codec_path"]) / "config.json").read_text()) == fitted  # the step's codec
+    cfg = json.loads((run / "2_speak" / artefacts.CONFIG_FILE).read_text())
+    assert cfg["model"]["speech"]["codec_path"] == str(codec)

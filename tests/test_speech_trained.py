@@ -75,13 +75,13 @@ def trained_run(tmp_path_factory) -> Path:
         {"from": "human", "value": f"Read this aloud: {t}"},
         {"from": "gpt", "value": t, "speech": rows[t]["conversations"][1]["speech"]}]}) + "\n" for t in SAID))
     root = base / "outputs"
-    said = f"data.eval={{said:{{annotations:[{src}],audio_root:{spoken}," \
+    said = f"+data.eval={{said:{{annotations:[{src}],audio_root:{spoken}," \
            "metric:[asr_wer,asr_cer,first_chunk_ms],max_new_tokens:24}}"
     TRAINED_ARGS[:] = [
         *quiet("spoken", root), f"hydra.run.dir={root / 'spoken' / 'run'}", "experiment=smol_omni_speech",
         f"data.datasets=[{{name: said, annotations: ['{src}'], audio_root: '{spoken}'}}]",
         f"model.speech.codec_path={spoken / 'codec'}", "model.speech.max_seconds=6",
-        "engine.micro_batch_size=2", "engine.grad_accum=1", "train.max_steps=60", "train.ckpt_every=0",
+        "~data.eval.spoken_heldout", "engine.micro_batch_size=2", "engine.grad_accum=1", "train.max_steps=60", "train.ckpt_every=0",
         "optim.lr=2e-3", "optim.warmup_steps=10", "optim.min_lr_ratio=0", "train.eval_every=30",
         "train.eval_at_start=true", "train.keep_best=said/asr_wer", said, "logging.plot=true",
         "logging.loggers=[jsonl,tensorboard]"]

@@ -96,5 +96,6 @@ def test_vita15_recipe_steps_compose_with_their_stage_and_data():
         seen.append((step_cfg.stage.name, step_cfg.data.name))
     assert seen == [("stage1_1_vision_align", "vita15_stage1_vision"), ("stage1_2_vision_sft", "vita15_stage1_vision"),
                     ("stage1_3_vision_task", "vita15_stage1_vision"), ("stage2_1_audio_align", "vita15_stage2_audio"),
-                    ("stage2_2_audio_sft", "vita15_stage2_audio"), ("stage3_2_speech_decoder", "vita15_stage3_speech")]
+                    ("stage2_2_audio_sft", "vita15_stage2_audio"), ("stage3_1_codec", "vita15_stage3_speech"),
+                    ("stage3_2_speech_decoder", "vita15_stage3_speech")]
     assert step_cfg.model.speech.decoder == "vita15" and step_cfg.model.speech.codec == "mel_rvq"  # the last step speaks

@@ -5,6 +5,10 @@
 its own overrides and ``stage.init_from`` = the previous step's ``final/``, and trains in
 ``<run dir>/<k>_<name>``. A step already complete is skipped, so re-running the command continues
 where it stopped. A failure stops the recipe with a message naming the step.
+
+A codec step (``stage.task: codec``, stage 3.1) exports no model: the steps after it start from the export
+before it, and a later step whose model speaks with that codec but names no ``model.speech.codec_path`` gets
+the codec the step fitted (``<k>_<name>/final/codec``).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ def run_recipe(cfg: DictConfig, train: Callable[[DictConfig, Path], dict]) -> di
     root = Path(hc.runtime.output_dir)
     cli = list(hc.overrides.task)
     prev: str | None = cfg.stage.init_from
+    codec: str | None = None  # the last codec step's fitted codec folder
     metrics: dict = {}
     n = len(cfg.recipe)
     for k, step in enumerate(cfg.recipe, start=1):
@@ -47,6 +52,8 @@ def run_recipe(cfg: DictConfig, train: Callable[[DictConfig, Path], dict]) -> di
             step_cfg = compose(config_name=hc.job.config_name, overrides=step_overrides(cli, step))
             if prev:  # set directly: a run dir path may hold characters the override grammar rejects
                 step_cfg.stage.init_from = prev
+            if codec and step_cfg.model.speech.codec and not step_cfg.model.speech.codec_path:
+                step_cfg.model.speech.codec_path = codec
             validate(step_cfg)
             metrics = train(step_cfg, run_dir) or metrics
         except VitaError as e:
@@ -55,5 +62,10 @@ def run_recipe(cfg: DictConfig, train: Callable[[DictConfig, Path], dict]) -> di
             log.error("recipe stopped at step %d/%d '%s' (stage %s) by a bug; its traceback follows", k, n, name,
                       step.stage)
             raise
-        prev = str(final_of(run_dir))
+        if step_cfg.stage.task == "codec":
+            from vita.codec_stage import CODEC_DIR
+
+            codec = str(final_of(run_dir) / CODEC_DIR)
+        else:
+            prev = str(final_of(run_dir))
     return metrics
