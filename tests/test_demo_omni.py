@@ -18,7 +18,6 @@ import pytest
 from tests.conftest import find_run, losses, quiet, run_vita
 from tests.data_fixtures import demo_root
 
-
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
