@@ -1,7 +1,8 @@
 # make demo : install, write the demo data set from real media, then train the embedded default - smol_omni
 #             (real SmolLM2-135M-Instruct + real Whisper tiny.en encoder) learns audio alignment (VITA-1.5
-#             stage 2.1, the audio adapter alone) on real speech, on CPU, with the WER of held-out and trained
-#             clips before and after - and end with a vita.chat answer about a held-out clip and a demo photo.
+#             stage 2.1, the audio adapter alone) on card calls spoken by flite voices, on CPU, with the WER
+#             before and after on rank/suit pairs never trained on, on real human card recordings and on
+#             trained clips - and end with a vita.chat answer about a human recording and a demo photo.
 #             Re-running skips the finished run (make clean, or DEMO_RUN=another/dir, to train again);
 #             make demo ARGS="train.max_steps=96" DEMO_RUN=outputs/demo/long  trains a variant.
 # make test : install, check the layer contracts (lint-imports), then run the whole test suite
@@ -10,8 +11,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # Debian packages the demo and tests use (g++ builds DeepSpeed's CPU ops on first use;
-# pocketsphinx-testdata: real speech with transcripts (data demo, Whisper test); espeak-ng + sox: spoken
-# questions; dpkg-dev/tar: the OpenCV sample videos are extracted from `apt-get download opencv-doc`;
+# pocketsphinx-testdata: real speech with transcripts (data demo, Whisper test); flite: the demo's card calls;
+# espeak-ng + sox: spoken questions; dpkg-dev/tar: the OpenCV sample videos are extracted from `apt-get download opencv-doc`;
 # slurmctld, slurmd, slurm-client, munge: the local SLURM cluster of tests/slurm, launch/local-slurm;
 # chromium + chromium-driver: the vita.serve page in a headless browser, tests/test_serve_media.py).
 APT_PACKAGES := g++ make pocketsphinx-testdata espeak-ng flite sox slurmctld slurmd slurm-client munge chromium chromium-driver
@@ -28,7 +29,7 @@ export HF_HUB_OFFLINE ?= 1
 
 DEMO_RUN ?= outputs/demo/run
 DEMO_MEDIA ?= $(or $(VITA_DEMO_DIR),$(HOME)/.cache/vita/demo)
-DEMO_CLIP ?= $(DEMO_MEDIA)/speech/cards/003.wav
+DEMO_CLIP ?= $(DEMO_MEDIA)/speech/cards/003.wav  # a real human card call ("seven of clubs"), never trained on
 DEMO_IMAGE ?= $(DEMO_MEDIA)/images/astronaut.png
 
 demo: install demo-data

@@ -19,7 +19,8 @@ def demo_root() -> Path:
     from vita.data.demo import MissingFixture, build
 
     root = Path(demo_data_dir())
-    needed = ("bad/bad.jsonl", "annotations/text.jsonl", "annotations/speech_train.jsonl")
+    needed = ("bad/bad.jsonl", "annotations/text.jsonl", "annotations/speech_train.jsonl",
+              "annotations/cards_train.jsonl")
     if not all((root / p).is_file() for p in needed) or not (root / "video").is_dir():
         try:
             build(root)

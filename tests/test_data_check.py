@@ -169,7 +169,7 @@ def test_fail_policy_at_decode_time_names_the_file(tmp_path):
 
 
 def test_check_on_the_default_experiment_uses_the_models_encoders(capsys):
-    """A bare ``python -m vita.check`` (the omni demo: smol_omni on demo_speech, no data.media_spec) measures
+    """A bare ``python -m vita.check`` (the omni demo: smol_omni on demo_cards, no data.media_spec) measures
     the audio with the model's own encoder counts instead of refusing media for want of a spec."""
     from vita.check import main
 

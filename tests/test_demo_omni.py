@@ -1,4 +1,4 @@
-"""The omni demo: smol_omni (real SmolLM2-135M-Instruct + real Whisper tiny.en) learns audio alignment on real speech.
+"""The omni demo: smol_omni (real SmolLM2-135M-Instruct + real Whisper tiny.en) learns audio alignment on card calls.
 
 Only the audio adapter trains (VITA-1.5 stage 2.1); the LLM and Whisper stay frozen, so a lower
 WER after training than before proves that the audio reaches the LLM through the trained adapter.
@@ -10,6 +10,7 @@ the same generation path as ``vita.chat`` and ``vita.eval``.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -17,45 +18,61 @@ import pytest
 from tests.conftest import find_run, losses, quiet, run_vita
 from tests.data_fixtures import demo_root
 
+README = Path(__file__).resolve().parents[1] / "README.md"
 
-def _cards(root: Path, out: Path) -> Path:
-    """The card-call clips of the demo's training split (short clips: a fast, real ASR task)."""
-    rows = [ln for ln in (root / "annotations" / "speech_train.jsonl").read_text().splitlines()
-            if json.loads(ln)["id"].startswith("asr-cards-")][:3]
-    assert len(rows) == 3, rows
-    out.write_text("\n".join(rows) + "\n")
-    return out
+
+def readme_bounds() -> dict[str, float]:
+    """The WER bounds the README states for the demo (``cards_heldout`` WER < 0.5 ...), by eval set."""
+    found = {m[0]: float(m[1]) for m in re.findall(r"`(cards_\w+)` WER < ([0-9.]+)", README.read_text())}
+    assert {"cards_heldout", "cards_train"} <= set(found), f"README.md states no demo WER bounds: {found}"
+    return found
 
 
 def _eval_rows(run_dir: Path) -> dict[int, dict]:
     from vita.engine.metrics import read_metrics
 
-    return {r["step"]: r for r in read_metrics(run_dir / "metrics.jsonl") if "eval/speech_train/wer" in r}
+    return {r["step"]: r for r in read_metrics(run_dir / "metrics.jsonl") if "eval/cards_heldout/wer" in r}
 
 
-@pytest.mark.timeout(1800)  # ~100 s of CPU (98 s measured); a shared machine stretches the wall time
-def test_audio_alignment_on_real_speech_lowers_loss_and_wer(tmp_path, out_root):
-    """A short smol_omni stage-2.1 run on the demo's real card-call clips: the eval loss and the WER on the
-    clips it trained on fall (before = step 0, after = the last step)."""
-    root = demo_root()
-    cards = _cards(root, tmp_path / "cards.jsonl")
-    steps = 10
-    run_vita([*quiet("align", out_root), "experiment=smol_omni_stage2", "logging.plot=false",
-              f"data.datasets=[{{name:cards,annotations:[{cards}],audio_root:{root / 'speech'}}}]",
-              f"data.eval.speech_train.annotations=[{cards}]", "data.eval.speech_train.max_new_tokens=16",
-              "~data.eval.speech_heldout", "~data.eval.images", "engine.micro_batch_size=3", "optim.warmup_steps=2",
-              "optim.scheduler=constant",
-              f"train.max_steps={steps}", f"train.eval_every={steps}", "stage.export=trainable"], timeout=1700)
-    run_dir = find_run(out_root, "align")
+@pytest.mark.slow
+@pytest.mark.timeout(2400)  # ~4 min of CPU; a shared machine stretches the wall time
+def test_demo_generalises_to_held_out_card_calls(out_root):
+    """The demo as `make demo` runs it (the embedded default: smol_omni, stage 2.1, card calls): after training,
+    the WER on rank/suit pairs never trained on and on the trained clips is below the bound the README states,
+    and the adapter alone was trained. The "before" eval and the photo captions are left out (time)."""
+    demo_root()
+    bounds = readme_bounds()
+    run_vita([*quiet("demo", out_root), "train.eval_at_start=false", "~data.eval.images"], timeout=2300)
+    run_dir = find_run(out_root, "demo")
     ev = _eval_rows(run_dir)
-    assert sorted(ev) == [0, steps], sorted(ev)
-    before, after = ev[0], ev[steps]
-    assert after["eval/speech_train/loss"] < before["eval/speech_train/loss"] - 0.5, (before, after)
-    assert after["eval/speech_train/wer"] < before["eval/speech_train/wer"], (before, after)
+    steps = max(ev)
+    after = ev[steps]
+    for name, bound in bounds.items():
+        assert after[f"eval/{name}/wer"] < bound, (name, bound, after)
     traj = losses(run_dir)
-    assert len(traj) == steps and sum(traj[-3:]) / 3 < traj[0], traj
+    assert len(traj) == steps and sum(traj[-3:]) / 3 < traj[0] - 1.0, traj
     # only the adapter was trained and exported (stage 2.1 exports what it trains)
     assert sorted(p.name for p in (run_dir / "final").glob("*.safetensors")) == ["audio_projector.safetensors"]
+
+
+def test_card_calls_hold_out_pairs():
+    """The card-call data (vita/data/cards.py): no held-out rank/suit pair is said in any training utterance,
+    every rank and suit word is, and the real human recordings are in the human set."""
+    from vita.data.cards import HELD_OUT_CARDS, RANKS, SUITS, card, train_texts
+
+    root = demo_root()
+    rows = lambda name: [json.loads(ln) for ln in (root / "annotations" / name).read_text().splitlines()]  # noqa: E731
+    said = " | ".join(r["conversations"][1]["value"].lower() for r in rows("cards_train.jsonl"))
+    assert len(rows("cards_train.jsonl")) == 4 * len(train_texts())
+    for pair in HELD_OUT_CARDS:
+        assert card(*pair) not in said, pair
+    assert all(w in said for w in (*RANKS, *SUITS))
+    held = rows("cards_heldout.jsonl")
+    assert {r["conversations"][1]["value"] for r in held} == {card(*p).capitalize() + "." for p in HELD_OUT_CARDS}
+    human = rows("cards_human.jsonl")
+    assert [r["audio"] for r in human] == [f"cards/00{k}.wav" for k in range(1, 6)]
+    assert all((root / "speech" / r["audio"]).is_file() for r in human)
+    assert all((root / "cards" / r["audio"]).is_file() for r in held)
 
 
 def test_embedded_default_is_the_omni_demo():
@@ -64,8 +81,8 @@ def test_embedded_default_is_the_omni_demo():
 
     cfg = _compose([])
     assert cfg.model.backbone == "smollm2-135m" and cfg.model.audio.encoder == "whisper"
-    assert cfg.stage.name == "stage2_1_audio_align" and cfg.data.name == "demo_speech"
-    assert set(cfg.data.eval) == {"speech_heldout", "speech_train", "images"}
+    assert cfg.stage.name == "stage2_1_audio_align" and cfg.data.name == "demo_cards"
+    assert set(cfg.data.eval) == {"cards_heldout", "cards_human", "cards_train", "images"}
     assert cfg.train.eval_at_start and cfg.train.eval_every == cfg.train.max_steps
 
 

@@ -151,7 +151,7 @@ def _validate_eval(cfg: DictConfig) -> None:
     if cfg.train.eval_every < 0:
         raise ConfigError(f"train.eval_every must be >= 0, got {cfg.train.eval_every}")
     # train.eval_every / eval_at_start without data.eval sets evaluate nothing: the embedded default sets them
-    # for its demo_speech sets, and a run on other data (data=..., experiment=...) must not fail for that.
+    # for its demo_cards sets, and a run on other data (data=..., experiment=...) must not fail for that.
 
 
 def _projector_key(name: str, key: str) -> None:

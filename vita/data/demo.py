@@ -4,7 +4,9 @@ Media are referenced where they are installed (symlinked folders), never copied 
 
 * images: scikit-image's bundled photos, captioned with the first line of their loader's docstring;
 * speech: LibriVox and card-call clips with transcripts (Debian ``pocketsphinx-testdata``), also split
-  into ``speech_train.jsonl`` and ``speech_heldout.jsonl`` (:data:`HELD_OUT_SPEECH`) for the demo's eval;
+  into ``speech_train.jsonl`` and ``speech_heldout.jsonl`` (:data:`HELD_OUT_SPEECH`);
+* card calls: spoken by Debian ``flite`` voices with some rank/suit pairs held out, and the real human card
+  recordings as a second held-out set (:mod:`vita.data.cards`): ``make demo``'s task;
 * video: OpenCV's sample AVIs, extracted from Debian ``opencv-doc`` (``apt-get download``);
 * spoken questions: synthesised with ``espeak-ng`` and resampled with ``sox``;
 * text: chatterbot-corpus conversations;
@@ -189,6 +191,7 @@ def text_records(n: int = 300) -> list[dict]:
 def build(root: Path | None = None) -> Path:
     """Write the demo set (and the bad-sample corpus) under ``root``; returns it."""
     from vita.data.bad_corpus import write_bad_corpus
+    from vita.data.cards import write_cards
     from vita.data.demo_answers import write_spoken_answers
 
     root = Path(root or demo_data_dir())
@@ -198,6 +201,7 @@ def build(root: Path | None = None) -> Path:
     captions = {r["id"].removeprefix("image-"): r["conversations"][1]["value"] for r in images}
     _write_jsonl(ann / "images.jsonl", images)
     write_speech(ann, speech_records(root))
+    write_cards(root)
     _write_jsonl(ann / "video.jsonl", video_records(root))
     (root / "spoken").mkdir(exist_ok=True)
     spoken = spoken_records(root, captions)
