@@ -18,7 +18,6 @@ import torch
 from omegaconf import OmegaConf
 
 from tests.conftest import ROOT, vita_env
-from tests.data_fixtures import tokenizer
 from vita.config import register_resolvers
 from vita.data.speak import flite_speech
 
@@ -237,8 +236,8 @@ def test_shards_carry_codes(corpus, tmp_path, monkeypatch):
     """Shards store each spoken answer's codes and the stream reads them back; shards written by a model that does
     not speak are refused by a speaking one with one line."""
     from vita.data import build_data, make_processor
-    from vita.data.shards.stream import decode
     from vita.data.shards.reader import iter_samples
+    from vita.data.shards.stream import decode
     from vita.data.shards.writer import write_shards
     from vita.errors import DataError
 
