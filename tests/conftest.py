@@ -36,6 +36,26 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda it: not any(it.get_closest_marker(m) for m in long))  # stable: file order kept within
 
 
+def spawn_repl(args: list[str], log_dir: Path, timeout: float = 240):
+    """``python -m ARGS`` under pexpect (a REPL), its transcript written to ``log_dir/session.log`` for failures."""
+    import pexpect
+
+    child = pexpect.spawn(PY, ["-m", *args], cwd=str(ROOT), env=vita_env(), encoding="utf-8", timeout=timeout)
+    child.logfile_read = open(log_dir / "session.log", "w")  # noqa: SIM115  (closed with the child)
+    return child
+
+
+def speak_into(child, bad: Path, folder: Path) -> None:
+    """At a ``vita.chat`` REPL prompt: ``/speak`` into a folder that cannot exist (one error line, the REPL goes on),
+    then into ``folder``."""
+    child.expect("you> ")
+    child.sendline(f"/speak {bad}")
+    child.expect(rf"error: \S*{bad.name}: the folder \S*{bad.parent.name} does not exist")
+    child.expect("you> ")
+    child.sendline(f"/speak {folder}")
+    child.expect(r"\(speech on")
+
+
 def vita_env(**extra: str) -> dict:
     env = dict(os.environ)
     for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):  # left by an in-process test's

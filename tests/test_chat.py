@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, vita_env
+from tests.conftest import ROOT, spawn_repl, vita_env
 from tests.data_fixtures import demo_root
 
 pexpect = pytest.importorskip("pexpect")
@@ -23,10 +23,7 @@ def test_repl_two_turns_survives_a_missing_file(tmp_path):
     image = root / "images" / "astronaut.png"
     audio = root / "speech" / "librivox" / "sense_and_sensibility_01_austen_64kb-0880.wav"
     missing = tmp_path / "nope.wav"
-    child = pexpect.spawn(sys.executable, ["-m", "vita.chat", "experiment=chatterbot_tiny", "model=tiny_omni",
-                                           "--max-new-tokens", "6"],
-                          cwd=str(ROOT), env=vita_env(), encoding="utf-8", timeout=240)
-    child.logfile_read = open(tmp_path / "session.log", "w")  # noqa: SIM115  (the transcript, for failures)
+    child = spawn_repl(["vita.chat", "experiment=chatterbot_tiny", "model=tiny_omni", "--max-new-tokens", "6"], tmp_path)
     try:
         child.expect("you> ")
         child.sendline(f"/image {image}")

@@ -11,14 +11,13 @@ evaluation) is checked in tests/test_speech_trained.py.
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
-from tests.conftest import ROOT, vita_env
+from tests.conftest import spawn_repl, speak_into
 from tests.speech_helpers import b64wav as _b64wav
 from tests.speech_helpers import speaking
 
@@ -168,16 +167,10 @@ pexpect = pytest.importorskip("pexpect")
 
 def test_repl_speaks_two_turns_and_survives_a_bad_speak_path(tmp_path):
     folder = tmp_path / "voice"
-    child = pexpect.spawn(sys.executable, ["-m", "tests.speech_helpers", *TINY, "--max-new-tokens", "6"],
-                          cwd=str(ROOT), env=vita_env(), encoding="utf-8", timeout=240)
-    child.logfile_read = open(tmp_path / "session.log", "w")  # noqa: SIM115  (the transcript, for failures)
+    child = spawn_repl(["tests.speech_helpers", *TINY, "--max-new-tokens", "6"], tmp_path)
     try:
-        child.expect("you> ")
-        child.sendline(f"/speak {tmp_path / 'missing' / 'deeper'}")
-        child.expect(r"error: \S*deeper: the folder \S*missing does not exist")
-        child.expect("you> ")
-        child.sendline(f"/speak {folder}")
-        child.expect(r"\(speech on: a WAV per answer in \S*voice/\)")
+        speak_into(child, tmp_path / "missing" / "deeper", folder)
+        child.expect(r": a WAV per answer in \S*voice/\)")
         child.expect("you> ")
         for n in (1, 2):
             child.sendline("Hello, who are you?" if n == 1 else "And what do you do?")

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.conftest import ROOT, vita_env
+from tests.conftest import ROOT, spawn_repl, speak_into, vita_env
 from tests.speech_helpers import b64wav as _b64wav
 
 pexpect = pytest.importorskip("pexpect")
@@ -174,16 +174,9 @@ def test_chat_speak_on_a_trained_run_says_the_answer_s_words(trained_run, tmp_pa
 @pytest.mark.slow
 def test_repl_on_a_trained_run_speaks_two_turns_and_survives_a_bad_path(trained_run, tmp_path):
     folder = tmp_path / "said"
-    child = pexpect.spawn(sys.executable, ["-m", "vita.chat", str(trained_run), "--max-new-tokens", "24"],
-                          cwd=str(ROOT), env=vita_env(), encoding="utf-8", timeout=300)
-    child.logfile_read = open(tmp_path / "session.log", "w")  # noqa: SIM115  (the transcript, for failures)
+    child = spawn_repl(["vita.chat", str(trained_run), "--max-new-tokens", "24"], tmp_path, timeout=300)
     try:
-        child.expect("you> ")
-        child.sendline(f"/speak {tmp_path / 'no' / 'such'}")
-        child.expect(r"error: \S*such: the folder \S*no does not exist")
-        child.expect("you> ")
-        child.sendline(f"/speak {folder}")
-        child.expect(r"\(speech on")
+        speak_into(child, tmp_path / "no" / "such", folder)
         for n, text in enumerate(SAID, 1):
             child.expect("you> ")
             child.sendline(f"Read this aloud: {text}")

@@ -20,7 +20,7 @@ so raise ``upsample`` if your codes per text token often exceed it (``vita.check
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +28,7 @@ from torch import nn
 
 from vita.errors import ConfigError
 from vita.model.speech.blocks import KV, Block, RMSNorm, padding_mask, rope
-from vita.model.speech.decoder import SpeechDecoder
+from vita.model.speech.decoder import SpeechDecoder, checked_config
 
 
 @dataclass
@@ -53,14 +53,10 @@ class CTCConfig:
 
 
 def make_config(llm_hidden: int, codebooks: int, codebook_size: int, **overrides) -> CTCConfig:
-    names = {f.name for f in fields(CTCConfig)}
-    bad = sorted(set(overrides) - names)
-    if bad:
-        raise ConfigError(f"ctc speech decoder: unknown option(s) {bad}; it takes {sorted(names - {'llm_hidden', 'codebooks', 'codebook_size'})}")
     if int(codebooks) != 1:
         raise ConfigError(f"ctc speech decoder predicts one codebook but the codec gives {codebooks}: use a "
                           "1-codebook codec (e.g. mel_rvq with codebooks=1) or the nar_ar decoder")
-    cfg = CTCConfig(int(llm_hidden), 1, int(codebook_size), **overrides)
+    cfg = checked_config(CTCConfig, "ctc", llm_hidden, 1, codebook_size, overrides)
     if cfg.hidden % cfg.heads or cfg.upsample < 1 or cfg.layers < 1:
         raise ConfigError(f"ctc speech decoder: bad shape {asdict(cfg)} (hidden a multiple of heads, upsample >= 1)")
     return cfg

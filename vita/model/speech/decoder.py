@@ -17,9 +17,24 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Iterator
+from dataclasses import fields
 
 import torch
 from torch import nn
+
+from vita.errors import ConfigError
+
+SHAPE_FROM_CODEC = ("llm_hidden", "codebooks", "codebook_size")
+"""Constructor fields every decoder config starts with, set by the model (LLM width) and the codec."""
+
+
+def checked_config(cls: type, what: str, llm_hidden: int, codebooks: int, codebook_size: int, overrides: dict):
+    """``cls(llm_hidden, codebooks, codebook_size, **overrides)``; an unknown option is one line listing the known."""
+    names = {f.name for f in fields(cls)}
+    bad = sorted(set(overrides) - names)
+    if bad:
+        raise ConfigError(f"{what} speech decoder: unknown option(s) {bad}; it takes {sorted(names - set(SHAPE_FROM_CODEC))}")
+    return cls(int(llm_hidden), int(codebooks), int(codebook_size), **overrides)
 
 
 class SpeechDecoder(nn.Module):

@@ -35,7 +35,7 @@ codebook 0), over the valid frames only; padding of the text or the codes does n
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +43,7 @@ from torch import nn
 
 from vita.errors import ConfigError
 from vita.model.speech.blocks import KV, Block, KeysValuesOnly, RMSNorm, bidirectional_mask, padding_mask, rope
-from vita.model.speech.decoder import SpeechDecoder
+from vita.model.speech.decoder import SpeechDecoder, checked_config
 
 SPECIALS = 4
 BOS, SOS, EOS, PAD = range(SPECIALS)
@@ -77,11 +77,7 @@ class NarArConfig:
 
 def make_config(llm_hidden: int, codebooks: int, codebook_size: int, **overrides) -> NarArConfig:
     """A checked :class:`NarArConfig`; an unknown key or a bad shape is one clear line."""
-    names = {f.name for f in fields(NarArConfig)}
-    bad = sorted(set(overrides) - names)
-    if bad:
-        raise ConfigError(f"nar_ar speech decoder: unknown option(s) {bad}; it takes {sorted(names - {'llm_hidden', 'codebooks', 'codebook_size'})}")
-    cfg = NarArConfig(int(llm_hidden), int(codebooks), int(codebook_size), **overrides)
+    cfg = checked_config(NarArConfig, "nar_ar", llm_hidden, codebooks, codebook_size, overrides)
     if cfg.input not in ("linear", "split"):
         raise ConfigError(f"nar_ar speech decoder: input={cfg.input!r}; use 'linear' or 'split'")
     if cfg.input == "split" and cfg.llm_hidden % cfg.hidden:
