@@ -130,8 +130,10 @@ def data_section(runs: list[dict]) -> list[str]:
               f"{f'{sizes[k] / 1e6:.2f}' if k in sizes else ''} |" for k in rates[0]], ""]
 
 
-def render(record: dict, gpu_page: str | None = None) -> str:
-    """The whole of BENCHMARKS.md from the stored records (and the device kit's page, ``docs/device_summary.md``)."""
+def render(record: dict, gpu_page: str | None = None, measured: list[str] | None = None) -> str:
+    """The whole of BENCHMARKS.md from the stored records, the pages of figures measured by other commands
+    (``docs/measured/*.md``: ``make demo`` on fresh clones, the speech benchmarks; each says its command) and the
+    device kit's page (``docs/device_summary.md``)."""
     from vita.bench.overhead import table
 
     out = ["# Benchmarks", "",
@@ -268,7 +270,9 @@ def render(record: dict, gpu_page: str | None = None) -> str:
             "`engine.peak_tflops` set, `mfu`. The formula (6·N·t + 12·L·d·s² per sequence for trained parts, "
             "less for frozen ones, vision and audio encoders included) is documented in `vita/engine/flops.py` "
             "and checked against `torch.utils.flop_counter.FlopCounterMode` in `tests/test_flops.py` (within 5%).",
-            "", "## GPU (one device)", "",
+            ""]
+    out += [page.strip() + "\n" for page in measured or []]
+    out += ["## GPU (one device)", "",
             "`launch/gpu_bench.sh` measures tokens/s and MFU for a Qwen2.5-0.5B-shaped LLM + InternViT-300M-shaped "
             "tower (random init, bf16, ZeRO-2), packing off vs on, and prints one table (`vita/bench/gpu.py`; "
             "`SMOKE=1` checks the script's path on CPU). On a lent GPU machine the device kit runs it after the "
@@ -316,7 +320,8 @@ def main(argv: list[str] | None = None) -> dict:
     args.docs.mkdir(parents=True, exist_ok=True)
     store.write_text(json.dumps(record, indent=2) + "\n")
     gpu = args.docs / "device_summary.md"
-    text = render(record, gpu.read_text() if gpu.is_file() else None)
+    pages = [f.read_text() for f in sorted((args.docs / "measured").glob("*.md"))]
+    text = render(record, gpu.read_text() if gpu.is_file() else None, pages)
     (args.docs / "BENCHMARKS.md").write_text(text)
     print(text)
     return record

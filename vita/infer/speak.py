@@ -173,7 +173,9 @@ def speak_rows(model, batch: dict, rows: Sequence[Sequence[int]], pad_id: int, c
 
     Args:
         chunk: code frames per decoder chunk (smaller: earlier first audio, more decoder calls).
-        max_frames: most code frames per answer (default: the decoder's ``max_frames``).
+        max_frames: most code frames per answer (default: ``model.speech.max_seconds`` worth, the longest answer
+            the decoder was trained to say: an undertrained decoder that never says its end-of-speech code stops
+            there, not at the decoder's own limit).
 
     Raises:
         ConfigError: the model has no speech decoder or codec (one line, :func:`speech_problem`).
@@ -181,6 +183,8 @@ def speak_rows(model, batch: dict, rows: Sequence[Sequence[int]], pad_id: int, c
     require_speech(model)
     if not rows:
         return []
+    if max_frames is None:
+        max_frames = getattr(model, "speech_max_frames", 0) or None
     t0 = time.perf_counter()
     hidden, embeds, lengths = answer_hidden(model, batch, rows, pad_id)
     share = (time.perf_counter() - t0) / len(rows)
