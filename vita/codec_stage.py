@@ -31,7 +31,7 @@ FITTERS = ("mel_rvq",)
 CODEC_DIR = "codec"
 
 
-def spoken_answers(entries: list, what: str) -> list[tuple[Path, str, str]]:
+def spoken_answers(entries: list, what: str, limit: int = 0) -> list[tuple[Path, str, str]]:
     """``(wav path, answer text, location)`` of every spoken answer in ``entries`` (dataset entries of
     ``data.datasets`` or ``data.eval`` sets: their annotation files and media roots), parsed and
     root-confined by the data schema (:func:`vita.data.schema.parse_sample`)."""
@@ -46,7 +46,6 @@ def spoken_answers(entries: list, what: str) -> list[tuple[Path, str, str]]:
             for i in range(len(ann)):
                 s = parse_sample(ann.read(i), ann.where(i), roots)
                 out.extend((Path(p), s.turns[t][1], f"{s.where} sample '{s.id}'") for t, p in sorted(s.speech.items()))
-    limit = getattr(entries[0][1], "limit", 0) if len(entries) == 1 else 0
     out = out[:limit] if limit else out  # an eval set's ``limit``: its first spoken answers
     if not out:
         raise DataError(f"stage 3.1 found no spoken answer in {what}: give assistant turns a \"speech\" "
@@ -98,7 +97,7 @@ def run_codec_stage(cfg, run_dir: Path) -> dict:
     shape = OmegaConf.to_container(cfg.model.speech.codec_options, resolve=True)
     fit_opts = OmegaConf.to_container(cfg.stage.codec_fit, resolve=True)
     train = spoken_answers([(d.name, d) for d in cfg.data.datasets], "data.datasets")
-    evals = {name: spoken_answers([(name, e)], f"data.eval.{name}") for name, e in cfg.data.eval.items()}
+    evals = {name: spoken_answers([(name, e)], f"data.eval.{name}", e.limit) for name, e in cfg.data.eval.items()}
     asr = WhisperASR() if evals else None
     logger = MetricsLogger(run_dir, list(cfg.logging.loggers), True, str(cfg.name),
                           OmegaConf.to_container(cfg, resolve=True))
